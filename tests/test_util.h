@@ -1,0 +1,65 @@
+// Helpers shared by the test suites: temporary store directories, event
+// builders and status assertions (Debian 12's Abseil has no status matchers).
+#ifndef RILL_TESTS_TEST_UTIL_H_
+#define RILL_TESTS_TEST_UTIL_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "gtest/gtest.h"
+#include "rill/event.h"
+
+namespace rill::testing {
+
+// A fresh, empty directory under $TMPDIR (or /tmp), removed with everything
+// in it when the object is destroyed.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::string& path() const { return path_; }
+  // path() + "/" + name
+  std::string Sub(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// An event of `type` whose JSON payload is {"n":n}.
+EventData MakeEvent(const std::string& type, int n);
+// `count` events "E0", "E1", ... with payloads {"n":0}, {"n":1}, ...
+std::vector<EventData> MakeEvents(int count, int first_n = 0);
+
+// Path of a tests/*_child.cc program in the build tree.
+std::string ChildBinary(const std::string& name);
+
+}  // namespace rill::testing
+
+#define RILL_ASSERT_OK(expr)                                   \
+  do {                                                         \
+    const ::absl::Status rill_status_ = (expr);                \
+    ASSERT_TRUE(rill_status_.ok()) << rill_status_.ToString(); \
+  } while (0)
+
+#define RILL_EXPECT_OK(expr)                                   \
+  do {                                                         \
+    const ::absl::Status rill_status_ = (expr);                \
+    EXPECT_TRUE(rill_status_.ok()) << rill_status_.ToString(); \
+  } while (0)
+
+// ASSERT that a StatusOr is ok and move its value into `lhs` (a declaration).
+#define RILL_ASSERT_OK_AND_ASSIGN(lhs, expr)                         \
+  RILL_ASSERT_OK_AND_ASSIGN_IMPL_(RILL_CONCAT_(rill_so_, __LINE__), lhs, expr)
+#define RILL_ASSERT_OK_AND_ASSIGN_IMPL_(so, lhs, expr) \
+  auto so = (expr);                                    \
+  ASSERT_TRUE(so.ok()) << so.status().ToString();      \
+  lhs = std::move(so).value()
+#define RILL_CONCAT_(a, b) RILL_CONCAT_INNER_(a, b)
+#define RILL_CONCAT_INNER_(a, b) a##b
+
+#endif  // RILL_TESTS_TEST_UTIL_H_
