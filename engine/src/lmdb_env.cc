@@ -1,0 +1,151 @@
+#include "lmdb_env.h"
+
+#include <errno.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace rill::internal {
+
+absl::Status LmdbError(int rc, absl::string_view context) {
+  std::string msg = absl::StrCat(context, ": ", mdb_strerror(rc));
+  switch (rc) {
+    case 0:
+      return absl::OkStatus();
+    case ENOSPC:
+    case EFBIG:
+    case EDQUOT:
+    case ENOMEM:
+    case MDB_MAP_FULL:
+    case MDB_READERS_FULL:
+    case MDB_TXN_FULL:
+    case MDB_DBS_FULL:
+      return absl::ResourceExhaustedError(msg);
+    case EACCES:
+    case EPERM:
+      return absl::PermissionDeniedError(msg);
+    case EROFS:
+      return absl::FailedPreconditionError(msg);
+    case ENOENT:
+    case MDB_NOTFOUND:
+      return absl::NotFoundError(msg);
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+    case MDB_VERSION_MISMATCH:
+    case MDB_BAD_VALSIZE:
+      return absl::DataLossError(msg);
+    case EIO:
+      return absl::UnavailableError(msg);
+    default:
+      return absl::InternalError(msg);
+  }
+}
+
+Txn::Txn(Txn&& other) noexcept : env_(other.env_), txn_(other.txn_) {
+  other.txn_ = nullptr;
+}
+
+Txn::~Txn() { Abort(); }
+
+void Txn::Abort() {
+  if (txn_ == nullptr) return;
+  mdb_txn_abort(txn_);
+  txn_ = nullptr;
+  env_->resize_mu_.ReaderUnlock();
+}
+
+int Txn::Commit() {
+  int rc = mdb_txn_commit(txn_);  // frees the txn whatever the outcome
+  txn_ = nullptr;
+  env_->resize_mu_.ReaderUnlock();
+  return rc;
+}
+
+absl::StatusOr<CursorPtr> Txn::OpenCursor(MDB_dbi dbi) const {
+  MDB_cursor* cursor = nullptr;
+  int rc = mdb_cursor_open(txn_, dbi, &cursor);
+  if (rc != 0) return LmdbError(rc, "mdb_cursor_open");
+  return CursorPtr(cursor);
+}
+
+absl::StatusOr<std::unique_ptr<LmdbEnv>> LmdbEnv::Open(const std::string& path,
+                                                      const LmdbEnvOptions& options) {
+  MDB_env* env = nullptr;
+  int rc = mdb_env_create(&env);
+  if (rc != 0) return LmdbError(rc, "mdb_env_create");
+  std::unique_ptr<LmdbEnv> result(new LmdbEnv(env, options));
+  if ((rc = mdb_env_set_maxdbs(env, options.max_dbs)) != 0 ||
+      (rc = mdb_env_set_maxreaders(env, options.max_readers)) != 0 ||
+      (rc = mdb_env_set_mapsize(env, options.map_size)) != 0) {
+    return LmdbError(rc, "configuring LMDB");
+  }
+  rc = mdb_env_open(env, path.c_str(), options.flags | MDB_NOTLS, 0644);
+  if (rc != 0) return LmdbError(rc, absl::StrCat("opening LMDB environment ", path));
+  // Free the reader slots of processes that died with a read transaction
+  // open (a SIGKILLed service), so they do not pin pages forever.
+  int dead = 0;
+  mdb_reader_check(env, &dead);
+  return result;
+}
+
+LmdbEnv::~LmdbEnv() { mdb_env_close(env_); }
+
+absl::StatusOr<Txn> LmdbEnv::BeginRead() { return Begin(MDB_RDONLY); }
+absl::StatusOr<Txn> LmdbEnv::BeginWrite() { return Begin(0); }
+
+absl::StatusOr<Txn> LmdbEnv::Begin(unsigned flags) {
+  for (int attempt = 0;; ++attempt) {
+    resize_mu_.ReaderLock();
+    MDB_txn* txn = nullptr;
+    int rc = mdb_txn_begin(env_, nullptr, flags, &txn);
+    if (rc == 0) return Txn(this, txn);
+    resize_mu_.ReaderUnlock();
+    if (rc != MDB_MAP_RESIZED || attempt >= 8) {
+      return LmdbError(rc, "mdb_txn_begin");
+    }
+    if (absl::Status s = AdoptMapSize(); !s.ok()) return s;
+  }
+}
+
+absl::Status LmdbEnv::AdoptMapSize() {
+  absl::WriterMutexLock lock(&resize_mu_);
+  int rc = mdb_env_set_mapsize(env_, 0);
+  return LmdbError(rc, "adopting the grown map size");
+}
+
+absl::Status LmdbEnv::Grow() {
+  absl::WriterMutexLock lock(&resize_mu_);
+  MDB_envinfo info;
+  mdb_env_info(env_, &info);
+  size_t current = info.me_mapsize;
+  size_t next = current < options_.map_growth_step ? current * 2
+                                                   : current + options_.map_growth_step;
+  int rc = mdb_env_set_mapsize(env_, next);
+  return LmdbError(rc, "growing the map");
+}
+
+size_t LmdbEnv::map_size() {
+  absl::ReaderMutexLock lock(&resize_mu_);
+  MDB_envinfo info;
+  mdb_env_info(env_, &info);
+  return info.me_mapsize;
+}
+
+absl::StatusOr<MDB_dbi> LmdbEnv::OpenDb(const char* name, bool create) {
+  absl::StatusOr<Txn> txn = create ? BeginWrite() : BeginRead();
+  if (!txn.ok()) return txn.status();
+  MDB_dbi dbi;
+  int rc = mdb_dbi_open(txn->get(), name, create ? MDB_CREATE : 0, &dbi);
+  if (rc != 0) return LmdbError(rc, absl::StrCat("opening database ", name));
+  // The handle outlives the transaction only if it commits (read-only
+  // transactions too); an abort would close it.
+  rc = txn->Commit();
+  if (rc != 0) return LmdbError(rc, absl::StrCat("opening database ", name));
+  return dbi;
+}
+
+}  // namespace rill::internal
+

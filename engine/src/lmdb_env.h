@@ -1,0 +1,114 @@
+// LmdbEnv: one LMDB environment with RAII transactions, automatic map growth
+// and the mapping of LMDB errors to absl::Status.
+//
+// LMDB allows mdb_env_set_mapsize only while this process has no active
+// transaction. Every transaction therefore holds `resize_mu_` shared, and a
+// resize (our own growth after MDB_MAP_FULL, or adopting another process's
+// growth after MDB_MAP_RESIZED) holds it exclusively. Transactions are short
+// (reads copy what they need and end before user code runs), so a resize
+// never waits long.
+//
+// Thread-safety: all methods are thread-safe. A Txn must be used by one
+// thread at a time (the env is opened with MDB_NOTLS).
+#ifndef RILL_ENGINE_LMDB_ENV_H_
+#define RILL_ENGINE_LMDB_ENV_H_
+
+#include <lmdb.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+
+namespace rill::internal {
+
+// Maps an LMDB or errno return code to the most specific status code.
+absl::Status LmdbError(int rc, absl::string_view context);
+
+inline MDB_val ToVal(const void* data, size_t size) {
+  return MDB_val{size, const_cast<void*>(data)};
+}
+inline MDB_val ToVal(absl::string_view s) { return ToVal(s.data(), s.size()); }
+inline absl::string_view FromVal(const MDB_val& v) {
+  return absl::string_view(static_cast<const char*>(v.mv_data), v.mv_size);
+}
+
+struct CursorCloser {
+  void operator()(MDB_cursor* c) const { mdb_cursor_close(c); }
+};
+using CursorPtr = std::unique_ptr<MDB_cursor, CursorCloser>;
+
+class LmdbEnv;
+
+// A transaction that holds the env's resize lock shared while it lives.
+// Aborted on destruction unless committed.
+class Txn {
+ public:
+  Txn(Txn&& other) noexcept;
+  Txn& operator=(Txn&&) = delete;
+  ~Txn();
+
+  MDB_txn* get() const { return txn_; }
+  // Commits; the Txn is finished afterwards whatever the outcome. Returns
+  // the raw LMDB code so the writer can tell MDB_MAP_FULL apart.
+  int Commit();
+  void Abort();
+  absl::StatusOr<CursorPtr> OpenCursor(MDB_dbi dbi) const;
+
+ private:
+  friend class LmdbEnv;
+  Txn(LmdbEnv* env, MDB_txn* txn) : env_(env), txn_(txn) {}
+  LmdbEnv* env_;
+  MDB_txn* txn_;
+};
+
+struct LmdbEnvOptions {
+  unsigned flags = 0;  // extra mdb_env_open flags (MDB_RDONLY, MDB_NOSYNC ...)
+  size_t map_size = size_t{1} << 30;
+  size_t map_growth_step = size_t{4} << 30;
+  unsigned max_readers = 256;
+  unsigned max_dbs = 8;
+};
+
+class LmdbEnv {
+ public:
+  // Opens the environment in directory `path` (which must exist).
+  static absl::StatusOr<std::unique_ptr<LmdbEnv>> Open(const std::string& path,
+                                                       const LmdbEnvOptions& options);
+  ~LmdbEnv();
+
+  MDB_env* env() const { return env_; }
+  bool read_only() const { return (options_.flags & MDB_RDONLY) != 0; }
+
+  absl::StatusOr<Txn> BeginRead();
+  absl::StatusOr<Txn> BeginWrite();
+
+  // Opens (creating when `create`) a named database.
+  absl::StatusOr<MDB_dbi> OpenDb(const char* name, bool create);
+
+  // Grows the map after MDB_MAP_FULL: doubles it, or adds map_growth_step
+  // once it is larger than that. REQUIRES: the caller holds no Txn.
+  absl::Status Grow();
+
+  // Current map size in bytes.
+  size_t map_size();
+
+ private:
+  friend class Txn;
+  LmdbEnv(MDB_env* env, const LmdbEnvOptions& options) : env_(env), options_(options) {}
+  absl::StatusOr<Txn> Begin(unsigned flags);
+  // Adopts a map size grown by another process (after MDB_MAP_RESIZED).
+  absl::Status AdoptMapSize();
+
+  MDB_env* env_;
+  LmdbEnvOptions options_;
+  absl::Mutex resize_mu_;
+};
+
+}  // namespace rill::internal
+
+#endif  // RILL_ENGINE_LMDB_ENV_H_

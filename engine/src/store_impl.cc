@@ -1,0 +1,388 @@
+#include "store_impl.h"
+
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <system_error>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "keys.h"
+#include "validate.h"
+#include "writer.h"
+
+namespace rill::internal {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kLogDir[] = "log";
+constexpr char kMetaKey[] = "store";
+
+// LMDB must not open one environment twice in a process (closing either
+// would drop the other's POSIX locks), so the process keeps a registry of the
+// stores it has open.
+absl::Mutex registry_mu(absl::kConstInit);
+absl::flat_hash_set<std::string>& Registry() ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu) {
+  static auto* registry = new absl::flat_hash_set<std::string>();
+  return *registry;
+}
+
+absl::Status ErrnoStatus(const std::error_code& ec, absl::string_view what) {
+  return LmdbError(ec.value(), what);
+}
+
+// Decides whether `dir` holds a store, may hold a new one, or is something
+// else. Creates the directory when allowed.
+absl::Status PrepareDirectory(const std::string& dir, const StoreOptions& options,
+                              bool* exists) {
+  std::error_code ec;
+  fs::file_status st = fs::status(dir, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return ErrnoStatus(ec, absl::StrCat("cannot access ", dir));
+  }
+  const std::string data_file = absl::StrCat(dir, "/", kLogDir, "/data.mdb");
+  if (fs::exists(st)) {
+    if (!fs::is_directory(st)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(dir, " is not a rill store (it is not a directory)"));
+    }
+    if (fs::exists(data_file, ec)) {
+      *exists = true;
+      return absl::OkStatus();
+    }
+    // An empty directory, or one holding only our empty log/ directory left
+    // by an interrupted creation, may become a store.
+    for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
+      const bool empty_log = entry.path().filename() == kLogDir &&
+                             entry.is_directory() && fs::is_empty(entry.path(), ec);
+      if (!empty_log) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            dir, " is not a rill store (it holds other files and no ", kLogDir, "/data.mdb)"));
+      }
+    }
+    if (ec) return ErrnoStatus(ec, absl::StrCat("cannot list ", dir));
+  }
+  *exists = false;
+  if (options.read_only || !options.create_if_missing) {
+    return absl::NotFoundError(absl::StrCat("no rill store at ", dir));
+  }
+  fs::create_directories(absl::StrCat(dir, "/", kLogDir), ec);
+  if (ec) return ErrnoStatus(ec, absl::StrCat("cannot create the store directory ", dir));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadOrCreateMeta(LmdbEnv* env, const LogDbs& dbs, bool read_only) {
+  absl::StatusOr<Txn> txn = read_only ? env->BeginRead() : env->BeginWrite();
+  if (!txn.ok()) return txn.status();
+  MDB_val key = ToVal(kMetaKey), value;
+  int rc = mdb_get(txn->get(), dbs.meta, &key, &value);
+  if (rc == 0) {
+    absl::StatusOr<StoreMetaData> meta = DecodeStoreMeta(FromVal(value));
+    if (!meta.ok()) return meta.status();
+    if (meta->format_version > kFormatVersion) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the store has format version ", meta->format_version,
+                       ", newer than this build's ", kFormatVersion, "; upgrade rill"));
+    }
+    return meta->store_id.ToString();
+  }
+  if (rc != MDB_NOTFOUND) return LmdbError(rc, "reading the store's meta record");
+  MDB_stat st;
+  mdb_stat(txn->get(), dbs.events, &st);
+  if (st.ms_entries != 0 || read_only) {
+    return absl::FailedPreconditionError("not a rill store (no meta record)");
+  }
+  StoreMetaData meta{kFormatVersion, EventId::Random(), absl::ToUnixMicros(absl::Now())};
+  std::string encoded = EncodeStoreMeta(meta);
+  value = ToVal(encoded);
+  rc = mdb_put(txn->get(), dbs.meta, &key, &value, 0);
+  if (rc == 0) rc = txn->Commit();
+  if (rc != 0) return LmdbError(rc, "creating the store's meta record");
+  return meta.store_id.ToString();
+}
+
+StreamInfo MakeStreamInfo(absl::string_view name, const StreamState& state) {
+  StreamInfo info;
+  info.name = std::string(name);
+  info.exists = true;
+  info.last_version = state.last_version;
+  info.event_count = static_cast<uint64_t>(state.last_version) + 1;
+  info.first_position = state.first_position;
+  info.last_position = state.last_position;
+  info.last_recorded_at = absl::FromUnixMicros(state.last_recorded_us);
+  return info;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> StoreImpl::Open(const std::string& dir,
+                                                       const StoreOptions& options) {
+  if (dir.empty()) return absl::InvalidArgumentError("store directory is empty");
+  bool exists = false;
+  if (absl::Status s = PrepareDirectory(dir, options, &exists); !s.ok()) return s;
+  std::error_code ec;
+  std::string key = fs::canonical(dir, ec).string();
+  if (ec) return ErrnoStatus(ec, absl::StrCat("cannot resolve ", dir));
+  {
+    absl::MutexLock lock(&registry_mu);
+    if (!Registry().insert(key).second) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the store at ", dir, " is already open in this process; share that Store"));
+    }
+  }
+  auto unregister = [&key] {
+    absl::MutexLock lock(&registry_mu);
+    Registry().erase(key);
+  };
+
+  LmdbEnvOptions env_options;
+  env_options.flags = (options.read_only ? MDB_RDONLY : 0) |
+                      (options.durability == Durability::kNoSyncUnsafe ? MDB_NOSYNC : 0);
+  env_options.map_size = options.initial_map_size;
+  env_options.map_growth_step = options.map_growth_step;
+  env_options.max_readers = options.max_readers;
+  absl::StatusOr<std::unique_ptr<LmdbEnv>> env =
+      LmdbEnv::Open(absl::StrCat(dir, "/", kLogDir), env_options);
+  if (!env.ok()) {
+    unregister();
+    return env.status();
+  }
+  LogDbs dbs;
+  const bool create = !options.read_only;
+  for (auto [name, dbi] : {std::pair{"events", &dbs.events}, {"streams", &dbs.streams},
+                           {"stream_index", &dbs.stream_index},
+                           {"idempotency", &dbs.idempotency}, {"meta", &dbs.meta}}) {
+    absl::StatusOr<MDB_dbi> opened = (*env)->OpenDb(name, create);
+    if (!opened.ok()) {
+      unregister();
+      if (opened.status().code() == absl::StatusCode::kNotFound) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(dir, " is not a rill store (no ", name, " database)"));
+      }
+      return opened.status();
+    }
+    *dbi = *opened;
+  }
+  absl::StatusOr<std::string> store_id = ReadOrCreateMeta(env->get(), dbs, options.read_only);
+  if (!store_id.ok()) {
+    unregister();
+    return store_id.status();
+  }
+  // From here on the store's destructor unregisters it.
+  std::unique_ptr<StoreImpl> store(
+      new StoreImpl(dir, key, options, *std::move(env), dbs, *std::move(store_id)));
+  absl::StatusOr<uint64_t> head = store->HeadPosition();
+  if (!head.ok()) return head.status();
+  store->PublishHead(*head);
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+StoreImpl::StoreImpl(std::string dir, std::string registry_key, const StoreOptions& options,
+                     std::unique_ptr<LmdbEnv> env, LogDbs dbs, std::string store_id)
+    : dir_(std::move(dir)),
+      registry_key_(std::move(registry_key)),
+      options_(options),
+      env_(std::move(env)),
+      dbs_(dbs),
+      store_id_(std::move(store_id)) {
+  if (!options_.read_only) {
+    writer_ = std::make_unique<Writer>(this, env_.get(), dbs_, options_);
+  }
+}
+
+StoreImpl::~StoreImpl() {
+  writer_.reset();  // completes queued appends first
+  env_.reset();
+  absl::MutexLock lock(&registry_mu);
+  Registry().erase(registry_key_);
+}
+
+absl::StatusOr<AppendResult> StoreImpl::Append(absl::string_view stream,
+                                               ExpectedVersion expected,
+                                               absl::Span<const EventData> events,
+                                               const AppendOptions& options) {
+  std::vector<RequestPart> parts{RequestPart{stream, expected, events}};
+  absl::StatusOr<std::vector<AppendResult>> results = Submit(std::move(parts), options);
+  if (!results.ok()) return results.status();
+  return std::move(results->front());
+}
+
+absl::StatusOr<std::vector<AppendResult>> StoreImpl::AppendMulti(
+    absl::Span<const StreamAppend> appends, const AppendOptions& options) {
+  if (appends.empty()) return absl::InvalidArgumentError("append request names no stream");
+  std::vector<RequestPart> parts;
+  parts.reserve(appends.size());
+  absl::flat_hash_set<absl::string_view> seen;
+  for (const StreamAppend& a : appends) {
+    if (!seen.insert(a.stream).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stream \"", a.stream, "\" appears twice in one append request"));
+    }
+    parts.push_back(RequestPart{a.stream, a.expected, a.events});
+  }
+  return Submit(std::move(parts), options);
+}
+
+absl::StatusOr<std::vector<AppendResult>> StoreImpl::Submit(std::vector<RequestPart> parts,
+                                                            const AppendOptions& options) {
+  if (options_.read_only) {
+    return absl::FailedPreconditionError("the store was opened read-only");
+  }
+  AppendRequest request;
+  size_t event_count = 0;
+  for (const RequestPart& p : parts) {
+    if (absl::Status s =
+            ValidateStreamAppend(p.stream, p.expected, p.events, &request.bytes, &event_count);
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (!options.idempotency_key.empty()) {
+    if (absl::Status s = ValidateIdempotencyKey(options.idempotency_key); !s.ok()) return s;
+    request.idempotency_key = options.idempotency_key;
+    request.fingerprint = Fingerprint(parts);
+  }
+  request.parts = std::move(parts);
+  writer_->Submit(&request);
+  return std::move(request.result);
+}
+
+void StoreImpl::PublishHead(uint64_t head) {
+  absl::MutexLock lock(&head_mu_);
+  if (head > head_) head_ = head;
+  head_cv_.SignalAll();
+}
+
+void StoreImpl::Wake() {
+  absl::MutexLock lock(&head_mu_);
+  head_cv_.SignalAll();
+}
+
+absl::StatusOr<uint64_t> StoreImpl::WaitForHead(uint64_t known_head, absl::Duration timeout,
+                                                absl::Duration poll_interval) {
+  return WaitForHeadOrCancel(known_head, timeout, poll_interval, nullptr);
+}
+
+absl::StatusOr<uint64_t> StoreImpl::WaitForHeadOrCancel(uint64_t known_head,
+                                                        absl::Duration timeout,
+                                                        absl::Duration poll_interval,
+                                                        const std::atomic<bool>* cancel) {
+  const absl::Time deadline = absl::Now() + timeout;
+  if (poll_interval <= absl::ZeroDuration()) poll_interval = absl::Milliseconds(50);
+  for (;;) {
+    {
+      absl::MutexLock lock(&head_mu_);
+      const absl::Time wake_at = std::min(deadline, absl::Now() + poll_interval);
+      while (head_ <= known_head && !(cancel && cancel->load()) && absl::Now() < wake_at) {
+        head_cv_.WaitWithDeadline(&head_mu_, wake_at);
+      }
+      if (head_ > known_head) return head_;
+    }
+    // Commits by other processes are not signalled: look at the log itself.
+    absl::StatusOr<uint64_t> head = HeadPosition();
+    if (!head.ok()) return head.status();
+    if (*head > known_head) {
+      PublishHead(*head);
+      return *head;
+    }
+    if ((cancel && cancel->load()) || absl::Now() >= deadline) return *head;
+  }
+}
+
+absl::StatusOr<uint64_t> StoreImpl::HeadPosition() {
+  absl::StatusOr<Txn> txn = env_->BeginRead();
+  if (!txn.ok()) return txn.status();
+  absl::StatusOr<CursorPtr> cursor = txn->OpenCursor(dbs_.events);
+  if (!cursor.ok()) return cursor.status();
+  MDB_val k, v;
+  int rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_LAST);
+  if (rc == MDB_NOTFOUND) return uint64_t{0};
+  if (rc != 0) return LmdbError(rc, "finding the head of the log");
+  if (k.mv_size != 8) return absl::DataLossError("events database holds a malformed key");
+  return GetBigEndian64(static_cast<const uint8_t*>(k.mv_data));
+}
+
+absl::StatusOr<StoreStats> StoreImpl::Stats() {
+  StoreStats stats;
+  stats.format_version = kFormatVersion;
+  stats.store_id = store_id_;
+  stats.durability = options_.durability;
+  stats.read_only = options_.read_only;
+  {
+    absl::StatusOr<Txn> txn = env_->BeginRead();
+    if (!txn.ok()) return txn.status();
+    MDB_stat st;
+    mdb_stat(txn->get(), dbs_.events, &st);
+    stats.event_count = st.ms_entries;
+    mdb_stat(txn->get(), dbs_.streams, &st);
+    stats.stream_count = st.ms_entries;
+    mdb_stat(txn->get(), dbs_.idempotency, &st);
+    stats.idempotency_keys = st.ms_entries;
+    MDB_envinfo info;
+    mdb_env_info(env_->env(), &info);
+    MDB_stat env_stat;
+    mdb_env_stat(env_->env(), &env_stat);
+    stats.map_size = info.me_mapsize;
+    stats.used_bytes = (info.me_last_pgno + 1) * uint64_t{env_stat.ms_psize};
+    stats.readers_in_use = info.me_numreaders;
+    stats.max_readers = info.me_maxreaders;
+  }
+  absl::StatusOr<uint64_t> head = HeadPosition();
+  if (!head.ok()) return head.status();
+  stats.head_position = *head;
+  std::error_code ec;
+  stats.file_bytes = fs::file_size(absl::StrCat(dir_, "/", kLogDir, "/data.mdb"), ec);
+  return stats;
+}
+
+absl::StatusOr<StreamInfo> StoreImpl::GetStreamInfo(absl::string_view stream) {
+  absl::StatusOr<Txn> txn = env_->BeginRead();
+  if (!txn.ok()) return txn.status();
+  absl::StatusOr<StreamState> state = ReadStreamState(txn->get(), stream);
+  if (state.status().code() == absl::StatusCode::kNotFound) {
+    StreamInfo info;
+    info.name = std::string(stream);
+    return info;
+  }
+  if (!state.ok()) return state.status();
+  return MakeStreamInfo(stream, *state);
+}
+
+absl::StatusOr<std::vector<StreamInfo>> StoreImpl::ListStreams(absl::string_view prefix,
+                                                               size_t limit,
+                                                               absl::string_view start_after) {
+  std::vector<StreamInfo> out;
+  absl::StatusOr<Txn> txn = env_->BeginRead();
+  if (!txn.ok()) return txn.status();
+  absl::StatusOr<CursorPtr> cursor = txn->OpenCursor(dbs_.streams);
+  if (!cursor.ok()) return cursor.status();
+  absl::string_view start = start_after > prefix ? start_after : prefix;
+  MDB_val k = ToVal(start), v;
+  int rc = start.empty() ? mdb_cursor_get(cursor->get(), &k, &v, MDB_FIRST)
+                         : mdb_cursor_get(cursor->get(), &k, &v, MDB_SET_RANGE);
+  for (; rc == 0 && out.size() < limit; rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_NEXT)) {
+    absl::string_view name = FromVal(k);
+    if (!absl::StartsWith(name, prefix)) break;
+    if (!start_after.empty() && name <= start_after) continue;
+    absl::StatusOr<StreamState> state = DecodeStreamState(FromVal(v), name);
+    if (!state.ok()) return state.status();
+    out.push_back(MakeStreamInfo(name, *state));
+  }
+  if (rc != 0 && rc != MDB_NOTFOUND) return LmdbError(rc, "listing streams");
+  return out;
+}
+
+}  // namespace rill::internal
+
+namespace rill {
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir,
+                                                   const StoreOptions& options) {
+  return internal::StoreImpl::Open(dir, options);
+}
+
+}  // namespace rill

@@ -1,0 +1,238 @@
+// The read path: scans of the log and of one stream, in chunks of records
+// copied out of short read transactions. Each chunk is copied into aligned
+// memory inside the transaction, the transaction ends, and only then are the
+// records checked (checksum, verifier) and handed to the caller. So no user
+// code ever runs inside a transaction, and a long scan never pins old pages.
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "keys.h"
+#include "store_impl.h"
+
+namespace rill::internal {
+namespace {
+
+// Records per read transaction; a chunk also ends after kChunkBytes.
+constexpr size_t kChunkRecords = 512;
+constexpr size_t kChunkBytes = size_t{4} << 20;
+
+struct ChunkEntry {
+  uint64_t position;
+  size_t offset;
+  size_t size;
+};
+
+bool MatchesFilter(const EventFilter& filter, const EventView& event) {
+  if (!filter.stream_prefix.empty() && !absl::StartsWith(event.stream(), filter.stream_prefix)) {
+    return false;
+  }
+  if (filter.types.empty()) return true;
+  const absl::string_view type = event.type();
+  return std::any_of(filter.types.begin(), filter.types.end(),
+                     [type](const std::string& t) { return t == type; });
+}
+
+// Copies the event stored under `position` (in `events`) into the chunk.
+absl::Status CopyEvent(MDB_txn* txn, MDB_dbi events, uint64_t position, AlignedBuffer* arena,
+                       std::vector<ChunkEntry>* chunk) {
+  PositionKey pkey(position);
+  MDB_val key = ToVal(pkey.bytes.data(), pkey.bytes.size()), value;
+  int rc = mdb_get(txn, events, &key, &value);
+  if (rc == MDB_NOTFOUND) {
+    return absl::DataLossError(
+        absl::StrCat("the stream index points at position ", position, ", which is missing"));
+  }
+  if (rc != 0) return LmdbError(rc, "reading an event");
+  chunk->push_back({position, arena->Append(FromVal(value)), value.mv_size});
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status StoreImpl::ScanChunked(uint64_t from_position, Direction direction,
+                                    const EventFilter& filter, size_t max_records,
+                                    absl::FunctionRef<bool(const EventView&)> fn,
+                                    ScanProgress* progress) {
+  const bool forward = direction == Direction::kForward;
+  AlignedBuffer arena;
+  std::vector<ChunkEntry> chunk;
+  uint64_t next = from_position;
+  while (progress->records < max_records) {
+    if (!forward && next == 0) return absl::OkStatus();
+    arena.Clear();
+    chunk.clear();
+    bool exhausted = false;
+    {
+      absl::StatusOr<Txn> txn = env_->BeginRead();
+      if (!txn.ok()) return txn.status();
+      absl::StatusOr<CursorPtr> cursor = txn->OpenCursor(dbs_.events);
+      if (!cursor.ok()) return cursor.status();
+      PositionKey pkey(next);
+      MDB_val k = ToVal(pkey.bytes.data(), pkey.bytes.size()), v;
+      int rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_SET_RANGE);
+      if (!forward) {
+        if (rc == MDB_NOTFOUND) {
+          rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_LAST);
+        } else if (rc == 0 && FromVal(k) != FromVal(ToVal(pkey.bytes.data(), 8))) {
+          rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_PREV);
+        }
+      }
+      const size_t want = std::min(kChunkRecords, max_records - progress->records);
+      while (rc == 0 && chunk.size() < want && arena.used_bytes() < kChunkBytes) {
+        if (k.mv_size != 8) return absl::DataLossError("events database holds a malformed key");
+        chunk.push_back({GetBigEndian64(static_cast<const uint8_t*>(k.mv_data)),
+                         arena.Append(FromVal(v)), v.mv_size});
+        rc = mdb_cursor_get(cursor->get(), &k, &v, forward ? MDB_NEXT : MDB_PREV);
+      }
+      if (rc == MDB_NOTFOUND) {
+        exhausted = true;
+      } else if (rc != 0) {
+        return LmdbError(rc, "scanning the log");
+      }
+    }  // the read transaction ends here, before any record is handed out
+    for (const ChunkEntry& e : chunk) {
+      absl::StatusOr<const schema::EventRecord*> record =
+          DecodeEvent(arena.data() + e.offset, e.size, e.position);
+      if (!record.ok()) return record.status();
+      progress->last_scanned = e.position;
+      ++progress->records;
+      EventView view(*record);
+      if (MatchesFilter(filter, view) && !fn(view)) return absl::OkStatus();
+    }
+    if (exhausted || chunk.empty()) return absl::OkStatus();
+    next = forward ? chunk.back().position + 1 : chunk.back().position - 1;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StoreImpl::ScanAll(uint64_t from_position, const ReadOptions& options,
+                                absl::FunctionRef<bool(const EventView&)> fn) {
+  if (options.limit == 0) return absl::OkStatus();
+  size_t delivered = 0;
+  bool stopped = false;
+  ScanProgress progress;
+  return ScanChunked(
+      from_position, options.direction, options.filter,
+      std::numeric_limits<size_t>::max(),
+      [&](const EventView& e) {
+        stopped = !fn(e);
+        return !stopped && ++delivered < options.limit;
+      },
+      &progress);
+}
+
+absl::StatusOr<std::vector<RecordedEvent>> StoreImpl::ReadAll(uint64_t from_position,
+                                                              const ReadOptions& options) {
+  std::vector<RecordedEvent> out;
+  absl::Status s = ScanAll(from_position, options, [&out](const EventView& e) {
+    out.push_back(e.ToOwned());
+    return true;
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<StreamState> StoreImpl::ReadStreamState(MDB_txn* txn, absl::string_view stream) {
+  if (stream.empty() || stream.size() > kMaxStreamNameBytes) {
+    return absl::NotFoundError(absl::StrCat("stream \"", stream, "\" does not exist"));
+  }
+  MDB_val key = ToVal(stream), value;
+  int rc = mdb_get(txn, dbs_.streams, &key, &value);
+  if (rc == MDB_NOTFOUND) {
+    return absl::NotFoundError(absl::StrCat("stream \"", stream, "\" does not exist"));
+  }
+  if (rc != 0) return LmdbError(rc, "reading a stream record");
+  return DecodeStreamState(FromVal(value), stream);
+}
+
+absl::Status StoreImpl::ScanStream(absl::string_view stream, int64_t from_version,
+                                   const ReadOptions& options,
+                                   absl::FunctionRef<bool(const EventView&)> fn) {
+  const bool forward = options.direction == Direction::kForward;
+  AlignedBuffer arena;
+  std::vector<ChunkEntry> chunk;
+  size_t delivered = 0;
+  int64_t next = forward ? std::max<int64_t>(from_version, 0) : from_version;
+  for (;;) {
+    if (delivered >= options.limit || next < 0) return absl::OkStatus();
+    arena.Clear();
+    chunk.clear();
+    bool exhausted = false;
+    int64_t chunk_start;
+    {
+      absl::StatusOr<Txn> txn = env_->BeginRead();
+      if (!txn.ok()) return txn.status();
+      absl::StatusOr<StreamState> state = ReadStreamState(txn->get(), stream);
+      if (!state.ok()) return state.status();
+      if (!forward) next = std::min(next, state->last_version);
+      chunk_start = next;
+      const int64_t last = forward ? state->last_version : 0;
+      absl::StatusOr<CursorPtr> cursor = txn->OpenCursor(dbs_.stream_index);
+      if (!cursor.ok()) return cursor.status();
+      StreamIndexKey ikey(state->first_position, next);
+      MDB_val k = ToVal(ikey.bytes.data(), ikey.bytes.size()), v;
+      int rc = (forward ? next > last : next < last)
+                   ? MDB_NOTFOUND
+                   : mdb_cursor_get(cursor->get(), &k, &v, MDB_SET_KEY);
+      if (rc == MDB_NOTFOUND && (forward ? next <= last : next >= last)) {
+        return absl::DataLossError(absl::StrCat("the index of stream \"", stream,
+                                                "\" has no entry for version ", next));
+      }
+      const size_t want = std::min(kChunkRecords, options.limit - delivered);
+      while (rc == 0 && chunk.size() < want && arena.used_bytes() < kChunkBytes) {
+        if (k.mv_size != 16 || v.mv_size != 8 ||
+            GetBigEndian64(static_cast<const uint8_t*>(k.mv_data)) != state->first_position) {
+          break;  // past the stream's index entries
+        }
+        const uint64_t position = GetBigEndian64(static_cast<const uint8_t*>(v.mv_data));
+        if (absl::Status s = CopyEvent(txn->get(), dbs_.events, position, &arena, &chunk);
+            !s.ok()) {
+          return s;
+        }
+        if (forward ? next == last : next == 0) {
+          rc = MDB_NOTFOUND;
+          break;
+        }
+        next += forward ? 1 : -1;
+        rc = mdb_cursor_get(cursor->get(), &k, &v, forward ? MDB_NEXT : MDB_PREV);
+      }
+      if (rc == MDB_NOTFOUND) {
+        exhausted = true;
+      } else if (rc != 0) {
+        return LmdbError(rc, "reading the stream index");
+      }
+    }
+    int64_t expected_version = chunk_start;
+    for (const ChunkEntry& e : chunk) {
+      absl::StatusOr<const schema::EventRecord*> record =
+          DecodeEvent(arena.data() + e.offset, e.size, e.position);
+      if (!record.ok()) return record.status();
+      EventView view(*record);
+      if (view.stream() != stream || view.version() != expected_version) {
+        return absl::DataLossError(absl::StrCat(
+            "the index of stream \"", stream, "\" points at position ", e.position,
+            ", which holds ", view.stream(), "@", view.version()));
+      }
+      expected_version += forward ? 1 : -1;
+      ++delivered;
+      if (!fn(view) || delivered >= options.limit) return absl::OkStatus();
+    }
+    if (exhausted || chunk.empty()) return absl::OkStatus();
+  }
+}
+
+absl::StatusOr<std::vector<RecordedEvent>> StoreImpl::ReadStream(absl::string_view stream,
+                                                                 int64_t from_version,
+                                                                 const ReadOptions& options) {
+  std::vector<RecordedEvent> out;
+  absl::Status s = ScanStream(stream, from_version, options, [&out](const EventView& e) {
+    out.push_back(e.ToOwned());
+    return true;
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+}  // namespace rill::internal

@@ -1,0 +1,259 @@
+#include "writer.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "keys.h"
+#include "store_impl.h"
+
+namespace rill::internal {
+namespace {
+
+// Whether a stream at `actual` (-1: no stream) satisfies `expected`.
+bool Matches(ExpectedVersion expected, int64_t actual) {
+  switch (expected.kind()) {
+    case ExpectedVersion::Kind::kAny:
+      return true;
+    case ExpectedVersion::Kind::kNoStream:
+      return actual < 0;
+    case ExpectedVersion::Kind::kStreamExists:
+      return actual >= 0;
+    case ExpectedVersion::Kind::kExact:
+      return actual == expected.version();
+  }
+  return false;
+}
+
+absl::Status VersionMismatch(absl::string_view stream, ExpectedVersion expected,
+                             int64_t actual) {
+  return absl::AbortedError(absl::StrFormat(
+      "wrong expected version for stream \"%s\": expected %s, but the stream %s", stream,
+      expected.ToString(),
+      actual < 0 ? "does not exist" : absl::StrCat("is at version ", actual)));
+}
+
+}  // namespace
+
+Writer::Writer(StoreImpl* store, LmdbEnv* env, const LogDbs& dbs, const StoreOptions& options)
+    : store_(store), env_(env), dbs_(dbs), options_(options), fbb_(4096) {
+  thread_ = std::thread([this] { Run(); });
+}
+
+Writer::~Writer() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  thread_.join();
+}
+
+void Writer::Submit(AppendRequest* request) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) {
+      request->result = absl::FailedPreconditionError("the store is closing");
+      return;
+    }
+    queue_.push_back(request);
+  }
+  request->done.WaitForNotification();
+}
+
+void Writer::Run() {
+  std::vector<AppendRequest*> batch;
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return !queue_.empty() || stopping_;
+      };
+      mu_.Await(absl::Condition(&has_work));
+      if (queue_.empty()) return;  // stopping, and nothing left to do
+      size_t bytes = 0;
+      while (!queue_.empty() && batch.size() < options_.max_batch_requests &&
+             (batch.empty() || bytes + queue_.front()->bytes <= options_.max_batch_bytes)) {
+        bytes += queue_.front()->bytes;
+        batch.push_back(queue_.front());
+        queue_.pop_front();
+      }
+    }
+    ProcessBatch(batch);
+    for (AppendRequest* r : batch) r->done.Notify();  // r may be gone after this
+    batch.clear();
+  }
+}
+
+void Writer::ProcessBatch(std::vector<AppendRequest*>& batch) {
+  absl::Status failure;
+  for (int attempt = 0;; ++attempt) {
+    absl::StatusOr<Txn> txn = env_->BeginWrite();
+    if (!txn.ok()) {
+      failure = txn.status();
+      break;
+    }
+    uint64_t head = 0;
+    {
+      absl::StatusOr<CursorPtr> cursor = txn->OpenCursor(dbs_.events);
+      if (!cursor.ok()) {
+        failure = cursor.status();
+        break;
+      }
+      MDB_val k, v;
+      int rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_LAST);
+      if (rc == 0 && k.mv_size == 8) {
+        head = GetBigEndian64(static_cast<const uint8_t*>(k.mv_data));
+      } else if (rc != MDB_NOTFOUND) {
+        failure = rc == 0 ? absl::DataLossError("events database holds a malformed key")
+                          : LmdbError(rc, "finding the head of the log");
+        break;
+      }
+    }
+    const int64_t now_us = absl::ToUnixMicros(absl::Now());
+    int rc = 0;
+    absl::Status fatal;
+    for (AppendRequest* r : batch) {
+      fatal = Apply(txn->get(), r, &head, now_us, &rc);
+      if (!fatal.ok()) break;
+    }
+    if (fatal.ok()) {
+      rc = txn->Commit();
+      if (rc == 0) {
+        store_->PublishHead(head);
+        return;
+      }
+      fatal = LmdbError(rc, "committing appends");
+    } else {
+      txn->Abort();
+    }
+    if (rc == MDB_MAP_FULL && attempt < 64) {
+      absl::Status grown = env_->Grow();
+      if (grown.ok()) continue;  // retry the whole batch in a bigger map
+      fatal = grown;
+    }
+    failure = fatal;
+    break;
+  }
+  // Nothing of this batch was written: every request gets the failure, also
+  // those whose checks had failed (their checks saw writes that are gone).
+  for (AppendRequest* r : batch) r->result = failure;
+}
+
+absl::Status Writer::CheckIdempotency(MDB_txn* txn, AppendRequest* request, bool* found) {
+  *found = false;
+  MDB_val key = ToVal(request->idempotency_key), value;
+  int rc = mdb_get(txn, dbs_.idempotency, &key, &value);
+  if (rc == MDB_NOTFOUND) return absl::OkStatus();
+  if (rc != 0) return LmdbError(rc, "reading an idempotency key");
+  *found = true;
+  absl::StatusOr<IdempotencyEntry> entry =
+      DecodeIdempotency(FromVal(value), request->idempotency_key);
+  if (!entry.ok()) {
+    request->result = entry.status();
+  } else if (entry->fingerprint != request->fingerprint) {
+    request->result = absl::AlreadyExistsError(
+        absl::StrCat("idempotency key \"", request->idempotency_key,
+                     "\" was already used by a different append request"));
+  } else {
+    for (AppendResult& r : entry->results) r.deduplicated = true;
+    request->result = std::move(entry->results);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Writer::Apply(MDB_txn* txn, AppendRequest* request, uint64_t* head,
+                           int64_t recorded_us, int* lmdb_rc) {
+  if (!request->idempotency_key.empty()) {
+    bool found = false;
+    if (absl::Status s = CheckIdempotency(txn, request, &found); !s.ok()) {
+      request->result = s;  // a read error only fails this request
+      return absl::OkStatus();
+    }
+    if (found) return absl::OkStatus();
+  }
+
+  // Check every stream before writing anything, so a rejected request leaves
+  // the transaction untouched.
+  std::vector<StreamState> states(request->parts.size());
+  for (size_t i = 0; i < request->parts.size(); ++i) {
+    const RequestPart& part = request->parts[i];
+    MDB_val key = ToVal(part.stream), value;
+    int rc = mdb_get(txn, dbs_.streams, &key, &value);
+    if (rc == 0) {
+      absl::StatusOr<StreamState> state = DecodeStreamState(FromVal(value), part.stream);
+      if (!state.ok()) {
+        request->result = state.status();
+        return absl::OkStatus();
+      }
+      states[i] = *state;
+    } else if (rc != MDB_NOTFOUND) {
+      request->result = LmdbError(rc, "reading a stream record");
+      return absl::OkStatus();
+    }
+    if (!Matches(part.expected, states[i].last_version)) {
+      request->result = VersionMismatch(part.stream, part.expected, states[i].last_version);
+      return absl::OkStatus();
+    }
+  }
+
+  std::vector<AppendResult> results(request->parts.size());
+  for (size_t i = 0; i < request->parts.size(); ++i) {
+    const RequestPart& part = request->parts[i];
+    StreamState& state = states[i];
+    AppendResult& result = results[i];
+    result.stream = std::string(part.stream);
+    result.first_version = state.last_version + 1;
+    result.first_position = *head + 1;
+    for (const EventData& event : part.events) {
+      const uint64_t position = ++*head;
+      const int64_t version = ++state.last_version;
+      if (state.first_position == 0) state.first_position = position;
+      BuildEvent(event, event.id.IsNil() ? EventId::Random() : event.id,
+                 EventPlacement{part.stream, version, position, recorded_us}, &fbb_);
+      PositionKey pkey(position);
+      MDB_val key = ToVal(pkey.bytes.data(), pkey.bytes.size());
+      MDB_val value{EventValueSize(fbb_), nullptr};
+      int rc = mdb_put(txn, dbs_.events, &key, &value, MDB_APPEND | MDB_RESERVE);
+      if (rc != 0) {
+        *lmdb_rc = rc;
+        return LmdbError(rc, "writing an event");
+      }
+      WriteEventValue(fbb_, value.mv_data);
+      StreamIndexKey ikey(state.first_position, version);
+      MDB_val index_key = ToVal(ikey.bytes.data(), ikey.bytes.size());
+      MDB_val index_value = ToVal(pkey.bytes.data(), pkey.bytes.size());
+      rc = mdb_put(txn, dbs_.stream_index, &index_key, &index_value, 0);
+      if (rc != 0) {
+        *lmdb_rc = rc;
+        return LmdbError(rc, "writing the stream index");
+      }
+    }
+    state.last_position = *head;
+    state.last_recorded_us = recorded_us;
+    result.last_version = state.last_version;
+    result.last_position = *head;
+    std::string record = EncodeStreamState(state);
+    MDB_val key = ToVal(part.stream), value = ToVal(record);
+    int rc = mdb_put(txn, dbs_.streams, &key, &value, 0);
+    if (rc != 0) {
+      *lmdb_rc = rc;
+      return LmdbError(rc, "writing a stream record");
+    }
+  }
+
+  if (!request->idempotency_key.empty()) {
+    IdempotencyEntry entry{request->fingerprint, results, recorded_us};
+    std::string record = EncodeIdempotency(entry);
+    MDB_val key = ToVal(request->idempotency_key), value = ToVal(record);
+    int rc = mdb_put(txn, dbs_.idempotency, &key, &value, 0);
+    if (rc != 0) {
+      *lmdb_rc = rc;
+      return LmdbError(rc, "writing an idempotency key");
+    }
+  }
+  request->result = std::move(results);
+  return absl::OkStatus();
+}
+
+}  // namespace rill::internal
