@@ -68,7 +68,12 @@ absl::Status PrepareDirectory(const std::string& dir, const StoreOptions& option
   }
   *exists = false;
   if (options.read_only || !options.create_if_missing) {
-    return absl::NotFoundError(absl::StrCat("no rill store at ", dir));
+    const std::string why = absl::StrCat(
+        "no rill store at ", dir,
+        options.read_only ? " (a read-only open does not create one)"
+                          : " (create_if_missing is off)");
+    if (fs::exists(st)) return absl::FailedPreconditionError(why);
+    return absl::NotFoundError(why);
   }
   fs::create_directories(absl::StrCat(dir, "/", kLogDir), ec);
   if (ec) return ErrnoStatus(ec, absl::StrCat("cannot create the store directory ", dir));

@@ -115,7 +115,7 @@ absl::Status ValidateStreamAppend(absl::string_view stream, ExpectedVersion expe
                                                      " bytes; the limit is ",
                                                      kMaxMetadataBytes));
     }
-    *bytes += e.payload.size() + meta + e.type.size();
+    *bytes += e.payload.size() + meta;
   }
   if (*bytes > kMaxAppendBytes) {
     return absl::InvalidArgumentError(absl::StrCat(

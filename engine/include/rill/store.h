@@ -97,10 +97,11 @@ class Store {
  public:
   // Opens the store in `dir`, creating it when `options.create_if_missing`
   // and the directory is missing or empty. Errors:
-  //   NotFound            dir does not exist and may not be created;
-  //   FailedPrecondition  dir is not a rill store, or its format version is
-  //                       newer than kFormatVersion, or read_only on a
-  //                       missing store;
+  //   NotFound            dir does not exist and may not be created
+  //                       (read_only, or create_if_missing off);
+  //   FailedPrecondition  dir exists but is not a rill store (also an empty
+  //                       dir that may not be created in), or its format
+  //                       version is newer than kFormatVersion;
   //   PermissionDenied    dir or its files cannot be opened for writing;
   //   DataLoss            the store's meta record is corrupt.
   static absl::StatusOr<std::unique_ptr<Store>> Open(
