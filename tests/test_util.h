@@ -3,6 +3,8 @@
 #ifndef RILL_TESTS_TEST_UTIL_H_
 #define RILL_TESTS_TEST_UTIL_H_
 
+#include <cstdint>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -10,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "gtest/gtest.h"
 #include "rill/event.h"
+#include "rill/store.h"
 
 namespace rill::testing {
 
@@ -61,5 +64,38 @@ std::string ChildBinary(const std::string& name);
   lhs = std::move(so).value()
 #define RILL_CONCAT_(a, b) RILL_CONCAT_INNER_(a, b)
 #define RILL_CONCAT_INNER_(a, b) a##b
+
+// --- Contract-test helpers (expected version, append, idempotency, read) ---
+namespace rill::testing {
+
+// Everything an append can change, rendered as text so that two snapshots
+// compare with EXPECT_EQ and a difference prints readably: the head, every
+// event of the log and every stream's info. A request that fails must leave
+// the snapshot unchanged.
+struct LogSnapshot {
+  uint64_t head = 0;
+  std::vector<std::string> events;   // one line per event, position order
+  std::vector<std::string> streams;  // one line per stream, name order
+
+  friend bool operator==(const LogSnapshot& a, const LogSnapshot& b) {
+    return a.head == b.head && a.events == b.events && a.streams == b.streams;
+  }
+  friend bool operator!=(const LogSnapshot& a, const LogSnapshot& b) {
+    return !(a == b);
+  }
+};
+void PrintTo(const LogSnapshot& snapshot, std::ostream* os);
+absl::StatusOr<LogSnapshot> TakeSnapshot(Store& store);
+
+// One line describing every field of `event` (the payload as size + hash).
+std::string DescribeEvent(const RecordedEvent& event);
+// Success when every field of the two events is equal.
+::testing::AssertionResult SameEvent(const RecordedEvent& a,
+                                     const RecordedEvent& b);
+
+std::vector<uint64_t> Positions(const std::vector<RecordedEvent>& events);
+std::vector<int64_t> Versions(const std::vector<RecordedEvent>& events);
+
+}  // namespace rill::testing
 
 #endif  // RILL_TESTS_TEST_UTIL_H_
