@@ -1,6 +1,9 @@
 #include "lmdb_env.h"
 
 #include <errno.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <utility>
@@ -8,6 +11,36 @@
 #include "absl/strings/str_cat.h"
 
 namespace rill::internal {
+namespace {
+
+// A short write with less room than this left is taken for a full disk.
+constexpr uint64_t kDiskFullSlack = uint64_t{64} << 20;
+
+}  // namespace
+
+absl::Status WriteError(int rc, absl::string_view context, const std::string& path) {
+  if (rc == EIO) {
+    // LMDB 0.9.24 reports a short write as EIO. A short write is what a full
+    // disk (or a file size limit) produces, so tell that apart from a real
+    // I/O error by looking at the room left.
+    bool full = false;
+    struct statvfs vfs;
+    if (statvfs(path.c_str(), &vfs) == 0) {
+      full = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize < kDiskFullSlack;
+    }
+    struct rlimit limit;
+    struct stat st;
+    if (!full && getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
+        stat((path + "/data.mdb").c_str(), &st) == 0) {
+      full = static_cast<uint64_t>(st.st_size) + kDiskFullSlack > limit.rlim_cur;
+    }
+    if (full) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          context, ": ", mdb_strerror(rc), " (a short write: the disk or file size limit is full)"));
+    }
+  }
+  return LmdbError(rc, context);
+}
 
 absl::Status LmdbError(int rc, absl::string_view context) {
   std::string msg = absl::StrCat(context, ": ", mdb_strerror(rc));
@@ -76,7 +109,7 @@ absl::StatusOr<std::unique_ptr<LmdbEnv>> LmdbEnv::Open(const std::string& path,
   MDB_env* env = nullptr;
   int rc = mdb_env_create(&env);
   if (rc != 0) return LmdbError(rc, "mdb_env_create");
-  std::unique_ptr<LmdbEnv> result(new LmdbEnv(env, options));
+  std::unique_ptr<LmdbEnv> result(new LmdbEnv(env, path, options));
   if ((rc = mdb_env_set_maxdbs(env, options.max_dbs)) != 0 ||
       (rc = mdb_env_set_maxreaders(env, options.max_readers)) != 0 ||
       (rc = mdb_env_set_mapsize(env, options.map_size)) != 0) {
@@ -88,6 +121,20 @@ absl::StatusOr<std::unique_ptr<LmdbEnv>> LmdbEnv::Open(const std::string& path,
   // open (a SIGKILLed service), so they do not pin pages forever.
   int dead = 0;
   mdb_reader_check(env, &dead);
+  // LMDB maps pages past the end of a truncated file and faults (SIGBUS)
+  // when it touches them: refuse a data file shorter than its meta says.
+  MDB_envinfo info;
+  MDB_stat stat;
+  struct stat st;
+  mdb_env_info(env, &info);
+  mdb_env_stat(env, &stat);
+  if (::stat((path + "/data.mdb").c_str(), &st) == 0) {
+    const uint64_t needed = (uint64_t{info.me_last_pgno} + 1) * stat.ms_psize;
+    if (static_cast<uint64_t>(st.st_size) < needed) {
+      return absl::DataLossError(absl::StrCat(path, "/data.mdb is truncated: ", st.st_size,
+                                              " bytes, but its pages need ", needed));
+    }
+  }
   return result;
 }
 
@@ -103,9 +150,16 @@ absl::StatusOr<Txn> LmdbEnv::Begin(unsigned flags) {
     int rc = mdb_txn_begin(env_, nullptr, flags, &txn);
     if (rc == 0) return Txn(this, txn);
     resize_mu_.ReaderUnlock();
-    if (rc != MDB_MAP_RESIZED || attempt >= 8) {
-      return LmdbError(rc, "mdb_txn_begin");
+    if (attempt >= 8) return LmdbError(rc, "mdb_txn_begin");
+    if (rc == MDB_READERS_FULL) {
+      // Slots of processes that died inside a read transaction stay taken
+      // until someone checks; reclaim them and try again.
+      int dead = 0;
+      mdb_reader_check(env_, &dead);
+      if (dead == 0) return LmdbError(rc, "mdb_txn_begin (every reader slot is in use)");
+      continue;
     }
+    if (rc != MDB_MAP_RESIZED) return LmdbError(rc, "mdb_txn_begin");
     if (absl::Status s = AdoptMapSize(); !s.ok()) return s;
   }
 }

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -28,6 +29,9 @@ namespace rill::internal {
 
 // Maps an LMDB or errno return code to the most specific status code.
 absl::Status LmdbError(int rc, absl::string_view context);
+// Like LmdbError, for a failed write or commit in the environment directory
+// `path`: a short write (EIO) on a full disk is ResourceExhausted.
+absl::Status WriteError(int rc, absl::string_view context, const std::string& path);
 
 inline MDB_val ToVal(const void* data, size_t size) {
   return MDB_val{size, const_cast<void*>(data)};
@@ -82,6 +86,7 @@ class LmdbEnv {
   ~LmdbEnv();
 
   MDB_env* env() const { return env_; }
+  const std::string& path() const { return path_; }
   bool read_only() const { return (options_.flags & MDB_RDONLY) != 0; }
 
   absl::StatusOr<Txn> BeginRead();
@@ -99,12 +104,14 @@ class LmdbEnv {
 
  private:
   friend class Txn;
-  LmdbEnv(MDB_env* env, const LmdbEnvOptions& options) : env_(env), options_(options) {}
+  LmdbEnv(MDB_env* env, std::string path, const LmdbEnvOptions& options)
+      : env_(env), path_(std::move(path)), options_(options) {}
   absl::StatusOr<Txn> Begin(unsigned flags);
   // Adopts a map size grown by another process (after MDB_MAP_RESIZED).
   absl::Status AdoptMapSize();
 
   MDB_env* env_;
+  const std::string path_;
   LmdbEnvOptions options_;
   absl::Mutex resize_mu_;
 };

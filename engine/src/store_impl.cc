@@ -110,6 +110,21 @@ absl::StatusOr<std::string> ReadOrCreateMeta(LmdbEnv* env, const LogDbs& dbs, bo
   return meta.store_id.ToString();
 }
 
+// Reader slots held by a process (alive, or dead and not yet reclaimed).
+// me_numreaders in MDB_envinfo is only the high-water mark of slots.
+unsigned CountReaderSlots(MDB_env* env) {
+  int lines = 0;
+  mdb_reader_list(
+      env,
+      [](const char* msg, void* ctx) {
+        // One header line, then one line per slot; "(no active readers)" alone.
+        if (msg[0] != '(') ++*static_cast<int*>(ctx);
+        return 0;
+      },
+      &lines);
+  return lines > 0 ? static_cast<unsigned>(lines - 1) : 0;
+}
+
 StreamInfo MakeStreamInfo(absl::string_view name, const StreamState& state) {
   StreamInfo info;
   info.name = std::string(name);
@@ -333,7 +348,7 @@ absl::StatusOr<StoreStats> StoreImpl::Stats() {
     mdb_env_stat(env_->env(), &env_stat);
     stats.map_size = info.me_mapsize;
     stats.used_bytes = (info.me_last_pgno + 1) * uint64_t{env_stat.ms_psize};
-    stats.readers_in_use = info.me_numreaders;
+    stats.readers_in_use = CountReaderSlots(env_->env());
     stats.max_readers = info.me_maxreaders;
   }
   absl::StatusOr<uint64_t> head = HeadPosition();

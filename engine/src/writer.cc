@@ -123,7 +123,7 @@ void Writer::ProcessBatch(std::vector<AppendRequest*>& batch) {
         store_->PublishHead(head);
         return;
       }
-      fatal = LmdbError(rc, "committing appends");
+      fatal = WriteError(rc, "committing appends", env_->path());
     } else {
       txn->Abort();
     }
@@ -217,7 +217,7 @@ absl::Status Writer::Apply(MDB_txn* txn, AppendRequest* request, uint64_t* head,
       int rc = mdb_put(txn, dbs_.events, &key, &value, MDB_APPEND | MDB_RESERVE);
       if (rc != 0) {
         *lmdb_rc = rc;
-        return LmdbError(rc, "writing an event");
+        return WriteError(rc, "writing an event", env_->path());
       }
       WriteEventValue(fbb_, value.mv_data);
       StreamIndexKey ikey(state.first_position, version);
@@ -226,7 +226,7 @@ absl::Status Writer::Apply(MDB_txn* txn, AppendRequest* request, uint64_t* head,
       rc = mdb_put(txn, dbs_.stream_index, &index_key, &index_value, 0);
       if (rc != 0) {
         *lmdb_rc = rc;
-        return LmdbError(rc, "writing the stream index");
+        return WriteError(rc, "writing the stream index", env_->path());
       }
     }
     state.last_position = *head;
@@ -238,7 +238,7 @@ absl::Status Writer::Apply(MDB_txn* txn, AppendRequest* request, uint64_t* head,
     int rc = mdb_put(txn, dbs_.streams, &key, &value, 0);
     if (rc != 0) {
       *lmdb_rc = rc;
-      return LmdbError(rc, "writing a stream record");
+      return WriteError(rc, "writing a stream record", env_->path());
     }
   }
 
@@ -249,7 +249,7 @@ absl::Status Writer::Apply(MDB_txn* txn, AppendRequest* request, uint64_t* head,
     int rc = mdb_put(txn, dbs_.idempotency, &key, &value, 0);
     if (rc != 0) {
       *lmdb_rc = rc;
-      return LmdbError(rc, "writing an idempotency key");
+      return WriteError(rc, "writing an idempotency key", env_->path());
     }
   }
   request->result = std::move(results);

@@ -87,6 +87,9 @@ struct StoreStats {
   uint64_t map_size = 0;     // current memory map size, bytes
   uint64_t file_bytes = 0;   // size of the data file on disk
   uint64_t used_bytes = 0;   // pages in use * page size
+  // Reader slots held now: by open read transactions of live processes, or
+  // left by dead processes and not yet reclaimed (reclaimed on Open and when
+  // the table is full).
   unsigned readers_in_use = 0;
   unsigned max_readers = 0;
   Durability durability = Durability::kDurable;
