@@ -215,7 +215,7 @@ StoreImpl::StoreImpl(std::string dir, std::string registry_key, const StoreOptio
 }
 
 StoreImpl::~StoreImpl() {
-  writer_.reset();  // completes queued appends first
+  writer_.reset();
   env_.reset();
   absl::MutexLock lock(&registry_mu);
   Registry().erase(registry_key_);

@@ -37,52 +37,38 @@ absl::Status VersionMismatch(absl::string_view stream, ExpectedVersion expected,
 }  // namespace
 
 Writer::Writer(StoreImpl* store, LmdbEnv* env, const LogDbs& dbs, const StoreOptions& options)
-    : store_(store), env_(env), dbs_(dbs), options_(options), fbb_(4096) {
-  thread_ = std::thread([this] { Run(); });
-}
-
-Writer::~Writer() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-  }
-  thread_.join();
-}
+    : store_(store), env_(env), dbs_(dbs), options_(options), fbb_(4096) {}
 
 void Writer::Submit(AppendRequest* request) {
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) {
-      request->result = absl::FailedPreconditionError("the store is closing");
-      return;
-    }
-    queue_.push_back(request);
-  }
-  request->done.WaitForNotification();
-}
-
-void Writer::Run() {
   std::vector<AppendRequest*> batch;
-  for (;;) {
-    {
-      absl::MutexLock lock(&mu_);
-      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !queue_.empty() || stopping_;
-      };
-      mu_.Await(absl::Condition(&has_work));
-      if (queue_.empty()) return;  // stopping, and nothing left to do
-      size_t bytes = 0;
-      while (!queue_.empty() && batch.size() < options_.max_batch_requests &&
-             (batch.empty() || bytes + queue_.front()->bytes <= options_.max_batch_bytes)) {
-        bytes += queue_.front()->bytes;
-        batch.push_back(queue_.front());
-        queue_.pop_front();
-      }
-    }
-    ProcessBatch(batch);
-    for (AppendRequest* r : batch) r->done.Notify();  // r may be gone after this
-    batch.clear();
+  mu_.Lock();
+  queue_.push_back(request);
+  // Wait until a leader has completed this request, or until it is at the
+  // front of the queue with no batch in flight: then this thread leads.
+  auto ready = [this, request]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return request->completed || (!leading_ && queue_.front() == request);
+  };
+  mu_.Await(absl::Condition(&ready));
+  if (request->completed) {
+    mu_.Unlock();
+    return;
   }
+  leading_ = true;
+  size_t bytes = 0;
+  while (!queue_.empty() && batch.size() < options_.max_batch_requests &&
+         (batch.empty() || bytes + queue_.front()->bytes <= options_.max_batch_bytes)) {
+    bytes += queue_.front()->bytes;
+    batch.push_back(queue_.front());
+    queue_.pop_front();
+  }
+  mu_.Unlock();
+
+  ProcessBatch(batch);  // one transaction, one commit, outside the queue lock
+
+  mu_.Lock();
+  for (AppendRequest* r : batch) r->completed = true;
+  leading_ = false;
+  mu_.Unlock();  // wakes the followers of this batch and the next leader
 }
 
 void Writer::ProcessBatch(std::vector<AppendRequest*>& batch) {

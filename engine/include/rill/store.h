@@ -5,8 +5,8 @@
 // log (1, 2, 3, ..., gapless; commit order equals position order).
 //
 // Thread-safety: every method may be called from any number of threads at
-// once. Appends from many threads are group-committed by one writer thread
-// (one transaction and one fsync for everything queued). Several processes
+// once. Appends from many threads are group-committed: one transaction and
+// one fsync for everything queued while the previous commit was under way. Several processes
 // may open the same store: all may read; appends from several processes are
 // serialized by LMDB's writer lock (see docs/guarantees.md).
 //
@@ -110,8 +110,8 @@ class Store {
   static absl::StatusOr<std::unique_ptr<Store>> Open(
       const std::string& dir, const StoreOptions& options = StoreOptions());
 
-  // Waits for queued appends to finish, then closes the store. Subscriptions
-  // created by this store must have been destroyed first.
+  // Closes the store. REQUIRES: no call on this store is in flight, and the
+  // subscriptions it created have been destroyed.
   virtual ~Store() = default;
 
   // Appends `events` (1..kMaxEventsPerAppend) to `stream` atomically, if the
