@@ -20,6 +20,10 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr char kLogDir[] = "log";
+constexpr char kDerivedDir[] = "derived";
+// Named databases of the derived environment: a few fixed ones plus one per
+// read-model table of each live generation.
+constexpr unsigned kDerivedMaxDbs = 1024;
 constexpr char kMetaKey[] = "store";
 
 // LMDB must not open one environment twice in a process (closing either
@@ -216,9 +220,39 @@ StoreImpl::StoreImpl(std::string dir, std::string registry_key, const StoreOptio
 
 StoreImpl::~StoreImpl() {
   writer_.reset();
+  {
+    absl::MutexLock lock(&derived_mu_);
+    derived_.reset();
+  }
   env_.reset();
   absl::MutexLock lock(&registry_mu);
   Registry().erase(registry_key_);
+}
+
+absl::StatusOr<LmdbEnv*> StoreImpl::DerivedEnv() {
+  absl::MutexLock lock(&derived_mu_);
+  if (derived_ != nullptr) return derived_.get();
+  const std::string path = absl::StrCat(dir_, "/", kDerivedDir);
+  std::error_code ec;
+  if (!fs::exists(path + "/data.mdb", ec)) {
+    if (options_.read_only) {
+      return absl::NotFoundError(
+          absl::StrCat("the store at ", dir_, " has no derived data (no projections or snapshots yet)"));
+    }
+    fs::create_directories(path, ec);
+    if (ec) return ErrnoStatus(ec, absl::StrCat("cannot create ", path));
+  }
+  LmdbEnvOptions env_options;
+  env_options.flags = (options_.read_only ? MDB_RDONLY : 0) |
+                      (options_.durability == Durability::kNoSyncUnsafe ? MDB_NOSYNC : 0);
+  env_options.map_size = options_.initial_map_size;
+  env_options.map_growth_step = options_.map_growth_step;
+  env_options.max_readers = options_.max_readers;
+  env_options.max_dbs = kDerivedMaxDbs;
+  absl::StatusOr<std::unique_ptr<LmdbEnv>> env = LmdbEnv::Open(path, env_options);
+  if (!env.ok()) return env.status();
+  derived_ = *std::move(env);
+  return derived_.get();
 }
 
 absl::StatusOr<AppendResult> StoreImpl::Append(absl::string_view stream,

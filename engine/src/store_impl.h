@@ -90,6 +90,13 @@ class StoreImpl final : public Store {
   // Called by the writer after each commit.
   void PublishHead(uint64_t head);
 
+  // The derived environment (STORE/derived/): read models, checkpoints, dead
+  // letters and snapshots, which may be deleted and rebuilt from the log. Its
+  // writes never take the log's writer lock. Opened (and created, unless the
+  // store is read-only) on first use; lives as long as the store.
+  absl::StatusOr<LmdbEnv*> DerivedEnv();
+  const StoreOptions& options() const { return options_; }
+
  private:
   StoreImpl(std::string dir, std::string registry_key, const StoreOptions& options, std::unique_ptr<LmdbEnv> env,
             LogDbs dbs, std::string store_id);
@@ -106,6 +113,9 @@ class StoreImpl final : public Store {
   const LogDbs dbs_;
   const std::string store_id_;
   std::unique_ptr<Writer> writer_;
+
+  absl::Mutex derived_mu_;
+  std::unique_ptr<LmdbEnv> derived_ ABSL_GUARDED_BY(derived_mu_);
 
   absl::Mutex head_mu_;
   absl::CondVar head_cv_;

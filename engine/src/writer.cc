@@ -1,5 +1,6 @@
 #include "writer.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -80,6 +81,7 @@ void Writer::ProcessBatch(std::vector<AppendRequest*>& batch) {
       break;
     }
     uint64_t head = 0;
+    int64_t last_recorded_us = 0;
     {
       absl::StatusOr<CursorPtr> cursor = txn->OpenCursor(dbs_.events);
       if (!cursor.ok()) {
@@ -90,13 +92,19 @@ void Writer::ProcessBatch(std::vector<AppendRequest*>& batch) {
       int rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_LAST);
       if (rc == 0 && k.mv_size == 8) {
         head = GetBigEndian64(static_cast<const uint8_t*>(k.mv_data));
+        // Recorded times never go backwards in the log, even if the clock
+        // does (or another process's clock differs): replay by time relies
+        // on it. A corrupt last record is left for readers to report.
+        absl::StatusOr<const schema::EventRecord*> last =
+            DecodeEvent(last_buffer_.Assign(FromVal(v)), v.mv_size, head);
+        if (last.ok()) last_recorded_us = (*last)->recorded_us();
       } else if (rc != MDB_NOTFOUND) {
         failure = rc == 0 ? absl::DataLossError("events database holds a malformed key")
                           : LmdbError(rc, "finding the head of the log");
         break;
       }
     }
-    const int64_t now_us = absl::ToUnixMicros(absl::Now());
+    const int64_t now_us = std::max(absl::ToUnixMicros(absl::Now()), last_recorded_us);
     int rc = 0;
     absl::Status fatal;
     for (AppendRequest* r : batch) {

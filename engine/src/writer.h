@@ -72,7 +72,9 @@ class Writer {
   LmdbEnv* const env_;
   const LogDbs& dbs_;
   const StoreOptions options_;
+  // Used by the leader only, one batch at a time.
   flatbuffers::FlatBufferBuilder fbb_;
+  AlignedBuffer last_buffer_;
 
   absl::Mutex mu_;
   std::deque<AppendRequest*> queue_ ABSL_GUARDED_BY(mu_);
