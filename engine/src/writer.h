@@ -16,10 +16,9 @@
 // leaves the store as it was.
 //
 // Why a leader rather than a dedicated writer thread: a lone append then
-// runs on its caller's thread with no hand-off; on this project's 2-core VM
-// the two thread wake-ups of a hand-off cost ~57 us per append, a quarter
-// of an fsync (see docs/architecture.md). Under load the effect is the same:
-// one transaction at a time, many requests per fsync.
+// runs on its caller's thread with no hand-off (two thread wake-ups per
+// append: 1-9 us on a quiet machine, much more on a busy one). Under load the
+// effect is the same: one transaction at a time, many requests per fsync.
 //
 // Thread-safety: Submit may be called from any thread.
 #ifndef RILL_ENGINE_WRITER_H_
