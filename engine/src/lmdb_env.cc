@@ -189,6 +189,9 @@ size_t LmdbEnv::map_size() {
 }
 
 absl::StatusOr<MDB_dbi> LmdbEnv::OpenDb(const char* name, bool create) {
+  // LMDB forbids opening databases from concurrent transactions of one
+  // process; handles, once open, are shared by all threads.
+  absl::MutexLock lock(&dbi_mu_);
   absl::StatusOr<Txn> txn = create ? BeginWrite() : BeginRead();
   if (!txn.ok()) return txn.status();
   MDB_dbi dbi;

@@ -114,6 +114,7 @@ class LmdbEnv {
   const std::string path_;
   LmdbEnvOptions options_;
   absl::Mutex resize_mu_;
+  absl::Mutex dbi_mu_;
 };
 
 }  // namespace rill::internal

@@ -1,0 +1,252 @@
+#include "catalog.h"
+
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "codec.h"
+#include "flatbuffers/flatbuffers.h"
+#include "keys.h"
+#include "rill/schema/projections_generated.h"
+
+namespace rill::internal {
+namespace {
+
+constexpr char kNextGenerationKey[] = "next_generation";
+
+std::string Finish(flatbuffers::FlatBufferBuilder& fbb) {
+  return std::string(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize());
+}
+
+template <typename T>
+absl::StatusOr<const T*> Verified(AlignedBuffer* buf, absl::string_view value,
+                                  absl::string_view what) {
+  const uint8_t* data = buf->Assign(value);
+  flatbuffers::Verifier verifier(data, value.size());
+  if (!verifier.VerifyBuffer<T>(nullptr)) {
+    return absl::DataLossError(absl::StrCat(what, " fails verification"));
+  }
+  return flatbuffers::GetRoot<T>(data);
+}
+
+std::string Str(const flatbuffers::String* s) { return s ? s->str() : std::string(); }
+
+flatbuffers::Offset<schema::Generation> BuildGeneration(flatbuffers::FlatBufferBuilder& fbb,
+                                                        const GenerationRec& g) {
+  return schema::CreateGeneration(fbb, g.id, g.version, g.checkpoint);
+}
+
+GenerationRec ReadGeneration(const schema::Generation* g) {
+  return GenerationRec{g->id(), g->version(), g->checkpoint()};
+}
+
+std::string BigEndian(uint64_t v) {
+  std::string s(8, '\0');
+  PutBigEndian64(v, reinterpret_cast<uint8_t*>(s.data()));
+  return s;
+}
+
+}  // namespace
+
+absl::StatusOr<ProjectionDbs> ProjectionDbs::Open(LmdbEnv* env) {
+  ProjectionDbs dbs;
+  const bool create = !env->read_only();
+  for (auto [name, dbi] : {std::pair{"proj.catalog", &dbs.catalog}, {"proj.dead", &dbs.dead},
+                           {"proj.requests", &dbs.requests}, {"proj.asof", &dbs.asof},
+                           {"proj.meta", &dbs.meta}, {"rm", &dbs.rows}}) {
+    absl::StatusOr<MDB_dbi> opened = env->OpenDb(name, create);
+    if (!opened.ok()) return opened.status();
+    *dbi = *opened;
+  }
+  return dbs;
+}
+
+std::string EncodeCatalog(const CatalogRec& rec) {
+  flatbuffers::FlatBufferBuilder fbb(128);
+  auto name = fbb.CreateString(rec.name);
+  auto active = BuildGeneration(fbb, rec.active);
+  flatbuffers::Offset<schema::Generation> building = 0;
+  if (rec.building) building = BuildGeneration(fbb, *rec.building);
+  auto retired = fbb.CreateVector(rec.retired);
+  fbb.Finish(schema::CreateProjectionCatalog(fbb, name, active, building, retired));
+  return Finish(fbb);
+}
+
+absl::StatusOr<CatalogRec> DecodeCatalog(absl::string_view value) {
+  AlignedBuffer buf;
+  auto root = Verified<schema::ProjectionCatalog>(&buf, value, "projection catalog entry");
+  if (!root.ok()) return root.status();
+  if ((*root)->active() == nullptr) {
+    return absl::DataLossError("projection catalog entry has no active generation");
+  }
+  CatalogRec rec;
+  rec.name = Str((*root)->name());
+  rec.active = ReadGeneration((*root)->active());
+  if ((*root)->building() != nullptr) rec.building = ReadGeneration((*root)->building());
+  if ((*root)->retired() != nullptr) {
+    rec.retired.assign((*root)->retired()->begin(), (*root)->retired()->end());
+  }
+  return rec;
+}
+
+std::string EncodeDeadLetter(const DeadLetterRec& rec) {
+  flatbuffers::FlatBufferBuilder fbb(128);
+  auto stream = fbb.CreateString(rec.stream);
+  auto type = fbb.CreateString(rec.type);
+  auto error = fbb.CreateString(rec.error);
+  fbb.Finish(schema::CreateDeadLetter(fbb, stream, type, error, rec.attempts, rec.parked_us));
+  return Finish(fbb);
+}
+
+absl::StatusOr<DeadLetterRec> DecodeDeadLetter(absl::string_view value) {
+  AlignedBuffer buf;
+  auto root = Verified<schema::DeadLetter>(&buf, value, "dead letter");
+  if (!root.ok()) return root.status();
+  return DeadLetterRec{Str((*root)->stream()), Str((*root)->type()), Str((*root)->error()),
+                       (*root)->attempts(), (*root)->parked_us()};
+}
+
+std::string EncodeRebuildRequest(int64_t requested_us) {
+  flatbuffers::FlatBufferBuilder fbb(32);
+  fbb.Finish(schema::CreateRebuildRequest(fbb, requested_us));
+  return Finish(fbb);
+}
+
+std::string EncodeAsOf(const GenerationRec& gen, uint64_t position) {
+  flatbuffers::FlatBufferBuilder fbb(32);
+  fbb.Finish(schema::CreateAsOfSet(fbb, gen.id, gen.version, position));
+  return Finish(fbb);
+}
+
+absl::StatusOr<std::pair<GenerationRec, uint64_t>> DecodeAsOf(absl::string_view value) {
+  AlignedBuffer buf;
+  auto root = Verified<schema::AsOfSet>(&buf, value, "as-of table set");
+  if (!root.ok()) return root.status();
+  return std::pair{GenerationRec{(*root)->generation(), (*root)->version(), (*root)->position()},
+                   (*root)->position()};
+}
+
+std::string DeadLetterKey(absl::string_view projection, uint64_t position) {
+  return absl::StrCat(DeadLetterPrefix(projection), BigEndian(position));
+}
+
+std::string DeadLetterPrefix(absl::string_view projection) {
+  return absl::StrCat(projection, absl::string_view("\0", 1));
+}
+
+std::string AsOfKey(absl::string_view projection, absl::string_view label) {
+  return absl::StrCat(projection, absl::string_view("\0", 1), label);
+}
+
+std::string RowKey(uint64_t generation, absl::string_view table, absl::string_view key) {
+  std::string out = BigEndian(generation);
+  out.push_back(static_cast<char>(table.size()));
+  out.append(table.data(), table.size());
+  out.append(key.data(), key.size());
+  return out;
+}
+
+absl::Status ValidateName(absl::string_view what, absl::string_view name, size_t max) {
+  if (name.empty() || name.size() > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " \"", name, "\" must be 1..", max, " bytes long"));
+  }
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+    if (!ok) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " \"", name, "\" may hold only letters, digits, '_', '.', '-'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<CatalogRec>> ReadCatalog(MDB_txn* txn, const ProjectionDbs& dbs,
+                                                      absl::string_view projection) {
+  MDB_val key = ToVal(projection), value;
+  int rc = mdb_get(txn, dbs.catalog, &key, &value);
+  if (rc == MDB_NOTFOUND) return std::optional<CatalogRec>();
+  if (rc != 0) return LmdbError(rc, "reading the projection catalog");
+  absl::StatusOr<CatalogRec> rec = DecodeCatalog(FromVal(value));
+  if (!rec.ok()) return rec.status();
+  return std::optional<CatalogRec>(*std::move(rec));
+}
+
+absl::StatusOr<uint64_t> NextGeneration(MDB_txn* txn, const ProjectionDbs& dbs) {
+  MDB_val key = ToVal(kNextGenerationKey), value;
+  uint64_t next = 1;
+  int rc = mdb_get(txn, dbs.meta, &key, &value);
+  if (rc == 0 && value.mv_size == 8) {
+    next = GetBigEndian64(static_cast<const uint8_t*>(value.mv_data));
+  } else if (rc != MDB_NOTFOUND) {
+    return rc == 0 ? absl::DataLossError("malformed generation counter")
+                   : LmdbError(rc, "reading the generation counter");
+  }
+  if (absl::Status s = Put(txn, dbs.meta, kNextGenerationKey, BigEndian(next + 1)); !s.ok()) {
+    return s;
+  }
+  return next;
+}
+
+absl::StatusOr<uint64_t> CountDeadLetters(MDB_txn* txn, const ProjectionDbs& dbs,
+                                          absl::string_view projection) {
+  absl::StatusOr<CursorPtr> cursor = [&]() -> absl::StatusOr<CursorPtr> {
+    MDB_cursor* c = nullptr;
+    int rc = mdb_cursor_open(txn, dbs.dead, &c);
+    if (rc != 0) return LmdbError(rc, "mdb_cursor_open");
+    return CursorPtr(c);
+  }();
+  if (!cursor.ok()) return cursor.status();
+  const std::string prefix = DeadLetterPrefix(projection);
+  MDB_val k = ToVal(prefix), v;
+  uint64_t n = 0;
+  for (int rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_SET_RANGE);
+       rc == 0 && absl::StartsWith(FromVal(k), prefix);
+       rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_NEXT)) {
+    ++n;
+  }
+  return n;
+}
+
+absl::Status Put(MDB_txn* txn, MDB_dbi dbi, absl::string_view key, absl::string_view value) {
+  MDB_val k = ToVal(key), v = ToVal(value);
+  int rc = mdb_put(txn, dbi, &k, &v, 0);
+  if (rc == 0) return absl::OkStatus();
+  if (rc == MDB_MAP_FULL) return absl::ResourceExhaustedError(kMapFullMessage);
+  if (rc == MDB_BAD_VALSIZE) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("key of ", key.size(), " bytes or value of ", value.size(),
+                     " bytes is too large for a read model"));
+  }
+  return LmdbError(rc, "writing derived data");
+}
+
+absl::Status Del(MDB_txn* txn, MDB_dbi dbi, absl::string_view key) {
+  MDB_val k = ToVal(key);
+  int rc = mdb_del(txn, dbi, &k, nullptr);
+  if (rc == 0 || rc == MDB_NOTFOUND) return absl::OkStatus();
+  if (rc == MDB_MAP_FULL) return absl::ResourceExhaustedError(kMapFullMessage);
+  return LmdbError(rc, "deleting derived data");
+}
+
+absl::Status WriteTxn(LmdbEnv* env, const std::function<absl::Status(MDB_txn*)>& fn) {
+  for (int attempt = 0;; ++attempt) {
+    absl::StatusOr<Txn> txn = env->BeginWrite();
+    if (!txn.ok()) return txn.status();
+    absl::Status s = fn(txn->get());
+    int rc = 0;
+    if (s.ok()) {
+      rc = txn->Commit();
+      if (rc == 0) return absl::OkStatus();
+      s = WriteError(rc, "committing derived data", env->path());
+    } else {
+      txn->Abort();
+    }
+    const bool map_full = rc == MDB_MAP_FULL || s.message() == kMapFullMessage;
+    if (!map_full || attempt >= 64) return s;
+    if (absl::Status grown = env->Grow(); !grown.ok()) return grown;
+  }
+}
+
+}  // namespace rill::internal
