@@ -69,8 +69,9 @@ struct ProjectionDef {
 };
 
 struct RunnerOptions {
-  // Most events read and applied per derived transaction.
-  size_t batch_size = 1024;
+  // Most log records read and applied per derived transaction (one commit,
+  // one fsync, each). Live, batches are as small as the commits they follow.
+  size_t batch_size = 4096;
   // How often to look for commits by other processes and for rebuild
   // requests recorded by other processes.
   absl::Duration poll_interval = absl::Milliseconds(50);
