@@ -21,17 +21,6 @@ absl::string_view View(const flatbuffers::String* s) {
   return s == nullptr ? absl::string_view() : absl::string_view(s->c_str(), s->size());
 }
 
-template <typename T>
-absl::StatusOr<const T*> VerifiedRoot(AlignedBuffer* buf, absl::string_view value,
-                                      absl::string_view what) {
-  const uint8_t* data = buf->Assign(value);
-  flatbuffers::Verifier verifier(data, value.size());
-  if (!verifier.VerifyBuffer<T>(nullptr)) {
-    return absl::DataLossError(absl::StrCat(what, " fails verification"));
-  }
-  return flatbuffers::GetRoot<T>(data);
-}
-
 }  // namespace
 
 const uint8_t* AlignedBuffer::Assign(absl::string_view bytes) {

@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "flatbuffers/flatbuffers.h"
 #include "rill/event.h"
@@ -44,6 +45,20 @@ class AlignedBuffer {
   std::vector<uint64_t> words_;
   size_t used_words_ = 0;
 };
+
+// Copies `value` (a record without checksum) into `buf` and verifies it as a
+// FlatBuffer of root type T; DataLoss naming `what` when it does not verify.
+// The result points into `buf`.
+template <typename T>
+absl::StatusOr<const T*> VerifiedRoot(AlignedBuffer* buf, absl::string_view value,
+                                      absl::string_view what) {
+  const uint8_t* data = buf->Assign(value);
+  flatbuffers::Verifier verifier(data, value.size());
+  if (!verifier.VerifyBuffer<T>(nullptr)) {
+    return absl::DataLossError(absl::StrCat(what, " fails verification"));
+  }
+  return flatbuffers::GetRoot<T>(data);
+}
 
 // Fields of an event that the writer decides (not the caller).
 struct EventPlacement {

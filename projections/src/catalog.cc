@@ -18,17 +18,6 @@ std::string Finish(flatbuffers::FlatBufferBuilder& fbb) {
   return std::string(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize());
 }
 
-template <typename T>
-absl::StatusOr<const T*> Verified(AlignedBuffer* buf, absl::string_view value,
-                                  absl::string_view what) {
-  const uint8_t* data = buf->Assign(value);
-  flatbuffers::Verifier verifier(data, value.size());
-  if (!verifier.VerifyBuffer<T>(nullptr)) {
-    return absl::DataLossError(absl::StrCat(what, " fails verification"));
-  }
-  return flatbuffers::GetRoot<T>(data);
-}
-
 std::string Str(const flatbuffers::String* s) { return s ? s->str() : std::string(); }
 
 flatbuffers::Offset<schema::Generation> BuildGeneration(flatbuffers::FlatBufferBuilder& fbb,
@@ -74,7 +63,7 @@ std::string EncodeCatalog(const CatalogRec& rec) {
 
 absl::StatusOr<CatalogRec> DecodeCatalog(absl::string_view value) {
   AlignedBuffer buf;
-  auto root = Verified<schema::ProjectionCatalog>(&buf, value, "projection catalog entry");
+  auto root = VerifiedRoot<schema::ProjectionCatalog>(&buf, value, "projection catalog entry");
   if (!root.ok()) return root.status();
   if ((*root)->active() == nullptr) {
     return absl::DataLossError("projection catalog entry has no active generation");
@@ -100,7 +89,7 @@ std::string EncodeDeadLetter(const DeadLetterRec& rec) {
 
 absl::StatusOr<DeadLetterRec> DecodeDeadLetter(absl::string_view value) {
   AlignedBuffer buf;
-  auto root = Verified<schema::DeadLetter>(&buf, value, "dead letter");
+  auto root = VerifiedRoot<schema::DeadLetter>(&buf, value, "dead letter");
   if (!root.ok()) return root.status();
   return DeadLetterRec{Str((*root)->stream()), Str((*root)->type()), Str((*root)->error()),
                        (*root)->attempts(), (*root)->parked_us()};
@@ -120,7 +109,7 @@ std::string EncodeAsOf(const GenerationRec& gen, uint64_t position) {
 
 absl::StatusOr<std::pair<GenerationRec, uint64_t>> DecodeAsOf(absl::string_view value) {
   AlignedBuffer buf;
-  auto root = Verified<schema::AsOfSet>(&buf, value, "as-of table set");
+  auto root = VerifiedRoot<schema::AsOfSet>(&buf, value, "as-of table set");
   if (!root.ok()) return root.status();
   return std::pair{GenerationRec{(*root)->generation(), (*root)->version(), (*root)->position()},
                    (*root)->position()};
