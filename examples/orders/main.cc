@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "order.h"
+#include "read_side.h"
 #include "rill/store.h"
 
 namespace {
@@ -140,6 +141,8 @@ int main(int argc, char** argv) {
   }
   sub->Stop();
   Say("   The subscriber saw it the moment it was committed, then stopped cleanly.");
+
+  if (!orders::RunReadSideTour(store.get(), run)) return 1;
 
   rill::StoreStats stats = Must(store->Stats(), "reading stats");
   Say(absl::StrCat("\nThe store now holds ", stats.event_count, " events in ", stats.stream_count,

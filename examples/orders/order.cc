@@ -1,6 +1,8 @@
 #include "order.h"
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_format.h"
 
 namespace orders {
@@ -23,41 +25,74 @@ const char* StatusName(Status s) {
   return "?";
 }
 
-namespace {
-
-// Pulls the integer after "key": out of a tiny JSON object (good enough for
-// this example's own payloads; a real service would use a JSON library).
-int64_t JsonInt(absl::string_view json, absl::string_view key) {
-  std::string needle = absl::StrCat("\"", key, "\":");
+absl::StatusOr<int64_t> JsonInt(absl::string_view json, absl::string_view key) {
+  const std::string needle = absl::StrCat("\"", key, "\":");
   size_t at = json.find(needle);
-  if (at == absl::string_view::npos) return 0;
-  return std::strtoll(std::string(json.substr(at + needle.size())).c_str(), nullptr, 10);
+  int64_t n = 0;
+  if (at != absl::string_view::npos) {
+    absl::string_view rest = json.substr(at + needle.size());
+    if (absl::SimpleAtoi(rest.substr(0, rest.find_first_of(",}")), &n)) return n;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("no number \"", key, "\" in ", json));
 }
 
-}  // namespace
+void Order::Apply(const rill::EventView& e) {
+  if (e.type() == "OrderCreated") {
+    status = Status::kCreated;
+    total_cents = JsonInt(e.payload(), "total_cents").value_or(0);
+  } else if (e.type() == "InventoryReserved") {
+    status = Status::kReserved;
+    ++reservations;
+  } else if (e.type() == "PaymentProcessed") {
+    status = Status::kPaid;
+  } else if (e.type() == "OrderFulfilled") {
+    status = Status::kFulfilled;
+  } else if (e.type() == "OrderCancelled") {
+    status = Status::kCancelled;
+  }
+  version = e.version();
+}
+
+std::string Order::Encode() const {
+  return absl::StrCat(static_cast<int>(status), ",", total_cents, ",", reservations, ",",
+                      version);
+}
+
+absl::StatusOr<Order> Order::Decode(absl::string_view data) {
+  std::vector<absl::string_view> parts = absl::StrSplit(data, ',');
+  Order o;
+  int status = 0;
+  if (parts.size() != 4 || !absl::SimpleAtoi(parts[0], &status) ||
+      !absl::SimpleAtoi(parts[1], &o.total_cents) ||
+      !absl::SimpleAtoi(parts[2], &o.reservations) || !absl::SimpleAtoi(parts[3], &o.version)) {
+    return absl::DataLossError(absl::StrCat("bad order snapshot \"", data, "\""));
+  }
+  o.status = static_cast<Status>(status);
+  return o;
+}
 
 absl::StatusOr<Order> OrderService::Load(const std::string& order_id) {
   Order order;
   order.id = order_id;
   absl::Status s = store_->ScanStream(StreamOf(order_id), 0, rill::ReadOptions(),
                                       [&order](const rill::EventView& e) {
-                                        if (e.type() == "OrderCreated") {
-                                          order.status = Status::kCreated;
-                                          order.total_cents = JsonInt(e.payload(), "total_cents");
-                                        } else if (e.type() == "InventoryReserved") {
-                                          order.status = Status::kReserved;
-                                        } else if (e.type() == "PaymentProcessed") {
-                                          order.status = Status::kPaid;
-                                        } else if (e.type() == "OrderFulfilled") {
-                                          order.status = Status::kFulfilled;
-                                        } else if (e.type() == "OrderCancelled") {
-                                          order.status = Status::kCancelled;
-                                        }
-                                        order.version = e.version();
+                                        order.Apply(e);
                                         return true;
                                       });
   if (!s.ok()) return s;
   return order;
+}
+
+absl::StatusOr<rill::LoadedAggregate<Order>> OrderService::LoadWithSnapshots(
+    rill::SnapshotStore* snapshots, const std::string& order_id) {
+  Order initial;
+  initial.id = order_id;
+  absl::StatusOr<rill::LoadedAggregate<Order>> loaded = snapshots->LoadAggregate(
+      StreamOf(order_id), Order::kSnapshotSchema, initial, &Order::Decode,
+      [](const Order& o) { return o.Encode(); },
+      [](Order& o, const rill::EventView& e) { o.Apply(e); });
+  if (loaded.ok()) loaded->state.id = order_id;
+  return loaded;
 }
 
 absl::StatusOr<rill::AppendResult> OrderService::Create(const std::string& order_id,

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "rill/snapshot.h"
 #include "rill/store.h"
 
 namespace orders {
@@ -22,8 +23,21 @@ struct Order {
   std::string id;
   Status status = Status::kNone;
   int64_t total_cents = 0;
-  int64_t version = -1;  // stream version the state was folded up to
+  int64_t reservations = 0;  // InventoryReserved events so far
+  int64_t version = -1;      // stream version the state was folded up to
+
+  // Folds one more event of the order's stream into the state.
+  void Apply(const rill::EventView& event);
+  // The snapshot encoding of the state (schema version kSnapshotSchema).
+  std::string Encode() const;
+  static absl::StatusOr<Order> Decode(absl::string_view data);
+  static constexpr uint32_t kSnapshotSchema = 1;
 };
+
+// Pulls the integer after "key": out of a tiny JSON object (the example's own
+// payloads; a real service would use a JSON library). InvalidArgument when
+// there is none.
+absl::StatusOr<int64_t> JsonInt(absl::string_view json, absl::string_view key);
 
 class OrderService {
  public:
@@ -33,6 +47,10 @@ class OrderService {
 
   // Folds the order's events into its current state.
   absl::StatusOr<Order> Load(const std::string& order_id);
+  // The same state, starting from the latest snapshot (and taking new ones
+  // as the store's snapshot policy says).
+  absl::StatusOr<rill::LoadedAggregate<Order>> LoadWithSnapshots(
+      rill::SnapshotStore* snapshots, const std::string& order_id);
 
   // Creates the order; `request_id` is the idempotency key, so a client that
   // retries after a timeout cannot create the order twice.
