@@ -93,7 +93,7 @@ struct LoadedAggregate {
   bool snapshot_saved = false;
   // Why a policy save failed (e.g. disk full). The load itself succeeded and
   // `state` is right; the next load simply folds more events.
-  absl::Status snapshot_status;
+  absl::Status snapshot_status = absl::OkStatus();
 };
 
 class SnapshotStore {
