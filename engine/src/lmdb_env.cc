@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -87,13 +88,13 @@ void Txn::Abort() {
   if (txn_ == nullptr) return;
   mdb_txn_abort(txn_);
   txn_ = nullptr;
-  env_->resize_mu_.ReaderUnlock();
+  env_->resize_mu_.SharedDone();
 }
 
 int Txn::Commit() {
   int rc = mdb_txn_commit(txn_);  // frees the txn whatever the outcome
   txn_ = nullptr;
-  env_->resize_mu_.ReaderUnlock();
+  env_->resize_mu_.SharedDone();
   return rc;
 }
 
@@ -102,6 +103,59 @@ absl::StatusOr<CursorPtr> Txn::OpenCursor(MDB_dbi dbi) const {
   int rc = mdb_cursor_open(txn_, dbi, &cursor);
   if (rc != 0) return LmdbError(rc, "mdb_cursor_open");
   return CursorPtr(cursor);
+}
+
+namespace {
+
+// How many shared holds of which ResizeLock this thread has: a thread that
+// already holds one may take another even while a resize is pending (it
+// would otherwise wait for itself). Only a preference: the exclusion itself
+// is counted in ResizeLock::holders_.
+thread_local std::vector<std::pair<const void*, int>> held_by_this_thread;
+
+int& HeldByThisThread(const void* lock) {
+  for (auto& [l, n] : held_by_this_thread) {
+    if (l == lock) return n;
+  }
+  held_by_this_thread.emplace_back(lock, 0);
+  return held_by_this_thread.back().second;
+}
+
+}  // namespace
+
+void LmdbEnv::ResizeLock::Shared() {
+  int& mine = HeldByThisThread(this);
+  absl::MutexLock lock(&mu_);
+  if (mine <= 0) {
+    auto no_resize = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return !pending_ && !resizing_;
+    };
+    mu_.Await(absl::Condition(&no_resize));
+  }
+  ++holders_;
+  ++mine;
+}
+
+void LmdbEnv::ResizeLock::SharedDone() {
+  --HeldByThisThread(this);
+  absl::MutexLock lock(&mu_);
+  --holders_;
+}
+
+void LmdbEnv::ResizeLock::Exclusive() {
+  absl::MutexLock lock(&mu_);
+  auto free = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !pending_ && !resizing_; };
+  mu_.Await(absl::Condition(&free));
+  pending_ = true;  // new readers wait from now on; nested ones do not
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return holders_ == 0; };
+  mu_.Await(absl::Condition(&idle));
+  pending_ = false;
+  resizing_ = true;
+}
+
+void LmdbEnv::ResizeLock::ExclusiveDone() {
+  absl::MutexLock lock(&mu_);
+  resizing_ = false;
 }
 
 absl::StatusOr<std::unique_ptr<LmdbEnv>> LmdbEnv::Open(const std::string& path,
@@ -145,11 +199,11 @@ absl::StatusOr<Txn> LmdbEnv::BeginWrite() { return Begin(0); }
 
 absl::StatusOr<Txn> LmdbEnv::Begin(unsigned flags) {
   for (int attempt = 0;; ++attempt) {
-    resize_mu_.ReaderLock();
+    resize_mu_.Shared();
     MDB_txn* txn = nullptr;
     int rc = mdb_txn_begin(env_, nullptr, flags, &txn);
     if (rc == 0) return Txn(this, txn);
-    resize_mu_.ReaderUnlock();
+    resize_mu_.SharedDone();
     if (attempt >= 8) return LmdbError(rc, "mdb_txn_begin");
     if (rc == MDB_READERS_FULL) {
       // Slots of processes that died inside a read transaction stay taken
@@ -165,26 +219,29 @@ absl::StatusOr<Txn> LmdbEnv::Begin(unsigned flags) {
 }
 
 absl::Status LmdbEnv::AdoptMapSize() {
-  absl::WriterMutexLock lock(&resize_mu_);
+  resize_mu_.Exclusive();
   int rc = mdb_env_set_mapsize(env_, 0);
+  resize_mu_.ExclusiveDone();
   return LmdbError(rc, "adopting the grown map size");
 }
 
 absl::Status LmdbEnv::Grow() {
-  absl::WriterMutexLock lock(&resize_mu_);
+  resize_mu_.Exclusive();
   MDB_envinfo info;
   mdb_env_info(env_, &info);
   size_t current = info.me_mapsize;
   size_t next = current < options_.map_growth_step ? current * 2
                                                    : current + options_.map_growth_step;
   int rc = mdb_env_set_mapsize(env_, next);
+  resize_mu_.ExclusiveDone();
   return LmdbError(rc, "growing the map");
 }
 
 size_t LmdbEnv::map_size() {
-  absl::ReaderMutexLock lock(&resize_mu_);
+  resize_mu_.Shared();
   MDB_envinfo info;
   mdb_env_info(env_, &info);
+  resize_mu_.SharedDone();
   return info.me_mapsize;
 }
 

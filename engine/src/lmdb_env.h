@@ -4,9 +4,11 @@
 // LMDB allows mdb_env_set_mapsize only while this process has no active
 // transaction. Every transaction therefore holds `resize_mu_` shared, and a
 // resize (our own growth after MDB_MAP_FULL, or adopting another process's
-// growth after MDB_MAP_RESIZED) holds it exclusively. Transactions are short
-// (reads copy what they need and end before user code runs), so a resize
-// never waits long.
+// growth after MDB_MAP_RESIZED) holds it exclusively. rill's own transactions
+// are short (reads copy what they need and end before user code runs); the
+// exception is a read-model view, which holds a read transaction of the
+// derived environment for as long as the caller keeps it, and so delays a
+// growth of that environment until it is released.
 //
 // Thread-safety: all methods are thread-safe. A Txn must be used by one
 // thread at a time (the env is opened with MDB_NOTLS).
@@ -113,7 +115,25 @@ class LmdbEnv {
   MDB_env* env_;
   const std::string path_;
   LmdbEnvOptions options_;
-  absl::Mutex resize_mu_;
+  // The resize lock: every transaction holds it shared, a resize holds it
+  // exclusively. A pending resize makes new transactions wait, except on a
+  // thread that already holds one: a thread with a read-model view open (a
+  // read transaction) may open another transaction without deadlock, which
+  // a plain writer-preferring lock (absl::Mutex) would not allow.
+  class ResizeLock {
+   public:
+    void Shared() ABSL_LOCKS_EXCLUDED(mu_);
+    void SharedDone() ABSL_LOCKS_EXCLUDED(mu_);
+    void Exclusive() ABSL_LOCKS_EXCLUDED(mu_);
+    void ExclusiveDone() ABSL_LOCKS_EXCLUDED(mu_);
+
+   private:
+    absl::Mutex mu_;
+    int holders_ ABSL_GUARDED_BY(mu_) = 0;
+    bool pending_ ABSL_GUARDED_BY(mu_) = false;   // a resize waits for holders_ == 0
+    bool resizing_ ABSL_GUARDED_BY(mu_) = false;
+  };
+  ResizeLock resize_mu_;
   absl::Mutex dbi_mu_;
 };
 
