@@ -318,6 +318,7 @@ void StoreImpl::PublishHead(uint64_t head) {
 
 void StoreImpl::Wake() {
   absl::MutexLock lock(&head_mu_);
+  ++wake_epoch_;
   head_cv_.SignalAll();
 }
 
@@ -332,14 +333,22 @@ absl::StatusOr<uint64_t> StoreImpl::WaitForHeadOrCancel(uint64_t known_head,
                                                         const std::atomic<bool>* cancel) {
   const absl::Time deadline = absl::Now() + timeout;
   if (poll_interval <= absl::ZeroDuration()) poll_interval = absl::Milliseconds(50);
+  uint64_t epoch;
+  {
+    absl::MutexLock lock(&head_mu_);
+    epoch = wake_epoch_;
+  }
   for (;;) {
+    bool woken = false;
     {
       absl::MutexLock lock(&head_mu_);
       const absl::Time wake_at = std::min(deadline, absl::Now() + poll_interval);
-      while (head_ <= known_head && !(cancel && cancel->load()) && absl::Now() < wake_at) {
+      while (head_ <= known_head && !(cancel && cancel->load()) && wake_epoch_ == epoch &&
+             absl::Now() < wake_at) {
         head_cv_.WaitWithDeadline(&head_mu_, wake_at);
       }
       if (head_ > known_head) return head_;
+      woken = wake_epoch_ != epoch;
     }
     // Commits by other processes are not signalled: look at the log itself.
     absl::StatusOr<uint64_t> head = HeadPosition();
@@ -348,7 +357,7 @@ absl::StatusOr<uint64_t> StoreImpl::WaitForHeadOrCancel(uint64_t known_head,
       PublishHead(*head);
       return *head;
     }
-    if ((cancel && cancel->load()) || absl::Now() >= deadline) return *head;
+    if (woken || (cancel && cancel->load()) || absl::Now() >= deadline) return *head;
   }
 }
 

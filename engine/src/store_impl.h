@@ -80,8 +80,8 @@ class StoreImpl final : public Store {
                            absl::FunctionRef<bool(const EventView&)> fn,
                            ScanProgress* progress);
 
-  // WaitForHead that also returns early once *cancel is true. Wake() wakes
-  // every waiter so it can look at its cancel flag.
+  // WaitForHead that also returns early once *cancel is true, or when Wake()
+  // is called (so a worker can look at its flags and tasks).
   absl::StatusOr<uint64_t> WaitForHeadOrCancel(uint64_t known_head, absl::Duration timeout,
                                                absl::Duration poll_interval,
                                                const std::atomic<bool>* cancel);
@@ -120,6 +120,7 @@ class StoreImpl final : public Store {
   absl::Mutex head_mu_;
   absl::CondVar head_cv_;
   uint64_t head_ ABSL_GUARDED_BY(head_mu_) = 0;
+  uint64_t wake_epoch_ ABSL_GUARDED_BY(head_mu_) = 0;  // bumped by Wake()
 };
 
 }  // namespace rill::internal

@@ -83,7 +83,8 @@ std::string EncodeDeadLetter(const DeadLetterRec& rec) {
   auto stream = fbb.CreateString(rec.stream);
   auto type = fbb.CreateString(rec.type);
   auto error = fbb.CreateString(rec.error);
-  fbb.Finish(schema::CreateDeadLetter(fbb, stream, type, error, rec.attempts, rec.parked_us));
+  fbb.Finish(schema::CreateDeadLetter(fbb, stream, type, error, rec.attempts, rec.parked_us,
+                                      rec.generation));
   return Finish(fbb);
 }
 
@@ -92,7 +93,7 @@ absl::StatusOr<DeadLetterRec> DecodeDeadLetter(absl::string_view value) {
   auto root = VerifiedRoot<schema::DeadLetter>(&buf, value, "dead letter");
   if (!root.ok()) return root.status();
   return DeadLetterRec{Str((*root)->stream()), Str((*root)->type()), Str((*root)->error()),
-                       (*root)->attempts(), (*root)->parked_us()};
+                       (*root)->attempts(), (*root)->parked_us(), (*root)->generation()};
 }
 
 std::string EncodeRebuildRequest(int64_t requested_us) {

@@ -36,6 +36,7 @@ struct DeadLetterRec {
   std::string error;
   int attempts = 0;
   int64_t parked_us = 0;
+  uint64_t generation = 0;
 };
 
 // The named databases the projections use in the derived environment.

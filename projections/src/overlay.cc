@@ -8,13 +8,10 @@
 namespace rill::internal {
 
 absl::StatusOr<std::optional<std::string>> CommittedRows::Get(absl::string_view row_key) {
-  if (!txn_) {
-    absl::StatusOr<Txn> txn = env_->BeginRead();
-    if (!txn.ok()) return txn.status();
-    txn_.emplace(*std::move(txn));
-  }
+  absl::StatusOr<Txn> txn = env_->BeginRead();
+  if (!txn.ok()) return txn.status();
   MDB_val k = ToVal(row_key), v;
-  int rc = mdb_get(txn_->get(), rows_, &k, &v);
+  int rc = mdb_get(txn->get(), rows_, &k, &v);
   if (rc == MDB_NOTFOUND) return std::optional<std::string>();
   if (rc != 0) return LmdbError(rc, "reading a read model");
   return std::optional<std::string>(std::string(FromVal(v)));

@@ -24,18 +24,19 @@ namespace rill::internal {
 // Row key (RowKey) -> new value, or nullopt for a delete.
 using RowChanges = std::map<std::string, std::optional<std::string>>;
 
-// Reads committed rows through one read transaction opened on first use.
+// Reads committed rows, each Get in a read transaction of its own: Apply may
+// be slow or block, and must not hold a transaction (and with it the derived
+// environment's resize lock) while it does. The committed rows of a
+// generation only change when its own worker commits, so separate
+// transactions still see one consistent model during a batch.
 class CommittedRows {
  public:
   CommittedRows(LmdbEnv* env, MDB_dbi rows) : env_(env), rows_(rows) {}
   absl::StatusOr<std::optional<std::string>> Get(absl::string_view row_key);
-  // Ends the read transaction (before a write transaction or a long wait).
-  void Release() { txn_.reset(); }
 
  private:
   LmdbEnv* env_;
   MDB_dbi rows_;
-  std::optional<Txn> txn_;
 };
 
 class EventTxn final : public ReadModelTxn {

@@ -203,12 +203,21 @@ class RunnerImpl final : public ProjectionRunner {
     if (!s.ok()) return s;
     const std::string key = AsOfKey(projection, label);
     auto write_none = [](MDB_txn*) { return absl::OkStatus(); };
+    // Failing events are handled as the projection's policy says, except
+    // that an as-of set keeps no dead letters of its own.
+    const bool park = def.error_policy == ErrorPolicy::kPark;
     for (;;) {
-      absl::StatusOr<BatchOutcome> out =
-          Worker::ApplyBatch(derived_.store, derived_.env, derived_.dbs, def, &gen,
-                             options_.batch_size, position, /*park=*/false, nullptr, write_none);
-      if (!out.ok()) return out.status();
-      if (out->failed) return out->error;
+      absl::StatusOr<BatchOutcome> out = Worker::ApplyBatch(
+          derived_.store, derived_.env, derived_.dbs, def, &gen, options_.batch_size, position,
+          park, /*record_dead_letters=*/false, nullptr, write_none);
+      absl::Status failure = !out.ok() ? out.status() : out->failed ? out->error : absl::OkStatus();
+      if (!failure.ok()) {
+        // Leave no rows of the unfinished set behind.
+        absl::Status cleaned = WriteTxn(derived_.env, [&](MDB_txn* txn) {
+          return DeleteRows(txn, gen.id);
+        });
+        return cleaned.ok() ? failure : cleaned;
+      }
       if (out->records < options_.batch_size || gen.checkpoint >= position) break;
     }
     // Publish the set; a set of the same label is replaced (its rows are

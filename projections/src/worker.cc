@@ -75,6 +75,7 @@ absl::Status Worker::Start() {
   if (!s.ok()) return s;
   {
     absl::MutexLock lock(&mu_);
+    state_ = rec.building ? ProjectionState::kRebuilding : ProjectionState::kRunning;
     catalog_ = std::move(rec);
   }
   thread_ = std::thread([this] { Run(); });
@@ -218,7 +219,8 @@ absl::Status Worker::StartRebuild() {
 absl::StatusOr<BatchOutcome> Worker::ApplyBatch(
     StoreImpl* store, LmdbEnv* env, const ProjectionDbs& dbs, const ProjectionDef& def,
     GenerationRec* gen, size_t batch_size, uint64_t last_position, bool park,
-    const std::atomic<bool>* stop, const std::function<absl::Status(MDB_txn*)>& write_catalog) {
+    bool record_dead_letters, const std::atomic<bool>* stop,
+    const std::function<absl::Status(MDB_txn*)>& write_catalog) {
   BatchOutcome out;
   out.checkpoint = gen->checkpoint;
   if (gen->checkpoint >= last_position) return out;
@@ -245,7 +247,6 @@ absl::StatusOr<BatchOutcome> Worker::ApplyBatch(
           txn.Discard();
           ++out.errors;
           if (attempts < def.max_attempts) {
-            committed.Release();  // hold no read transaction while backing off
             absl::SleepFor(backoff);
             backoff *= 2;
           }
@@ -261,15 +262,14 @@ absl::StatusOr<BatchOutcome> Worker::ApplyBatch(
           unprocessed = event.position();
           return false;
         }
-        dead.push_back({event.position(),
+        if (record_dead_letters) dead.push_back({event.position(),
                         DeadLetterRec{std::string(event.stream()), std::string(event.type()),
                                       s.ToString(), attempts,
-                                      absl::ToUnixMicros(absl::Now())}});
+                                      absl::ToUnixMicros(absl::Now()), gen->id}});
         ++out.parked;
         return true;
       },
       &progress);
-  committed.Release();
   if (!scan.ok()) return scan;
   out.records = progress.records;
   uint64_t checkpoint = unprocessed != 0 ? unprocessed - 1 : progress.last_scanned;
@@ -308,7 +308,9 @@ absl::Status Worker::Step(bool* did_work) {
     catalog_ = rec;
     applied_ += out.applied;
     errors_ += out.errors;
-    if (out.records > 0 && !rec.building) state_ = ProjectionState::kRunning;
+    if (out.records > 0) {
+      state_ = rec.building ? ProjectionState::kRebuilding : ProjectionState::kRunning;
+    }
     if (!out.error.ok()) last_error_ = out.error.ToString();
     if (out.failed) {
       failed_ = true;
@@ -322,7 +324,7 @@ absl::Status Worker::Step(bool* did_work) {
   if (rec.active.version == def_.version) {
     absl::StatusOr<BatchOutcome> out =
         ApplyBatch(store_, env_, dbs_, def_, &rec.active, options_.batch_size, kLogEnd, park,
-                   &stop_, write_catalog);
+                   /*record_dead_letters=*/true, &stop_, write_catalog);
     if (!out.ok()) return out.status();
     publish(*out);
     if (out->records > 0) *did_work = true;
@@ -331,7 +333,7 @@ absl::Status Worker::Step(bool* did_work) {
   if (!rec.building) return absl::OkStatus();
   absl::StatusOr<BatchOutcome> out =
       ApplyBatch(store_, env_, dbs_, def_, &*rec.building, options_.batch_size, kLogEnd, park,
-                 &stop_, write_catalog);
+                 /*record_dead_letters=*/true, &stop_, write_catalog);
   if (!out.ok()) return out.status();
   publish(*out);
   if (out->records > 0) *did_work = true;
@@ -346,8 +348,13 @@ absl::Status Worker::Step(bool* did_work) {
   swapped.retired.push_back(swapped.active.id);
   swapped.active = *swapped.building;
   swapped.building.reset();
-  absl::Status s =
-      WriteTxn(env_, [&](MDB_txn* txn) { return WriteCatalog(txn, swapped); });
+  // The old generation's dead letters go with it: the new generation either
+  // applied those events or parked them again under its own id.
+  const uint64_t old_generation = rec.active.id;
+  absl::Status s = WriteTxn(env_, [&](MDB_txn* txn) -> absl::Status {
+    if (absl::Status d = DropDeadLettersOf(txn, old_generation); !d.ok()) return d;
+    return WriteCatalog(txn, swapped);
+  });
   if (!s.ok()) return s;
   absl::MutexLock lock(&mu_);
   catalog_ = std::move(swapped);
@@ -474,6 +481,7 @@ ProjectionStatus Worker::Status() {
 absl::Status Worker::RetryParked(uint64_t position) {
   return RunOnWorker([this, position]() -> absl::Status {
     const std::string key = DeadLetterKey(def_.name, position);
+    uint64_t generation = 0;
     {
       absl::StatusOr<Txn> txn = env_->BeginRead();
       if (!txn.ok()) return txn.status();
@@ -484,11 +492,17 @@ absl::Status Worker::RetryParked(uint64_t position) {
                                                 " for projection \"", def_.name, "\""));
       }
       if (rc != 0) return LmdbError(rc, "reading a dead letter");
+      absl::StatusOr<DeadLetterRec> rec = DecodeDeadLetter(FromVal(v));
+      if (!rec.ok()) return rec.status();
+      generation = rec->generation;
     }
-    CatalogRec rec;
+    // The event goes into the generation that parked it: the serving one,
+    // or the one being rebuilt (which will serve after the swap).
     {
       absl::MutexLock lock(&mu_);
-      rec = catalog_;
+      const bool live = generation == catalog_.active.id ||
+                        (catalog_.building && generation == catalog_.building->id);
+      if (!live) generation = catalog_.active.id;
     }
     RowChanges rows;
     CommittedRows committed(env_, dbs_.rows);
@@ -499,12 +513,11 @@ absl::Status Worker::RetryParked(uint64_t position) {
     absl::Status scan = store_->ScanAll(position, one, [&](const EventView& event) {
       found = event.position() == position;
       if (!found) return false;
-      EventTxn txn(&def_.tables, rec.active.id, &rows, &committed);
+      EventTxn txn(&def_.tables, generation, &rows, &committed);
       applied = CallApply(def_, event, txn);
       if (applied.ok()) txn.MergeIntoBatch();
       return false;
     });
-    committed.Release();
     if (!scan.ok()) return scan;
     if (!found) return absl::NotFoundError(absl::StrCat("no event at position ", position));
     if (!applied.ok()) return applied;
@@ -513,6 +526,31 @@ absl::Status Worker::RetryParked(uint64_t position) {
       return Del(txn, dbs_.dead, key);
     });
   });
+}
+
+absl::Status Worker::DropDeadLettersOf(MDB_txn* txn, uint64_t generation) {
+  absl::StatusOr<CursorPtr> cursor = [&]() -> absl::StatusOr<CursorPtr> {
+    MDB_cursor* c = nullptr;
+    int rc = mdb_cursor_open(txn, dbs_.dead, &c);
+    if (rc != 0) return LmdbError(rc, "mdb_cursor_open");
+    return CursorPtr(c);
+  }();
+  if (!cursor.ok()) return cursor.status();
+  const std::string prefix = DeadLetterPrefix(def_.name);
+  MDB_val k = ToVal(prefix), v;
+  int rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_SET_RANGE);
+  while (rc == 0 && absl::StartsWith(FromVal(k), prefix)) {
+    absl::StatusOr<DeadLetterRec> rec = DecodeDeadLetter(FromVal(v));
+    if (rec.ok() && rec->generation == generation) {
+      rc = mdb_cursor_del(cursor->get(), 0);
+      if (rc == MDB_MAP_FULL) return absl::ResourceExhaustedError(kMapFullMessage);
+      if (rc != 0) return LmdbError(rc, "dropping dead letters");
+      rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_GET_CURRENT);
+    } else {
+      rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_NEXT);
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace rill::internal

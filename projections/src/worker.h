@@ -62,11 +62,14 @@ class Worker {
 
   // Applies the events after gen->checkpoint (at most `batch_size` log
   // records, none past `last_position`) to generation `gen` and commits the
-  // rows, the dead letters and `catalog_after(gen)` in one transaction.
+  // rows, the dead letters and `write_catalog`'s writes in one transaction.
+  // With `park`, events that keep failing are skipped (and recorded as dead
+  // letters when `record_dead_letters`); otherwise the batch stops before
+  // the first such event.
   static absl::StatusOr<BatchOutcome> ApplyBatch(
       StoreImpl* store, LmdbEnv* env, const ProjectionDbs& dbs, const ProjectionDef& def,
       GenerationRec* gen, size_t batch_size, uint64_t last_position, bool park,
-      const std::atomic<bool>* stop,
+      bool record_dead_letters, const std::atomic<bool>* stop,
       const std::function<absl::Status(MDB_txn*)>& write_catalog);
 
  private:
@@ -77,6 +80,8 @@ class Worker {
   absl::Status Step(bool* did_work);
   absl::Status DropRetired(bool* did_work);
   absl::Status WriteCatalog(MDB_txn* txn, const CatalogRec& rec);
+  // Deletes this projection's dead letters parked by `generation`.
+  absl::Status DropDeadLettersOf(MDB_txn* txn, uint64_t generation);
   // Stops applying (state kFailed, error kept); the model keeps serving.
   void Fail(const absl::Status& why);
 
