@@ -78,7 +78,8 @@ absl::Status LmdbError(int rc, absl::string_view context) {
   }
 }
 
-Txn::Txn(Txn&& other) noexcept : env_(other.env_), txn_(other.txn_) {
+Txn::Txn(Txn&& other) noexcept
+    : env_(other.env_), txn_(other.txn_), hold_(std::move(other.hold_)) {
   other.txn_ = nullptr;
 }
 
@@ -88,13 +89,13 @@ void Txn::Abort() {
   if (txn_ == nullptr) return;
   mdb_txn_abort(txn_);
   txn_ = nullptr;
-  env_->resize_mu_.SharedDone();
+  env_->resize_mu_.SharedDone(hold_);
 }
 
 int Txn::Commit() {
   int rc = mdb_txn_commit(txn_);  // frees the txn whatever the outcome
   txn_ = nullptr;
-  env_->resize_mu_.SharedDone();
+  env_->resize_mu_.SharedDone(hold_);
   return rc;
 }
 
@@ -110,34 +111,38 @@ namespace {
 // How many shared holds of which ResizeLock this thread has: a thread that
 // already holds one may take another even while a resize is pending (it
 // would otherwise wait for itself). Only a preference: the exclusion itself
-// is counted in ResizeLock::holders_.
-thread_local std::vector<std::pair<const void*, int>> held_by_this_thread;
+// is counted in ResizeLock::holders_. The counts are shared_ptrs so that a
+// transaction ended on another thread (a view handed over) decrements the
+// count of the thread that opened it.
+thread_local std::vector<std::pair<const void*, std::shared_ptr<std::atomic<int>>>>
+    held_by_this_thread;
 
-int& HeldByThisThread(const void* lock) {
-  for (auto& [l, n] : held_by_this_thread) {
+const std::shared_ptr<std::atomic<int>>& HeldByThisThread(const void* lock) {
+  for (const auto& [l, n] : held_by_this_thread) {
     if (l == lock) return n;
   }
-  held_by_this_thread.emplace_back(lock, 0);
+  held_by_this_thread.emplace_back(lock, std::make_shared<std::atomic<int>>(0));
   return held_by_this_thread.back().second;
 }
 
 }  // namespace
 
-void LmdbEnv::ResizeLock::Shared() {
-  int& mine = HeldByThisThread(this);
+std::shared_ptr<std::atomic<int>> LmdbEnv::ResizeLock::Shared() {
+  std::shared_ptr<std::atomic<int>> mine = HeldByThisThread(this);
   absl::MutexLock lock(&mu_);
-  if (mine <= 0) {
+  if (mine->load() <= 0) {
     auto no_resize = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return !pending_ && !resizing_;
     };
     mu_.Await(absl::Condition(&no_resize));
   }
   ++holders_;
-  ++mine;
+  ++*mine;
+  return mine;
 }
 
-void LmdbEnv::ResizeLock::SharedDone() {
-  --HeldByThisThread(this);
+void LmdbEnv::ResizeLock::SharedDone(const std::shared_ptr<std::atomic<int>>& hold) {
+  --*hold;
   absl::MutexLock lock(&mu_);
   --holders_;
 }
@@ -199,11 +204,11 @@ absl::StatusOr<Txn> LmdbEnv::BeginWrite() { return Begin(0); }
 
 absl::StatusOr<Txn> LmdbEnv::Begin(unsigned flags) {
   for (int attempt = 0;; ++attempt) {
-    resize_mu_.Shared();
+    std::shared_ptr<std::atomic<int>> hold = resize_mu_.Shared();
     MDB_txn* txn = nullptr;
     int rc = mdb_txn_begin(env_, nullptr, flags, &txn);
-    if (rc == 0) return Txn(this, txn);
-    resize_mu_.SharedDone();
+    if (rc == 0) return Txn(this, txn, std::move(hold));
+    resize_mu_.SharedDone(hold);
     if (attempt >= 8) return LmdbError(rc, "mdb_txn_begin");
     if (rc == MDB_READERS_FULL) {
       // Slots of processes that died inside a read transaction stay taken
@@ -238,10 +243,10 @@ absl::Status LmdbEnv::Grow() {
 }
 
 size_t LmdbEnv::map_size() {
-  resize_mu_.Shared();
+  std::shared_ptr<std::atomic<int>> hold = resize_mu_.Shared();
   MDB_envinfo info;
   mdb_env_info(env_, &info);
-  resize_mu_.SharedDone();
+  resize_mu_.SharedDone(hold);
   return info.me_mapsize;
 }
 

@@ -17,6 +17,7 @@
 
 #include <lmdb.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -67,9 +68,13 @@ class Txn {
 
  private:
   friend class LmdbEnv;
-  Txn(LmdbEnv* env, MDB_txn* txn) : env_(env), txn_(txn) {}
+  Txn(LmdbEnv* env, MDB_txn* txn, std::shared_ptr<std::atomic<int>> hold)
+      : env_(env), txn_(txn), hold_(std::move(hold)) {}
   LmdbEnv* env_;
   MDB_txn* txn_;
+  // The opening thread's count of shared holds (see ResizeLock), released
+  // through this pointer whichever thread ends the transaction.
+  std::shared_ptr<std::atomic<int>> hold_;
 };
 
 struct LmdbEnvOptions {
@@ -122,8 +127,10 @@ class LmdbEnv {
   // a plain writer-preferring lock (absl::Mutex) would not allow.
   class ResizeLock {
    public:
-    void Shared() ABSL_LOCKS_EXCLUDED(mu_);
-    void SharedDone() ABSL_LOCKS_EXCLUDED(mu_);
+    // Returns the calling thread's hold count, to be passed to SharedDone
+    // (from any thread).
+    std::shared_ptr<std::atomic<int>> Shared() ABSL_LOCKS_EXCLUDED(mu_);
+    void SharedDone(const std::shared_ptr<std::atomic<int>>& hold) ABSL_LOCKS_EXCLUDED(mu_);
     void Exclusive() ABSL_LOCKS_EXCLUDED(mu_);
     void ExclusiveDone() ABSL_LOCKS_EXCLUDED(mu_);
 
