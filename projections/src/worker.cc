@@ -61,6 +61,7 @@ absl::Status Worker::Start() {
     }
     // A rebuild for another version than the one we run is of no use.
     if (rec.building && rec.building->version != def_.version) {
+      if (absl::Status d = DropDeadLettersOf(txn, rec.building->id); !d.ok()) return d;
       rec.retired.push_back(rec.building->id);
       rec.building.reset();
     }
@@ -319,6 +320,16 @@ absl::Status Worker::Step(bool* did_work) {
     cv_.SignalAll();
   };
 
+  // Busy from the moment there is something to apply, not only once a batch
+  // has committed (a slow batch is "running", not "caught up").
+  if (absl::StatusOr<uint64_t> head = store_->HeadPosition();
+      head.ok() && (rec.building || (rec.active.version == def_.version &&
+                                     *head > rec.active.checkpoint))) {
+    absl::MutexLock lock(&mu_);
+    if (!failed_) {
+      state_ = rec.building ? ProjectionState::kRebuilding : ProjectionState::kRunning;
+    }
+  }
   // The serving generation follows the log, unless it was built by another
   // version (then it serves as it is until the rebuild swaps it out).
   if (rec.active.version == def_.version) {
@@ -392,6 +403,7 @@ absl::Status Worker::DropRetired(bool* did_work) {
     }
     finished = deleted < kDropChunk;
     if (!finished) return absl::OkStatus();
+    if (absl::Status d = DropDeadLettersOf(txn, gen); !d.ok()) return d;
     CatalogRec next = rec;
     next.retired.erase(next.retired.begin());
     if (absl::Status w = WriteCatalog(txn, next); !w.ok()) return w;
@@ -498,11 +510,20 @@ absl::Status Worker::RetryParked(uint64_t position) {
     }
     // The event goes into the generation that parked it: the serving one,
     // or the one being rebuilt (which will serve after the swap).
+    bool live;
     {
       absl::MutexLock lock(&mu_);
-      const bool live = generation == catalog_.active.id ||
-                        (catalog_.building && generation == catalog_.building->id);
-      if (!live) generation = catalog_.active.id;
+      live = generation == catalog_.active.id ||
+             (catalog_.building && generation == catalog_.building->id);
+    }
+    if (!live) {
+      // Its generation was replaced by one that applied or re-parked the
+      // event: there is nothing left to retry. Drop the stale letter.
+      absl::Status d = WriteTxn(env_, [&](MDB_txn* txn) { return Del(txn, dbs_.dead, key); });
+      if (!d.ok()) return d;
+      return absl::NotFoundError(absl::StrCat(
+          "the parked event at position ", position, " belonged to a replaced generation of \"",
+          def_.name, "\"; nothing to retry"));
     }
     RowChanges rows;
     CommittedRows committed(env_, dbs_.rows);
