@@ -99,11 +99,15 @@ int Txn::Commit() {
   return rc;
 }
 
-absl::StatusOr<CursorPtr> Txn::OpenCursor(MDB_dbi dbi) const {
+absl::StatusOr<CursorPtr> OpenCursor(MDB_txn* txn, MDB_dbi dbi) {
   MDB_cursor* cursor = nullptr;
-  int rc = mdb_cursor_open(txn_, dbi, &cursor);
+  int rc = mdb_cursor_open(txn, dbi, &cursor);
   if (rc != 0) return LmdbError(rc, "mdb_cursor_open");
   return CursorPtr(cursor);
+}
+
+absl::StatusOr<CursorPtr> Txn::OpenCursor(MDB_dbi dbi) const {
+  return internal::OpenCursor(txn_, dbi);
 }
 
 namespace {

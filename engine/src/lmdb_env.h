@@ -49,6 +49,9 @@ struct CursorCloser {
 };
 using CursorPtr = std::unique_ptr<MDB_cursor, CursorCloser>;
 
+// Opens a cursor on `dbi` in `txn`.
+absl::StatusOr<CursorPtr> OpenCursor(MDB_txn* txn, MDB_dbi dbi);
+
 class LmdbEnv;
 
 // A transaction that holds the env's resize lock shared while it lives.

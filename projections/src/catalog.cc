@@ -181,12 +181,7 @@ absl::StatusOr<uint64_t> NextGeneration(MDB_txn* txn, const ProjectionDbs& dbs) 
 
 absl::StatusOr<uint64_t> CountDeadLetters(MDB_txn* txn, const ProjectionDbs& dbs,
                                           absl::string_view projection) {
-  absl::StatusOr<CursorPtr> cursor = [&]() -> absl::StatusOr<CursorPtr> {
-    MDB_cursor* c = nullptr;
-    int rc = mdb_cursor_open(txn, dbs.dead, &c);
-    if (rc != 0) return LmdbError(rc, "mdb_cursor_open");
-    return CursorPtr(c);
-  }();
+  absl::StatusOr<CursorPtr> cursor = OpenCursor(txn, dbs.dead);
   if (!cursor.ok()) return cursor.status();
   const std::string prefix = DeadLetterPrefix(projection);
   MDB_val k = ToVal(prefix), v;
@@ -197,6 +192,32 @@ absl::StatusOr<uint64_t> CountDeadLetters(MDB_txn* txn, const ProjectionDbs& dbs
     ++n;
   }
   return n;
+}
+
+absl::StatusOr<size_t> DeletePrefix(MDB_txn* txn, MDB_dbi dbi, absl::string_view prefix,
+                                    size_t max_rows,
+                                    const std::function<bool(absl::string_view)>& keep) {
+  absl::StatusOr<CursorPtr> cursor = OpenCursor(txn, dbi);
+  if (!cursor.ok()) return cursor.status();
+  MDB_val k = ToVal(prefix), v;
+  size_t deleted = 0;
+  int rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_SET_RANGE);
+  while (rc == 0 && absl::StartsWith(FromVal(k), prefix) && deleted < max_rows) {
+    if (keep && keep(FromVal(v))) {
+      rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_NEXT);
+      continue;
+    }
+    rc = mdb_cursor_del(cursor->get(), 0);
+    if (rc == MDB_MAP_FULL) return absl::ResourceExhaustedError(kMapFullMessage);
+    if (rc != 0) return LmdbError(rc, "deleting derived data");
+    ++deleted;
+    // After a delete the cursor stands on the next row (or past the end).
+    rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_GET_CURRENT);
+  }
+  if (rc != 0 && rc != MDB_NOTFOUND && rc != EINVAL) {
+    return LmdbError(rc, "scanning derived data");
+  }
+  return deleted;
 }
 
 absl::Status Put(MDB_txn* txn, MDB_dbi dbi, absl::string_view key, absl::string_view value) {

@@ -92,6 +92,13 @@ absl::Status WriteTxn(LmdbEnv* env, const std::function<absl::Status(MDB_txn*)>&
 // MDB_MAP_FULL, which WriteTxn recognises and retries after growing the map.
 inline constexpr char kMapFullMessage[] = "derived environment map is full";
 
+// Deletes up to `max_rows` rows of `dbi` whose keys start with `prefix`,
+// skipping those whose value `keep` (when given) wants kept. Returns how many
+// were deleted.
+absl::StatusOr<size_t> DeletePrefix(MDB_txn* txn, MDB_dbi dbi, absl::string_view prefix,
+                                    size_t max_rows,
+                                    const std::function<bool(absl::string_view)>& keep = {});
+
 // mdb_put / mdb_del with the error mapped (MDB_MAP_FULL as above).
 absl::Status Put(MDB_txn* txn, MDB_dbi dbi, absl::string_view key, absl::string_view value);
 absl::Status Del(MDB_txn* txn, MDB_dbi dbi, absl::string_view key);

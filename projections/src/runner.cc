@@ -1,5 +1,6 @@
 // ProjectionRunner: one Worker per projection, views of their models, dead
 // letters, rebuild requests and as-of rebuilds.
+#include <limits>
 #include <memory>
 #include <utility>
 
@@ -330,23 +331,9 @@ class RunnerImpl final : public ProjectionRunner {
   }
 
   absl::Status DeleteRows(MDB_txn* txn, uint64_t generation) {
-    const std::string prefix = GenerationPrefix(generation);
-    absl::StatusOr<CursorPtr> cursor = [&]() -> absl::StatusOr<CursorPtr> {
-      MDB_cursor* c = nullptr;
-      int rc = mdb_cursor_open(txn, derived_.dbs.rows, &c);
-      if (rc != 0) return LmdbError(rc, "mdb_cursor_open");
-      return CursorPtr(c);
-    }();
-    if (!cursor.ok()) return cursor.status();
-    MDB_val k = ToVal(prefix), v;
-    int rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_SET_RANGE);
-    while (rc == 0 && absl::StartsWith(FromVal(k), prefix)) {
-      rc = mdb_cursor_del(cursor->get(), 0);
-      if (rc == MDB_MAP_FULL) return absl::ResourceExhaustedError(kMapFullMessage);
-      if (rc != 0) return LmdbError(rc, "deleting read-model rows");
-      rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_GET_CURRENT);
-    }
-    return absl::OkStatus();
+    return DeletePrefix(txn, derived_.dbs.rows, GenerationPrefix(generation),
+                        std::numeric_limits<size_t>::max())
+        .status();
   }
 
   Derived derived_;

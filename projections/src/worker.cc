@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -386,22 +387,9 @@ absl::Status Worker::DropRetired(bool* did_work) {
   const std::string prefix = GenerationPrefix(gen);
   bool finished = false;
   absl::Status s = WriteTxn(env_, [&](MDB_txn* txn) -> absl::Status {
-    MDB_cursor* raw = nullptr;
-    int rc = mdb_cursor_open(txn, dbs_.rows, &raw);
-    if (rc != 0) return LmdbError(rc, "mdb_cursor_open");
-    CursorPtr cursor(raw);
-    MDB_val k = ToVal(prefix), v;
-    size_t deleted = 0;
-    rc = mdb_cursor_get(raw, &k, &v, MDB_SET_RANGE);
-    while (rc == 0 && absl::StartsWith(FromVal(k), prefix) && deleted < kDropChunk) {
-      rc = mdb_cursor_del(raw, 0);
-      if (rc == MDB_MAP_FULL) return absl::ResourceExhaustedError(kMapFullMessage);
-      if (rc != 0) return LmdbError(rc, "deleting old read-model rows");
-      ++deleted;
-      rc = mdb_cursor_get(raw, &k, &v, MDB_GET_CURRENT);
-      if (rc == EINVAL || rc == MDB_NOTFOUND) break;  // deleted the last row
-    }
-    finished = deleted < kDropChunk;
+    absl::StatusOr<size_t> deleted = DeletePrefix(txn, dbs_.rows, prefix, kDropChunk);
+    if (!deleted.ok()) return deleted.status();
+    finished = *deleted < kDropChunk;
     if (!finished) return absl::OkStatus();
     if (absl::Status d = DropDeadLettersOf(txn, gen); !d.ok()) return d;
     CatalogRec next = rec;
@@ -550,28 +538,13 @@ absl::Status Worker::RetryParked(uint64_t position) {
 }
 
 absl::Status Worker::DropDeadLettersOf(MDB_txn* txn, uint64_t generation) {
-  absl::StatusOr<CursorPtr> cursor = [&]() -> absl::StatusOr<CursorPtr> {
-    MDB_cursor* c = nullptr;
-    int rc = mdb_cursor_open(txn, dbs_.dead, &c);
-    if (rc != 0) return LmdbError(rc, "mdb_cursor_open");
-    return CursorPtr(c);
-  }();
-  if (!cursor.ok()) return cursor.status();
-  const std::string prefix = DeadLetterPrefix(def_.name);
-  MDB_val k = ToVal(prefix), v;
-  int rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_SET_RANGE);
-  while (rc == 0 && absl::StartsWith(FromVal(k), prefix)) {
-    absl::StatusOr<DeadLetterRec> rec = DecodeDeadLetter(FromVal(v));
-    if (rec.ok() && rec->generation == generation) {
-      rc = mdb_cursor_del(cursor->get(), 0);
-      if (rc == MDB_MAP_FULL) return absl::ResourceExhaustedError(kMapFullMessage);
-      if (rc != 0) return LmdbError(rc, "dropping dead letters");
-      rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_GET_CURRENT);
-    } else {
-      rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_NEXT);
-    }
-  }
-  return absl::OkStatus();
+  return DeletePrefix(txn, dbs_.dead, DeadLetterPrefix(def_.name),
+                      std::numeric_limits<size_t>::max(),
+                      [generation](absl::string_view value) {
+                        absl::StatusOr<DeadLetterRec> rec = DecodeDeadLetter(value);
+                        return !rec.ok() || rec->generation != generation;
+                      })
+      .status();
 }
 
 }  // namespace rill::internal
