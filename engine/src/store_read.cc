@@ -113,9 +113,13 @@ absl::Status StoreImpl::ScanAll(uint64_t from_position, const ReadOptions& optio
   size_t delivered = 0;
   bool stopped = false;
   ScanProgress progress;
+  // Without a filter every record read is delivered, so the limit also
+  // bounds how many records to copy out of the map (a ReadAll with limit 1
+  // copies one record, not a whole chunk).
+  const size_t max_records =
+      options.filter.empty() ? options.limit : std::numeric_limits<size_t>::max();
   return ScanChunked(
-      from_position, options.direction, options.filter,
-      std::numeric_limits<size_t>::max(),
+      from_position, options.direction, options.filter, max_records,
       [&](const EventView& e) {
         stopped = !fn(e);
         return !stopped && ++delivered < options.limit;
