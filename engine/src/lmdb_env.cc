@@ -234,6 +234,25 @@ absl::Status LmdbEnv::AdoptMapSize() {
   return LmdbError(rc, "adopting the grown map size");
 }
 
+absl::Status LmdbEnv::Write(absl::string_view what,
+                            absl::FunctionRef<absl::Status(MDB_txn*, int*)> fn) {
+  for (int attempt = 0;; ++attempt) {
+    absl::StatusOr<Txn> txn = BeginWrite();
+    if (!txn.ok()) return txn.status();
+    int rc = 0;
+    absl::Status s = fn(txn->get(), &rc);
+    if (s.ok()) {
+      rc = txn->Commit();
+      if (rc == 0) return absl::OkStatus();
+      s = WriteError(rc, what, path_);
+    } else {
+      txn->Abort();
+    }
+    if (rc != MDB_MAP_FULL || attempt >= 64) return s;
+    if (absl::Status grown = Grow(); !grown.ok()) return grown;
+  }
+}
+
 absl::Status LmdbEnv::Grow() {
   resize_mu_.Exclusive();
   MDB_envinfo info;

@@ -23,6 +23,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -104,6 +105,13 @@ class LmdbEnv {
 
   // Opens (creating when `create`) a named database.
   absl::StatusOr<MDB_dbi> OpenDb(const char* name, bool create);
+
+  // Runs `fn` in a write transaction and commits it. When `fn` or the
+  // commit meets MDB_MAP_FULL (`fn` reports LMDB codes through *rc), the
+  // transaction is aborted, the map grown, and `fn` run again from scratch.
+  // A failed commit is mapped by WriteError (`what` names the work).
+  absl::Status Write(absl::string_view what,
+                     absl::FunctionRef<absl::Status(MDB_txn* txn, int* rc)> fn);
 
   // Grows the map after MDB_MAP_FULL: doubles it, or adds map_growth_step
   // once it is larger than that. REQUIRES: the caller holds no Txn.

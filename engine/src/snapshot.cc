@@ -2,7 +2,7 @@
 // environment (docs/snapshots.md, schema/records.fbs SnapshotRecord).
 // Keys and values: snapshot_records.h. Reads decode (copy to aligned
 // memory, checksum, verify, compare with the key) before reading anything.
-// Writes run in WriteTxn, which grows the map on MDB_MAP_FULL and retries.
+// Writes run in LmdbEnv::Write, which grows the map on MDB_MAP_FULL and retries.
 #include "rill/snapshot.h"
 
 #include <utility>
@@ -51,25 +51,6 @@ bool HasPrefix(const MDB_val& key, absl::string_view prefix) {
 // Runs `fn` in a write transaction and commits. On MDB_MAP_FULL (which `fn`
 // reports through *rc, like the commit does) the transaction is aborted, the
 // map grown and `fn` run again from scratch.
-absl::Status WriteTxn(LmdbEnv* env, absl::string_view what,
-                      absl::FunctionRef<absl::Status(MDB_txn*, int* rc)> fn) {
-  for (int attempt = 0;; ++attempt) {
-    absl::StatusOr<Txn> txn = env->BeginWrite();
-    if (!txn.ok()) return txn.status();
-    int rc = 0;
-    absl::Status s = fn(txn->get(), &rc);
-    if (s.ok()) {
-      rc = txn->Commit();
-      if (rc == 0) return absl::OkStatus();
-      s = internal::WriteError(rc, what, env->path());
-    } else {
-      txn->Abort();
-    }
-    if (rc != MDB_MAP_FULL || attempt >= 64) return s;
-    if (absl::Status grown = env->Grow(); !grown.ok()) return grown;
-  }
-}
-
 // Deletes all but the last `keep_last` (> 0) keys that start with `prefix`
 // (empty: for each stream). Adds the count to *deleted.
 absl::Status PruneIn(MDB_txn* txn, MDB_dbi dbi, absl::string_view prefix,
@@ -212,7 +193,7 @@ absl::Status SnapshotStore::Save(absl::string_view stream, int64_t version,
   const std::string value = internal::EncodeSnapshot(
       stream, version, schema_version, absl::Now(), data);
   const std::string prefix = SnapshotKeyPrefix(stream);
-  return WriteTxn(env, "saving a snapshot", [&](MDB_txn* txn, int* rc) {
+  return env->Write("saving a snapshot", [&](MDB_txn* txn, int* rc) {
     MDB_val k = ToVal(key), v = ToVal(value);
     if ((*rc = mdb_put(txn, dbi, &k, &v, 0)) != 0) {
       return internal::WriteError(*rc, "saving a snapshot", env->path());
@@ -315,7 +296,7 @@ absl::StatusOr<size_t> SnapshotStore::Prune(absl::string_view stream,
       stream.empty() ? std::string() : SnapshotKeyPrefix(stream);
   size_t deleted = 0;
   absl::Status s =
-      WriteTxn(env, "pruning snapshots", [&](MDB_txn* txn, int* rc) {
+      env->Write("pruning snapshots", [&](MDB_txn* txn, int* rc) {
         deleted = 0;
         return PruneIn(txn, dbi, prefix, keep_last, &deleted, rc);
       });
@@ -337,7 +318,7 @@ absl::StatusOr<size_t> SnapshotStore::Drop(absl::string_view stream) {
       stream.empty() ? std::string() : SnapshotKeyPrefix(stream);
   size_t deleted = 0;
   absl::Status s =
-      WriteTxn(env, "dropping snapshots", [&](MDB_txn* txn, int* rc) {
+      env->Write("dropping snapshots", [&](MDB_txn* txn, int* rc) {
         deleted = 0;
         if (prefix.empty()) {
           MDB_stat st;

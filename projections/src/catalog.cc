@@ -242,22 +242,13 @@ absl::Status Del(MDB_txn* txn, MDB_dbi dbi, absl::string_view key) {
 }
 
 absl::Status WriteTxn(LmdbEnv* env, const std::function<absl::Status(MDB_txn*)>& fn) {
-  for (int attempt = 0;; ++attempt) {
-    absl::StatusOr<Txn> txn = env->BeginWrite();
-    if (!txn.ok()) return txn.status();
-    absl::Status s = fn(txn->get());
-    int rc = 0;
-    if (s.ok()) {
-      rc = txn->Commit();
-      if (rc == 0) return absl::OkStatus();
-      s = WriteError(rc, "committing derived data", env->path());
-    } else {
-      txn->Abort();
+  return env->Write("committing derived data", [&](MDB_txn* txn, int* rc) {
+    absl::Status s = fn(txn);
+    if (s.code() == absl::StatusCode::kResourceExhausted && s.message() == kMapFullMessage) {
+      *rc = MDB_MAP_FULL;  // LmdbEnv::Write grows the map and runs fn again
     }
-    const bool map_full = rc == MDB_MAP_FULL || s.message() == kMapFullMessage;
-    if (!map_full || attempt >= 64) return s;
-    if (absl::Status grown = env->Grow(); !grown.ok()) return grown;
-  }
+    return s;
+  });
 }
 
 }  // namespace rill::internal
