@@ -41,8 +41,7 @@ absl::Status ErrnoStatus(const std::error_code& ec, absl::string_view what) {
 
 // Decides whether `dir` holds a store, may hold a new one, or is something
 // else. Creates the directory when allowed.
-absl::Status PrepareDirectory(const std::string& dir, const StoreOptions& options,
-                              bool* exists) {
+absl::Status PrepareDirectory(const std::string& dir, const StoreOptions& options) {
   std::error_code ec;
   fs::file_status st = fs::status(dir, ec);
   if (ec && ec != std::errc::no_such_file_or_directory) {
@@ -54,10 +53,7 @@ absl::Status PrepareDirectory(const std::string& dir, const StoreOptions& option
       return absl::FailedPreconditionError(
           absl::StrCat(dir, " is not a rill store (it is not a directory)"));
     }
-    if (fs::exists(data_file, ec)) {
-      *exists = true;
-      return absl::OkStatus();
-    }
+    if (fs::exists(data_file, ec)) return absl::OkStatus();
     // An empty directory, or one holding only our empty log/ directory left
     // by an interrupted creation, may become a store.
     for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
@@ -70,7 +66,6 @@ absl::Status PrepareDirectory(const std::string& dir, const StoreOptions& option
     }
     if (ec) return ErrnoStatus(ec, absl::StrCat("cannot list ", dir));
   }
-  *exists = false;
   if (options.read_only || !options.create_if_missing) {
     const std::string why = absl::StrCat(
         "no rill store at ", dir,
@@ -129,6 +124,18 @@ unsigned CountReaderSlots(MDB_env* env) {
   return lines > 0 ? static_cast<unsigned>(lines - 1) : 0;
 }
 
+// The LMDB settings of one of the store's environments. `sync_flag` is what
+// the default durability means for it (0: full syncs).
+LmdbEnvOptions EnvOptionsFor(const StoreOptions& options, unsigned sync_flag) {
+  LmdbEnvOptions env;
+  env.flags = (options.read_only ? MDB_RDONLY : 0) |
+              (options.durability == Durability::kNoSyncUnsafe ? MDB_NOSYNC : sync_flag);
+  env.map_size = options.initial_map_size;
+  env.map_growth_step = options.map_growth_step;
+  env.max_readers = options.max_readers;
+  return env;
+}
+
 StreamInfo MakeStreamInfo(absl::string_view name, const StreamState& state) {
   StreamInfo info;
   info.name = std::string(name);
@@ -146,8 +153,7 @@ StreamInfo MakeStreamInfo(absl::string_view name, const StreamState& state) {
 absl::StatusOr<std::unique_ptr<Store>> StoreImpl::Open(const std::string& dir,
                                                        const StoreOptions& options) {
   if (dir.empty()) return absl::InvalidArgumentError("store directory is empty");
-  bool exists = false;
-  if (absl::Status s = PrepareDirectory(dir, options, &exists); !s.ok()) return s;
+  if (absl::Status s = PrepareDirectory(dir, options); !s.ok()) return s;
   std::error_code ec;
   std::string key = fs::canonical(dir, ec).string();
   if (ec) return ErrnoStatus(ec, absl::StrCat("cannot resolve ", dir));
@@ -163,14 +169,8 @@ absl::StatusOr<std::unique_ptr<Store>> StoreImpl::Open(const std::string& dir,
     Registry().erase(key);
   };
 
-  LmdbEnvOptions env_options;
-  env_options.flags = (options.read_only ? MDB_RDONLY : 0) |
-                      (options.durability == Durability::kNoSyncUnsafe ? MDB_NOSYNC : 0);
-  env_options.map_size = options.initial_map_size;
-  env_options.map_growth_step = options.map_growth_step;
-  env_options.max_readers = options.max_readers;
   absl::StatusOr<std::unique_ptr<LmdbEnv>> env =
-      LmdbEnv::Open(absl::StrCat(dir, "/", kLogDir), env_options);
+      LmdbEnv::Open(absl::StrCat(dir, "/", kLogDir), EnvOptionsFor(options, 0));
   if (!env.ok()) {
     unregister();
     return env.status();
@@ -242,17 +242,11 @@ absl::StatusOr<LmdbEnv*> StoreImpl::DerivedEnv() {
     fs::create_directories(path, ec);
     if (ec) return ErrnoStatus(ec, absl::StrCat("cannot create ", path));
   }
-  LmdbEnvOptions env_options;
   // Derived data syncs its data pages but not the meta page (MDB_NOMETASYNC):
   // an OS crash may undo the last commit - rows and checkpoint together, so
   // the work is simply redone - but never breaks integrity. One fsync per
   // commit instead of two.
-  env_options.flags = (options_.read_only ? MDB_RDONLY : 0) |
-                      (options_.durability == Durability::kNoSyncUnsafe ? MDB_NOSYNC
-                                                                          : MDB_NOMETASYNC);
-  env_options.map_size = options_.initial_map_size;
-  env_options.map_growth_step = options_.map_growth_step;
-  env_options.max_readers = options_.max_readers;
+  LmdbEnvOptions env_options = EnvOptionsFor(options_, MDB_NOMETASYNC);
   env_options.max_dbs = kDerivedMaxDbs;
   absl::StatusOr<std::unique_ptr<LmdbEnv>> env = LmdbEnv::Open(path, env_options);
   if (!env.ok()) return env.status();
