@@ -1,0 +1,472 @@
+#!/usr/bin/env python3
+"""Report of bench/compare: bench/results/latest.json, docs/benchmarks.md and
+docs/benchmarks.png from one run of the peer harness (Python standard library,
+plus matplotlib for the plot when it is installed).
+
+  compare_report.py --machine machine.json --peers peers.jsonl
+      --snapshot snapshot.json --json latest.json --out benchmarks.md
+      --plot benchmarks.png [--quick] [--partial] [--pg-version V ...]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import report as rr  # noqa: E402  (bench/report.py: formatting, Google benchmark JSON)
+
+SYSTEMS = ["rill", "lmdb", "sqlite", "messagedb"]
+LABEL = {"rill": "rill", "lmdb": "raw LMDB", "sqlite": "SQLite", "messagedb": "Message DB"}
+WORKLOADS = [
+    ("append_b1", "append, 1 event per request"),
+    ("append_b10", "append, 10 events per request"),
+    ("append_b100", "append, 100 events per request"),
+    ("append_b1000", "append, 1000 events per request"),
+    ("concurrent16", "16 threads, 1 event per request"),
+    ("idempotent", "1 event per request with an idempotency key, 10% retries"),
+    ("read_all", "read the whole log forwards"),
+    ("read_stream", "read one 100k-event stream"),
+    ("read_random", "20 events of a random stream"),
+    ("projection_catchup", "projection catch-up (rill only)"),
+]
+# (workload, peer, minimum ratio rill / peer); peer "read_all" = rill's own.
+TARGETS = [(w, "lmdb", 0.8) for w in ("append_b1", "append_b10", "append_b100",
+                                      "append_b1000", "idempotent", "read_all",
+                                      "read_stream", "read_random")] + [
+    ("append_b100", "sqlite", 1.1), ("append_b100", "messagedb", 8),
+    ("append_b1000", "sqlite", 1.5), ("append_b1000", "messagedb", 20),
+    ("concurrent16", "lmdb", 8), ("concurrent16", "sqlite", 4), ("concurrent16", "messagedb", 3),
+    ("read_all", "sqlite", 1.2), ("read_all", "messagedb", 10),
+    ("read_stream", "sqlite", 1.2), ("read_stream", "messagedb", 10),
+    ("projection_catchup", "read_all", 0.5),
+]
+
+
+def load_peers(path):
+    res = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{"):
+                r = json.loads(line)
+                res[(r["workload"], r["system"])] = r
+    return res
+
+
+def rate(res, w, s):
+    if s == "read_all" and w == "projection_catchup":
+        r = res.get(("read_all", "rill"))
+    else:
+        r = res.get((w, s))
+    return r.get("events_per_s") if r else None
+
+
+def ratio(res, w, peer):
+    a, b = rate(res, w, "rill"), rate(res, w, peer)
+    return None if a is None or not b else a / b
+
+
+def busy(machine):
+    """Why the machine looked busy (a list of reasons; empty: it looked quiet)."""
+    why = []
+    n = machine.get("nproc") or 2
+    for key, when in (("loadavg", "start"), ("loadavg_end", "end")):
+        la = machine.get(key)
+        if la and la[0] > n / 2:
+            why.append(f"1-minute load average {la[0]:.2f} at the {when} on {n} CPUs")
+    f0 = machine.get("fsync", {}).get("p50_us")
+    f1 = machine.get("fsync_end", {}).get("p50_us")
+    if f0 and f1 and (f1 > 2 * f0 or f0 > 2 * f1):
+        why.append(f"fdatasync p50 moved from {f0:.0f} µs to {f1:.0f} µs during the run")
+    for key in ("fsync", "fsync_end"):
+        p = machine.get(key, {}).get("p50_us")
+        if p and p > 1000:
+            why.append(f"fdatasync p50 {p:.0f} µs ({key})")
+    return why
+
+
+def write_json(args, machine, res):
+    out = {
+        "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": machine.get("commit"),
+        "quick": bool(args.quick),
+        "machine": {
+            "cores": machine.get("nproc"),
+            "cpu": machine.get("cpu"),
+            "memory": machine.get("mem_bytes"),
+            "disk": machine.get("disk"),
+            "fsync_us": (machine.get("fsync") or {}).get("p50_us"),
+            "fsync_probe": {k: machine.get(k) for k in
+                            ("fsync", "fsync_overwrite", "fsync_end", "fsync_overwrite_end")},
+            "loadavg_start": machine.get("loadavg"),
+            "loadavg_end": machine.get("loadavg_end"),
+            "busy": busy(machine),
+        },
+        "peers": {"sqlite": args.sqlite_version, "postgresql": args.pg_version,
+                  "message_db": args.mdb_version, "lmdb": machine.get("lmdb")},
+        "results": [],
+    }
+    order = {w: i for i, (w, _) in enumerate(WORKLOADS)}
+    for (w, s), r in sorted(res.items(), key=lambda kv: (order.get(kv[0][0], 99),
+                                                         SYSTEMS.index(kv[0][1]))):
+        row = {"workload": w, "system": s}
+        for k in ("events_per_s", "p50_us", "p99_us", "bytes_per_event"):
+            row[k] = r.get(k)
+        for k, v in r.items():
+            if k not in row:
+                row[k] = v
+        out["results"].append(row)
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+    print(f"wrote {args.json}")
+
+
+def plot(args, res):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("compare_report: no matplotlib, no plot", file=sys.stderr)
+        return
+    ws = [w for w, _ in WORKLOADS if any((w, s) in res for s in SYSTEMS)]
+    fig, ax = plt.subplots(figsize=(12, 5.5))
+    width = 0.2
+    colors = {"rill": "#d62728", "lmdb": "#7f7f7f", "sqlite": "#1f77b4", "messagedb": "#2ca02c"}
+    for i, s in enumerate(SYSTEMS):
+        xs, ys = [], []
+        for j, w in enumerate(ws):
+            v = rate(res, w, s)
+            if v:
+                xs.append(j + (i - 1.5) * width)
+                ys.append(v)
+        ax.bar(xs, ys, width, label=LABEL[s], color=colors[s])
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(ws)))
+    ax.set_xticklabels(ws, rotation=20, ha="right")
+    ax.set_ylabel("events/s (log scale)")
+    ax.set_title("bench/compare: durable appends and warm reads, one run, one disk"
+                 + (" (--quick)" if args.quick else ""))
+    ax.grid(axis="y", which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.plot, dpi=90)
+    print(f"wrote {args.plot}")
+
+
+def fmt_ratio(r):
+    return "—" if r is None else f"{r:.2f}×"
+
+
+def render(args, machine, res, snap):
+    out = []
+    w = out.append
+    commit = machine.get("commit", "?")
+    w("# rill benchmarks")
+    w("")
+    w(f"Generated by `bench/compare{' --quick' if args.quick else ''}` on "
+      f"{machine.get('date', '?')} at commit `{commit}`. Do not edit by hand: rerun "
+      "`bench/compare` (see *Reproduce*). Raw figures: `bench/results/latest.json`; plot: "
+      "`docs/benchmarks.png`.")
+    w("")
+    w("**One generator.** `bench/compare` is the only thing that writes this file. It runs the peer "
+      "harness (`bench/peers/`, built with `-DRILL_BUILD_COMPARE=ON`), which measures rill, raw LMDB, "
+      "SQLite and Message DB one after another in one process, on one disk, with the same "
+      "workloads, and then rill's own snapshot and replay suite (`bench/snapshot_bench.cc`). "
+      "`bench/run` still runs the Google benchmark suites (`bench/*_bench.cc`: rill against raw "
+      "LMDB in more detail, with no-sync diagnostics and owning-copy variants) for profiling "
+      "work; it writes its report to `bench/results/micro/` and never to `docs/`.")
+    why = busy(machine)
+    if why:
+        w("")
+        w("> **Warning: the machine was busy during this run** (" + "; ".join(why) + "). "
+          "This is a shared 2-core VM: absolute figures move, ratios within the run are what "
+          "to read.")
+    w("")
+    w("![events/s per workload and system, log scale](benchmarks.png)")
+
+    # Machine.
+    w("")
+    w("## Machine")
+    w("")
+    w("| | |")
+    w("|---|---|")
+    w(f"| CPU | {machine.get('cpu', '?')}, nproc = {machine.get('nproc', '?')} |")
+    w(f"| Memory | {machine.get('mem_bytes', 0) / 2**30:.1f} GiB |")
+    d = machine.get("disk", {})
+    w(f"| Disk (bench dir) | `{d.get('device', '?')}` {d.get('fs', '?')}, {d.get('size', '?')} "
+      f"({d.get('avail', '?')} free), mounted on `{d.get('mount', '?')}` |")
+    for key, label in (("fsync", "before, appending"), ("fsync_overwrite", "before, overwriting"),
+                       ("fsync_end", "after, appending"),
+                       ("fsync_overwrite_end", "after, overwriting")):
+        f = machine.get(key)
+        if f:
+            w(f"| fsync probe {label} | {f['writes']} × (4 KiB write + fdatasync): p50 "
+              f"{f['p50_us']:.0f} µs, p99 {f['p99_us']:.0f} µs, max {f['max_us']:.0f} µs |")
+    for key, label in (("loadavg", "before"), ("loadavg_end", "after")):
+        la = machine.get(key)
+        if la:
+            w(f"| Load average, {label} | {la[0]:.2f}, {la[1]:.2f}, {la[2]:.2f} (1, 5, 15 min) |")
+    w(f"| Kernel / compiler | {machine.get('kernel', '?')} / {machine.get('compiler', '?')} |")
+    w(f"| LMDB | {machine.get('lmdb', '?')} (Debian) |")
+    w(f"| SQLite | {args.sqlite_version} (Debian libsqlite3) |")
+    w(f"| PostgreSQL | {args.pg_version} (Debian), {args.pg_settings.replace(';', ', ')} |")
+    w(f"| Message DB | {args.mdb_version} (npm `@eventide/message-db`) |")
+
+    # Systems.
+    w("")
+    w("## The systems")
+    w("")
+    w("Every write is **durable**: acknowledged only after an fsync/fdatasync of what it wrote. "
+      "Each system runs in its best honest configuration:")
+    w("")
+    w("- **rill**: the public C++ API (`Store::Append`, `ScanAll`, `ScanStream`), "
+      "`Durability::kDurable`; expected version `Exact(n)` (or `NoStream`) on every append.")
+    w("- **raw LMDB** (the ceiling, `bench/peers/lmdb_peer.cc` on `bench/bench_util.h`'s "
+      "`RawLog`): the same puts a rill append makes (the payload under its position with "
+      "`MDB_APPEND`, a (stream id, version) index entry, the stream's record), no envelope, no "
+      "checksum, no checks; one write transaction per request, flags 0 (fsync of the data pages, "
+      "then of the meta page). Concurrent writers queue on LMDB's writer lock.")
+    w("- **SQLite**: table `events(position INTEGER PRIMARY KEY, stream TEXT, version INTEGER, "
+      "type TEXT, data BLOB, UNIQUE(stream, version))`, `journal_mode=WAL`, `synchronous=FULL`, "
+      "prepared statements, one `BEGIN IMMEDIATE` transaction per request, the expected version "
+      "checked in SQL (`max(version)` through the unique index) in that transaction; 256 MiB "
+      "page cache, 1 GiB mmap. One connection per writer thread; a mutex around write "
+      "transactions instead of SQLite's sleeping busy handler.")
+    w("- **Message DB**: PostgreSQL started by the harness in the run directory (settings "
+      "above; durable as shipped), `write_message(id, stream, type, data, NULL, "
+      "expected_version)` for every message with its expected version, through libpq **pipeline "
+      "mode**: a request of N messages is one round trip and one transaction. Reads through "
+      "`get_category_messages` / `get_stream_messages` in pages of 1000 (its API; Message DB "
+      "has no read-all but a category, and every read-log stream is in category `order`). One "
+      "connection per writer thread, one category per thread in `concurrent16`.")
+    w("")
+    w("**Workloads.** Payloads are 256 bytes of JSON. Appends: a fresh store per workload, 1000 "
+      f"streams round robin, each request to one stream with its expected version, "
+      f"{'1' if args.quick else '4'} s per system split in two rounds (the second in reverse "
+      "system order, so that a slow minute of the shared disk is shared). `concurrent16`: 16 "
+      "threads, each with its own connection/handle and 4 streams of its own, single events. "
+      "`idempotent`: one event per request, each with an idempotency key; every 10th request is "
+      "a retry of the request sent 5 before it (so 10% are retries, and every one of them must "
+      "come back *deduplicated*; events/s counts requests). Reads: a log of "
+      f"{'200k' if args.quick else '1M'} events (batches of 100, every 10th batch to the stream "
+      "`order-big`, the others round robin over 999 streams), loaded the fastest way each "
+      "system offers, then read warm (one untimed pass first: this VM evicts idle file cache "
+      "within a minute). Each reader touches every event's position and payload. "
+      "`read_random`: 20 consecutive events of a random small stream from a random version. "
+      "Latencies are per request (appends) or per read call (`read_random`).")
+    w("")
+    w("**Idempotency, per system.** rill: its own idempotency keys (fingerprint + result stored "
+      "in the append's transaction; a retry returns the first result). raw LMDB: the key and a "
+      "fingerprint put in an `idempotency` database in the same transaction, a retry found by "
+      "one lookup (nothing written, no sync). SQLite: the same with a `WITHOUT ROWID` table "
+      "`idempotency(key PRIMARY KEY, fingerprint, position)` in the same transaction; a retry "
+      "commits a transaction that wrote nothing (no sync). Message DB has no idempotency keys; "
+      "the closest honest equivalent is its own idiom: the message id is derived from the key "
+      "(the unique index on `id`), so a retry fails its expected-version check (or the unique "
+      "index), and the client then looks the id up and counts it deduplicated (two round trips, "
+      "no sync).")
+
+    # Every figure.
+    w("")
+    w("## Every figure")
+    w("")
+    w("| Workload | " + " | ".join(f"{LABEL[s]} events/s" for s in SYSTEMS) + " | " +
+      " | ".join(f"{LABEL[s]} p50 / p99" for s in SYSTEMS) + " |")
+    w("|---|" + "---:|" * (2 * len(SYSTEMS)))
+    for wl, desc in WORKLOADS:
+        if not any((wl, s) in res for s in SYSTEMS):
+            continue
+        cells = [rr._fmt_rate(rate(res, wl, s)) if (wl, s) in res else "—" for s in SYSTEMS]
+        lat = []
+        for s in SYSTEMS:
+            r = res.get((wl, s))
+            if r and r.get("p50_us") is not None:
+                lat.append(f"{rr._fmt_us(r['p50_us'])} / {rr._fmt_us(r['p99_us'])}")
+            else:
+                lat.append("—")
+        w(f"| `{wl}` ({desc}) | " + " | ".join(cells) + " | " + " | ".join(lat) + " |")
+
+    # Ratios and targets.
+    w("")
+    w("## rill against each peer (ratios of events/s within this run)")
+    w("")
+    w("| Workload | rill / raw LMDB | rill / SQLite | rill / Message DB |")
+    w("|---|---:|---:|---:|")
+    for wl, _ in WORKLOADS:
+        if wl == "projection_catchup" or (wl, "rill") not in res:
+            continue
+        w(f"| `{wl}` | " + " | ".join(fmt_ratio(ratio(res, wl, p))
+                                        for p in ("lmdb", "sqlite", "messagedb")) + " |")
+    w("")
+    w("Targets (issue 7; ratios of this run):")
+    w("")
+    w("| Workload | against | target | measured | |")
+    w("|---|---|---:|---:|---|")
+    met = missed = 0
+    for wl, peer, want in TARGETS:
+        r = ratio(res, wl, peer)
+        if r is None:
+            continue
+        ok = r >= want
+        met += ok
+        missed += not ok
+        against = "rill read_all" if peer == "read_all" else LABEL[peer]
+        w(f"| `{wl}` | {against} | ≥ {want:g}× | {r:.2f}× | {'met' if ok else '**missed**'} |")
+    w("")
+    w(f"{met} met, {missed} missed. *Reading the numbers* says what bounds each miss.")
+
+    # Space.
+    w("")
+    w("## Space")
+    w("")
+    w("Bytes at rest per event of the read log (data and indexes, no WAL): LMDB pages in use "
+      "(rill, raw LMDB), the database file after a checkpoint (SQLite), "
+      "`pg_total_relation_size` of the messages table with its indexes (Message DB).")
+    w("")
+    w("| | " + " | ".join(LABEL[s] for s in SYSTEMS) + " |")
+    w("|---|" + "---:|" * len(SYSTEMS))
+    cells = []
+    for s in SYSTEMS:
+        r = res.get(("read_all", s))
+        cells.append(f"{r['bytes_per_event']:.0f}" if r and r.get("bytes_per_event") else "—")
+    w("| bytes per event | " + " | ".join(cells) + " |")
+
+    # Projections.
+    pc, ra = rate(res, "projection_catchup", "rill"), rate(res, "read_all", "rill")
+    if pc and ra:
+        w("")
+        w("## Projection catch-up")
+        w("")
+        w("A new projection with an Apply that does no I/O catches up with the read log "
+          "(`ProjectionRunner::Start` until `WaitFor` the head): the runner reads batches of "
+          "4096 records and commits each batch's checkpoint in one durable transaction of the "
+          "derived environment. Next to it rill's `read_all` scan of the same log, same run.")
+        w("")
+        w("| Workload | events/s | ratio to rill read_all |")
+        w("|---|---:|---:|")
+        w(f"| projection catch-up, trivial Apply | {rr._fmt_rate(pc)} | {pc / ra:.2f}× |")
+        w(f"| read_all (ScanAll) | {rr._fmt_rate(ra)} | 1.00× |")
+
+    # Snapshots.
+    if snap:
+        g = snap.get
+        n = "20k" if args.quick else "100k"
+        w("")
+        w("## Snapshots and replay (rill only)")
+        w("")
+        w(f"Loading a {n}-event aggregate (256-byte events, 1 KiB snapshot state) with "
+          "`SnapshotStore::LoadAggregate`, with and without snapshots; replay of the whole log "
+          "by position and by time (`bench/snapshot_bench.cc`, one pass, CPU bound).")
+        w("")
+        w("| Workload | time per load | loads/s |")
+        w("|---|---:|---:|")
+        plain = rr._to_us(g("BM_LoadAggregate/plain"), "cpu_time") if g("BM_LoadAggregate/plain") else None
+        for label, k in ((f"no snapshot: fold all {n} events", "BM_LoadAggregate/plain"),
+                         ("snapshot + 999 events (worst case with a snapshot every 1000)",
+                          "BM_LoadAggregate/snap_999"),
+                         ("snapshot + 499 events", "BM_LoadAggregate/snap_499"),
+                         ("snapshot + 0 events", "BM_LoadAggregate/snap_0")):
+            if not g(k):
+                continue
+            t = rr._to_us(g(k), "cpu_time")
+            speed = (f" ({plain / t:,.0f}× faster)" if plain and t and
+                     k != "BM_LoadAggregate/plain" else "")
+            w(f"| {label} | {rr._fmt_us(t)}{speed} | {g(k).get('loads_per_s', 0):,.0f} |")
+        for label, k in (("Replay by position, whole log", "BM_ReplayPositions"),
+                         ("Replay by time, last quarter (search included)", "BM_ReplayTimeRange")):
+            if g(k):
+                w(f"| {label} | {rr._fmt_us(rr._to_us(g(k), 'cpu_time'))} | "
+                  f"{rr._fmt_rate(g(k).get('events_per_s'))} events/s |")
+
+    # Reproduce.
+    w("")
+    w("## Reproduce")
+    w("")
+    w("```sh")
+    w("bench/compare            # as root: installs what it needs, ~10-15 min on 2 cores;")
+    w("                         # rewrites this file, docs/benchmarks.png, bench/results/latest.json")
+    w("bench/compare --quick    # < 3 min; writes bench/results/quick/ and leaves docs/ alone")
+    w("bench/compare -- --workloads append_b100,read_all --systems rill,sqlite   # a subset")
+    w("RILL_BENCH_DIR=/mnt/nvme/tmp bench/compare   # stores and PostgreSQL on another disk")
+    w("bench/run                # rill vs raw LMDB micro suites -> bench/results/micro/")
+    w("```")
+    w("")
+    w("The raw output of the run is in `bench/results/compare/` (`peers.jsonl`: one line per "
+      "figure with event and call counts; `snapshot.json`; `machine.json`). "
+      "`build-compare/bench/peers/rill_compare --help`-style flags are listed at the top of "
+      "`bench/peers/compare.cc`; `--seconds` changes the time per figure.")
+
+    # Reading.
+    w("")
+    w("## Reading the numbers")
+    w("")
+    reading = os.path.join(os.path.dirname(os.path.abspath(__file__)), "compare_reading.md")
+    if os.path.exists(reading):
+        with open(reading) as f:
+            text = f.read().rstrip()
+        w(fill(text, res, machine))
+    notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "profile_notes.md")
+    if os.path.exists(notes) and not args.quick:
+        w("")
+        with open(notes) as f:
+            w(f.read().rstrip())
+    w("")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write("\n".join(out))
+    print(f"wrote {args.out}")
+
+
+def fill(text, res, machine):
+    """Replaces {rate:WORKLOAD:SYSTEM}, {ratio:WORKLOAD:PEER}, {p50:W:S} and
+    {fsync:KEY} in the hand-written reading with this run's figures."""
+    import re
+
+    def sub(m):
+        kind, a, b = m.group(1), m.group(2), m.group(3)
+        if kind == "rate":
+            return rr._fmt_rate(rate(res, a, b))
+        if kind == "ratio":
+            return fmt_ratio(ratio(res, a, b))
+        if kind in ("p50", "p99"):
+            r = res.get((a, b))
+            return rr._fmt_us(r.get(f"{kind}_us")) if r else "—"
+        if kind == "fsync":
+            f = machine.get(a) or {}
+            return f"{f.get('p50_us', 0):.0f} µs"
+        return m.group(0)
+    return re.sub(r"\{(rate|ratio|p50|p99|fsync):([a-z0-9_]+):?([a-z0-9_]*)\}", sub, text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--machine", required=True)
+    ap.add_argument("--peers", required=True)
+    ap.add_argument("--snapshot")
+    ap.add_argument("--json", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--plot", required=True)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--partial", action="store_true")
+    ap.add_argument("--pg-version", default="?")
+    ap.add_argument("--pg-settings", default="")
+    ap.add_argument("--mdb-version", default="?")
+    ap.add_argument("--sqlite-version", default="?")
+    args = ap.parse_args()
+    with open(args.machine) as f:
+        machine = json.load(f)
+    res = load_peers(args.peers)
+    snap = rr._load([args.snapshot]) if args.snapshot and os.path.exists(args.snapshot) else {}
+    write_json(args, machine, res)
+    render(args, machine, res, snap)
+    plot(args, res)
+
+
+if __name__ == "__main__":
+    main()

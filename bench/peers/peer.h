@@ -1,0 +1,105 @@
+// The systems bench/compare measures side by side, behind one small
+// interface so that every workload drives rill, raw LMDB, SQLite and
+// Message DB through exactly the same loop.
+//
+// A Peer owns one store at a time: an empty one for an append workload
+// (OpenFresh), or the read log (LoadReadLog). Writers are per thread: for
+// the client/server peer each has its own connection. Every method dies
+// (bench::Die) on an unexpected error: a benchmark that silently measured a
+// failure would be worse than none.
+#ifndef RILL_BENCH_PEERS_PEER_H_
+#define RILL_BENCH_PEERS_PEER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+
+namespace rill::bench {
+
+inline constexpr const char* kEventType = "OrderLinePlaced";
+
+// The read log every peer loads the same way (see compare.cc): `events`
+// events in batches of 100, every 10th batch to kBigStream, the others round
+// robin over kSmallStreams small streams named SmallStream(i).
+inline constexpr int kReadBatch = 100;
+inline constexpr int kSmallStreams = 999;
+inline constexpr const char* kBigStream = "order-big";
+std::string SmallStream(int i);
+// The stream of read-log batch `b` (0-based), and its index in
+// [0, kSmallStreams] (kSmallStreams stands for kBigStream).
+int StreamSlotOfBatch(uint64_t b);
+std::string StreamOfSlot(int slot);
+
+// What a reader touches of each event, so that no read is optimized away:
+// the position, the payload size, the first and last payload byte.
+inline uint64_t Touch(uint64_t position, absl::string_view payload) {
+  return position + payload.size() +
+         (payload.empty() ? 0
+                          : static_cast<unsigned char>(payload.front()) +
+                                static_cast<unsigned char>(payload.back()));
+}
+
+class PeerWriter {
+ public:
+  virtual ~PeerWriter() = default;
+  // Appends `payloads` (one event each, type kEventType) to `stream` in one
+  // durable transaction, expecting the stream's last version to be
+  // `expected` (-1: the stream does not exist yet). Dies on a conflict.
+  virtual void Append(const std::string& stream, int64_t expected,
+                      absl::Span<const std::string> payloads) = 0;
+  // One event with an idempotency key: the first request with `key` writes;
+  // a retry of the same request writes nothing and returns true
+  // (deduplicated), even though the stream has moved on since.
+  virtual bool AppendIdempotent(const std::string& stream, int64_t expected,
+                                const std::string& payload,
+                                const std::string& key) = 0;
+};
+
+class Peer {
+ public:
+  virtual ~Peer() = default;
+  virtual std::string name() const = 0;
+
+  // Closes any store and opens a new, empty, durable one for an append
+  // workload; `tag` names it.
+  virtual void OpenFresh(const std::string& tag) = 0;
+  // A writer with its own connection/handle, for one thread.
+  virtual std::unique_ptr<PeerWriter> NewWriter() = 0;
+
+  // Closes any store and loads the read log of `events` events (the fastest
+  // way the peer offers; durability does not matter for reads), then makes it
+  // the open store.
+  virtual void LoadReadLog(uint64_t events) = 0;
+  // Reads the whole log forwards; returns the number of events read and adds
+  // Touch() of each to *sum.
+  virtual uint64_t ReadAll(uint64_t* sum) = 0;
+  // Reads one whole stream forwards (number of events read).
+  virtual uint64_t ReadStream(const std::string& stream, uint64_t* sum) = 0;
+  // Reads `count` events of `stream` from version `from`.
+  virtual uint64_t ReadSlice(const std::string& stream, int64_t from, int count,
+                             uint64_t* sum) = 0;
+  // Bytes the read log takes at rest, per event (data and indexes; no WAL).
+  virtual double BytesPerEvent() = 0;
+  // rill only: seconds a new projection with a trivial Apply takes to catch
+  // up with the read log; negative for peers without projections.
+  virtual double ProjectionCatchUpSeconds() { return -1; }
+  // Frees the store (end of the run).
+  virtual void Close() = 0;
+};
+
+std::unique_ptr<Peer> NewRillPeer(const std::string& dir);
+std::unique_ptr<Peer> NewLmdbPeer(const std::string& dir);
+std::unique_ptr<Peer> NewSqlitePeer(const std::string& dir);
+// libpq connection strings of the message_store database: as the
+// message_store role (the application's) and as a superuser (for loading,
+// truncating and CHECKPOINT).
+std::unique_ptr<Peer> NewMessageDbPeer(const std::string& app_conninfo,
+                                       const std::string& admin_conninfo);
+
+}  // namespace rill::bench
+
+#endif  // RILL_BENCH_PEERS_PEER_H_

@@ -1,0 +1,173 @@
+// rill through its public API, durable (Durability::kDurable: every append
+// returns after its commit is fsync'd). The read log is loaded with
+// kNoSyncUnsafe and reopened durable.
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../bench_util.h"
+#include "absl/strings/str_format.h"
+#include "peer.h"
+#include "rill/projection.h"
+#include "rill/store.h"
+
+namespace rill::bench {
+namespace {
+
+std::unique_ptr<Store> OpenOrDie(const std::string& dir, Durability d) {
+  StoreOptions options;
+  options.durability = d;
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(dir, options);
+  if (!store.ok()) Die("rill Store::Open: " + store.status().ToString());
+  return *std::move(store);
+}
+
+ExpectedVersion Expect(int64_t v) {
+  return v < 0 ? ExpectedVersion::NoStream() : ExpectedVersion::Exact(v);
+}
+
+class RillWriter : public PeerWriter {
+ public:
+  explicit RillWriter(Store* store) : store_(store) {}
+
+  void Append(const std::string& stream, int64_t expected,
+              absl::Span<const std::string> payloads) override {
+    events_.resize(payloads.size());
+    for (size_t i = 0; i < payloads.size(); ++i) {
+      events_[i].type = kEventType;
+      events_[i].payload = payloads[i];
+    }
+    absl::StatusOr<AppendResult> r = store_->Append(stream, Expect(expected), events_);
+    if (!r.ok()) Die("rill Append: " + r.status().ToString());
+  }
+
+  bool AppendIdempotent(const std::string& stream, int64_t expected,
+                        const std::string& payload, const std::string& key) override {
+    events_.resize(1);
+    events_[0].type = kEventType;
+    events_[0].payload = payload;
+    AppendOptions options;
+    options.idempotency_key = key;
+    absl::StatusOr<AppendResult> r =
+        store_->Append(stream, Expect(expected), events_, options);
+    if (!r.ok()) Die("rill Append (idempotent): " + r.status().ToString());
+    return r->deduplicated;
+  }
+
+ private:
+  Store* const store_;
+  std::vector<EventData> events_;
+};
+
+class RillPeer : public Peer {
+ public:
+  explicit RillPeer(std::string dir) : dir_(std::move(dir)) {}
+  std::string name() const override { return "rill"; }
+
+  void OpenFresh(const std::string& tag) override {
+    store_.reset();
+    store_ = OpenOrDie(absl::StrFormat("%s/%s-%d", dir_, tag, ++count_),
+                       Durability::kDurable);
+  }
+  std::unique_ptr<PeerWriter> NewWriter() override {
+    return std::make_unique<RillWriter>(store_.get());
+  }
+
+  void LoadReadLog(uint64_t events) override {
+    store_.reset();
+    const std::string dir = absl::StrFormat("%s/read-%d", dir_, ++count_);
+    {
+      std::unique_ptr<Store> store = OpenOrDie(dir, Durability::kNoSyncUnsafe);
+      std::vector<EventData> batch(kReadBatch);
+      for (int i = 0; i < kReadBatch; ++i) {
+        batch[i].type = kEventType;
+        batch[i].payload = Payload(i);
+      }
+      for (uint64_t b = 0; b < events / kReadBatch; ++b) {
+        absl::StatusOr<AppendResult> r = store->Append(
+            StreamOfSlot(StreamSlotOfBatch(b)), ExpectedVersion::Any(), batch);
+        if (!r.ok()) Die("rill read log Append: " + r.status().ToString());
+      }
+    }
+    store_ = OpenOrDie(dir, Durability::kDurable);
+    events_ = events;
+  }
+
+  uint64_t ReadAll(uint64_t* sum) override {
+    uint64_t n = 0;
+    absl::Status s = store_->ScanAll(1, ReadOptions(), [&](const EventView& e) {
+      *sum += Touch(e.position(), e.payload());
+      ++n;
+      return true;
+    });
+    if (!s.ok()) Die("rill ScanAll: " + s.ToString());
+    return n;
+  }
+  uint64_t ReadStream(const std::string& stream, uint64_t* sum) override {
+    return Scan(stream, 0, ReadOptions(), sum);
+  }
+  uint64_t ReadSlice(const std::string& stream, int64_t from, int count,
+                     uint64_t* sum) override {
+    ReadOptions options;
+    options.limit = count;
+    return Scan(stream, from, options, sum);
+  }
+  double BytesPerEvent() override {
+    absl::StatusOr<StoreStats> stats = store_->Stats();
+    if (!stats.ok() || stats->event_count == 0) return 0;
+    return static_cast<double>(stats->used_bytes) / stats->event_count;
+  }
+
+  double ProjectionCatchUpSeconds() override {
+    uint64_t applied = 0;
+    ProjectionDef def;
+    def.name = absl::StrFormat("catchup-%d", ++count_);
+    def.tables = {"t"};
+    def.apply = [&applied](const EventView& e, ReadModelTxn&) {
+      applied += !e.payload().empty();
+      return absl::OkStatus();
+    };
+    const auto t0 = std::chrono::steady_clock::now();
+    absl::StatusOr<std::unique_ptr<ProjectionRunner>> runner =
+        ProjectionRunner::Start(store_.get(), {def});
+    if (!runner.ok()) Die("ProjectionRunner::Start: " + runner.status().ToString());
+    absl::Status s = (*runner)->WaitFor(def.name, events_, absl::Minutes(5));
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    (*runner)->Stop();
+    if (!s.ok() || applied != events_) {
+      Die(absl::StrFormat("projection catch-up: %s, %d of %d applied", s.ToString(),
+                          applied, events_));
+    }
+    return secs;
+  }
+
+  void Close() override { store_.reset(); }
+
+ private:
+  uint64_t Scan(const std::string& stream, int64_t from, const ReadOptions& options,
+                uint64_t* sum) {
+    uint64_t n = 0;
+    absl::Status s = store_->ScanStream(stream, from, options, [&](const EventView& e) {
+      *sum += Touch(e.position(), e.payload());
+      ++n;
+      return true;
+    });
+    if (!s.ok()) Die("rill ScanStream: " + s.ToString());
+    return n;
+  }
+
+  const std::string dir_;
+  int count_ = 0;
+  uint64_t events_ = 0;
+  std::unique_ptr<Store> store_;
+};
+
+}  // namespace
+
+std::unique_ptr<Peer> NewRillPeer(const std::string& dir) {
+  return std::make_unique<RillPeer>(dir);
+}
+
+}  // namespace rill::bench
