@@ -72,8 +72,17 @@ absl::StatusOr<CatalogRec> DecodeCatalog(absl::string_view value) {
   rec.name = Str((*root)->name());
   rec.active = ReadGeneration((*root)->active());
   if ((*root)->building() != nullptr) rec.building = ReadGeneration((*root)->building());
-  if ((*root)->retired() != nullptr) {
-    rec.retired.assign((*root)->retired()->begin(), (*root)->retired()->end());
+  if (const auto* retired = (*root)->retired(); retired != nullptr) {
+    // The verifier checks a vector's length field but not that its 8-byte
+    // elements are 8-byte aligned. The builder aligns every non-empty one
+    // (an empty one may be anywhere), so a misaligned element is damage,
+    // and reading it would be undefined behaviour (found by
+    // tests/fuzz/log_records_fuzz.cc).
+    if (retired->size() != 0 &&
+        reinterpret_cast<uintptr_t>(retired->Data()) % alignof(uint64_t) != 0) {
+      return absl::DataLossError("projection catalog entry holds a misaligned vector");
+    }
+    rec.retired.assign(retired->begin(), retired->end());
   }
   return rec;
 }
