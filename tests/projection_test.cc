@@ -845,7 +845,14 @@ TEST(ProjectionTest, StatusReportsCheckpointLagAppliedAndErrors) {
   EXPECT_EQ(recorded[0].checkpoint, 40u);
   EXPECT_EQ(recorded[0].head, 47u);
   EXPECT_EQ(recorded[0].lag_events, 7u);
-  EXPECT_EQ(recorded[0].state, ProjectionState::kStopped);
+  // A runner (this process's) holds the projection: running, behind the head.
+  // (Its failure lives in the runner; the recorded status cannot know it.)
+  EXPECT_EQ(recorded[0].state, ProjectionState::kRunning);
+  runner.reset();
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<ProjectionStatus> after_stop,
+                            ReadProjectionStatuses(store.get()));
+  ASSERT_EQ(after_stop.size(), 1u);
+  EXPECT_EQ(after_stop[0].state, ProjectionState::kStopped);
 }
 
 // --- Error policies
@@ -1475,7 +1482,9 @@ TEST(ProjectionTest, InterruptedRebuildKeepsOldModelAndResumes) {
   RILL_ASSERT_OK_AND_ASSIGN(const std::vector<ProjectionStatus> recorded,
                             ReadProjectionStatuses(store.get()));
   ASSERT_EQ(recorded.size(), 1u);
-  EXPECT_EQ(recorded[0].state, ProjectionState::kRebuilding);
+  // No runner holds it now: stopped, with its rebuild half done.
+  EXPECT_EQ(recorded[0].state, ProjectionState::kStopped);
+  EXPECT_EQ(recorded[0].rebuild_version, 2u);
   EXPECT_EQ(recorded[0].rebuild_checkpoint, resumed_from);
 
   broken->store(false);

@@ -96,6 +96,9 @@ class StoreImpl final : public Store {
   // store is read-only) on first use; lives as long as the store.
   absl::StatusOr<LmdbEnv*> DerivedEnv();
   const StoreOptions& options() const { return options_; }
+  // The log environment and its databases, for VerifyStore and BackupStore.
+  LmdbEnv* log_env() const { return env_.get(); }
+  const LogDbs& dbs() const { return dbs_; }
 
  private:
   StoreImpl(std::string dir, std::string registry_key, const StoreOptions& options, std::unique_ptr<LmdbEnv> env,

@@ -1,5 +1,9 @@
 #include "catalog.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 
 #include "absl/strings/match.h"
@@ -258,6 +262,60 @@ absl::Status WriteTxn(LmdbEnv* env, const std::function<absl::Status(MDB_txn*)>&
     }
     return s;
   });
+}
+
+absl::StatusOr<Derived> OpenDerived(Store* store) {
+  auto* impl = dynamic_cast<StoreImpl*>(store);
+  if (impl == nullptr) return absl::InvalidArgumentError("not a store opened by rill::Store::Open");
+  absl::StatusOr<LmdbEnv*> env = impl->DerivedEnv();
+  if (!env.ok()) return env.status();
+  absl::StatusOr<ProjectionDbs> dbs = ProjectionDbs::Open(*env);
+  if (!dbs.ok()) return dbs.status();
+  return Derived{impl, *env, *dbs};
+}
+
+std::string ProjectionLockPath(const LmdbEnv* env, absl::string_view projection) {
+  return absl::StrCat(env->path(), "/projection-", projection, ".lock");
+}
+
+namespace {
+struct flock WholeFile(short type) {
+  struct flock fl;
+  std::memset(&fl, 0, sizeof(fl));
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  return fl;
+}
+}  // namespace
+
+absl::StatusOr<int> LockProjection(const std::string& lock_path, absl::string_view projection) {
+  int fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return LmdbError(errno, absl::StrCat("cannot open ", lock_path));
+  struct flock fl = WholeFile(F_WRLCK);
+  if (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
+    const int err = errno;
+    close(fd);
+    if (err == EAGAIN || err == EACCES) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "projection \"", projection, "\" is already run by another runner (", lock_path, ")"));
+    }
+    return LmdbError(err, absl::StrCat("cannot lock ", lock_path));
+  }
+  return fd;
+}
+
+absl::StatusOr<bool> ProjectionLockHeld(const std::string& lock_path) {
+  int fd = open(lock_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return false;
+    return LmdbError(errno, absl::StrCat("cannot open ", lock_path));
+  }
+  struct flock fl = WholeFile(F_WRLCK);
+  const int rc = fcntl(fd, F_OFD_GETLK, &fl);
+  const int err = errno;
+  close(fd);
+  if (rc != 0) return LmdbError(err, absl::StrCat("cannot test the lock ", lock_path));
+  return fl.l_type != F_UNLCK;
 }
 
 }  // namespace rill::internal

@@ -14,6 +14,7 @@
 #include "absl/strings/string_view.h"
 #include "lmdb_env.h"
 #include "rill/projection.h"
+#include "store_impl.h"
 
 namespace rill::internal {
 
@@ -70,6 +71,34 @@ std::string RowKey(uint64_t generation, absl::string_view table, absl::string_vi
 inline std::string GenerationPrefix(uint64_t generation) {
   return RowKey(generation, "", "").substr(0, 8);
 }
+
+// The derived environment of a store with the projections' databases open.
+struct Derived {
+  StoreImpl* store;
+  LmdbEnv* env;
+  ProjectionDbs dbs;
+};
+// Opens (creating on a writable store) the derived environment of `store`.
+absl::StatusOr<Derived> OpenDerived(Store* store);
+
+inline constexpr size_t kMaxProjectionName = 200;
+
+// One runner per projection across processes: the runner holds an exclusive
+// open-file-description lock (fcntl F_OFD_SETLK) on
+// derived/projection-NAME.lock while it runs; the kernel drops it when the
+// process dies. OFD locks (not flock) so that ProjectionLockHeld can look
+// without taking the lock, which could make a starting runner fail.
+std::string ProjectionLockPath(const LmdbEnv* env, absl::string_view projection);
+// Takes the lock; returns the fd holding it (close it to release).
+// FailedPrecondition when another runner holds it.
+absl::StatusOr<int> LockProjection(const std::string& lock_path, absl::string_view projection);
+// Whether some process holds the lock now.
+absl::StatusOr<bool> ProjectionLockHeld(const std::string& lock_path);
+
+// The dead letters of `projection`, and deleting one (NotFound when absent).
+absl::StatusOr<std::vector<ParkedEvent>> ListDeadLetters(const Derived& d,
+                                                         absl::string_view projection);
+absl::Status DropDeadLetter(const Derived& d, absl::string_view projection, uint64_t position);
 
 // Validates a projection or table name: 1..max bytes of [A-Za-z0-9_.-].
 absl::Status ValidateName(absl::string_view what, absl::string_view name, size_t max);

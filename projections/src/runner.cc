@@ -17,31 +17,8 @@ namespace rill {
 namespace internal {
 namespace {
 
-constexpr size_t kMaxProjectionName = 200;
 constexpr size_t kMaxTableName = 32;
 constexpr size_t kMaxTables = 32;
-
-absl::StatusOr<StoreImpl*> Impl(Store* store) {
-  auto* impl = dynamic_cast<StoreImpl*>(store);
-  if (impl == nullptr) return absl::InvalidArgumentError("not a store opened by rill::Store::Open");
-  return impl;
-}
-
-struct Derived {
-  StoreImpl* store;
-  LmdbEnv* env;
-  ProjectionDbs dbs;
-};
-
-absl::StatusOr<Derived> OpenDerived(Store* store) {
-  absl::StatusOr<StoreImpl*> impl = Impl(store);
-  if (!impl.ok()) return impl.status();
-  absl::StatusOr<LmdbEnv*> env = (*impl)->DerivedEnv();
-  if (!env.ok()) return env.status();
-  absl::StatusOr<ProjectionDbs> dbs = ProjectionDbs::Open(*env);
-  if (!dbs.ok()) return dbs.status();
-  return Derived{*impl, *env, *dbs};
-}
 
 absl::Status ValidateDef(const ProjectionDef& def) {
   if (absl::Status s = ValidateName("projection name", def.name, kMaxProjectionName); !s.ok()) {
@@ -277,49 +254,6 @@ class RunnerImpl final : public ProjectionRunner {
     return DropDeadLetter(derived_, projection, position);
   }
 
-  static absl::StatusOr<std::vector<ParkedEvent>> ListDeadLetters(const Derived& d,
-                                                                  absl::string_view projection) {
-    std::vector<ParkedEvent> out;
-    absl::StatusOr<Txn> txn = d.env->BeginRead();
-    if (!txn.ok()) return txn.status();
-    absl::StatusOr<CursorPtr> cursor = txn->OpenCursor(d.dbs.dead);
-    if (!cursor.ok()) return cursor.status();
-    const std::string prefix = DeadLetterPrefix(projection);
-    MDB_val k = ToVal(prefix), v;
-    int rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_SET_RANGE);
-    for (; rc == 0; rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_NEXT)) {
-      absl::string_view key = FromVal(k);
-      if (!absl::StartsWith(key, prefix) || key.size() != prefix.size() + 8) break;
-      absl::StatusOr<DeadLetterRec> rec = DecodeDeadLetter(FromVal(v));
-      if (!rec.ok()) return rec.status();
-      ParkedEvent p;
-      p.position = GetBigEndian64(reinterpret_cast<const uint8_t*>(key.data() + prefix.size()));
-      p.stream = rec->stream;
-      p.type = rec->type;
-      p.error = rec->error;
-      p.attempts = rec->attempts;
-      p.parked_at = absl::FromUnixMicros(rec->parked_us);
-      out.push_back(std::move(p));
-    }
-    if (rc != 0 && rc != MDB_NOTFOUND) return LmdbError(rc, "listing dead letters");
-    return out;
-  }
-
-  static absl::Status DropDeadLetter(const Derived& d, absl::string_view projection,
-                                     uint64_t position) {
-    const std::string key = DeadLetterKey(projection, position);
-    return WriteTxn(d.env, [&](MDB_txn* txn) -> absl::Status {
-      MDB_val k = ToVal(key);
-      int rc = mdb_del(txn, d.dbs.dead, &k, nullptr);
-      if (rc == MDB_NOTFOUND) {
-        return absl::NotFoundError(absl::StrCat("no parked event at position ", position,
-                                                " for projection \"", projection, "\""));
-      }
-      if (rc == MDB_MAP_FULL) return absl::ResourceExhaustedError(kMapFullMessage);
-      return LmdbError(rc, "dropping a dead letter");
-    });
-  }
-
  private:
   absl::StatusOr<Worker*> Find(absl::string_view projection) {
     auto it = workers_.find(projection);
@@ -372,54 +306,6 @@ absl::StatusOr<std::unique_ptr<ProjectionRunner>> ProjectionRunner::Start(
   auto runner = std::make_unique<internal::RunnerImpl>(*derived, options);
   if (absl::Status s = runner->Init(std::move(projections)); !s.ok()) return s;
   return std::unique_ptr<ProjectionRunner>(std::move(runner));
-}
-
-absl::Status RequestRebuild(Store* store, absl::string_view projection) {
-  if (absl::Status s = internal::ValidateName("projection name", projection,
-                                              internal::kMaxProjectionName);
-      !s.ok()) {
-    return s;
-  }
-  absl::StatusOr<internal::Derived> d = internal::OpenDerived(store);
-  if (!d.ok()) return d.status();
-  return internal::WriteTxn(d->env, [&](MDB_txn* txn) {
-    return internal::Put(txn, d->dbs.requests, projection,
-                         internal::EncodeRebuildRequest(absl::ToUnixMicros(absl::Now())));
-  });
-}
-
-absl::StatusOr<std::vector<ProjectionStatus>> ReadProjectionStatuses(Store* store) {
-  absl::StatusOr<internal::Derived> d = internal::OpenDerived(store);
-  if (d.status().code() == absl::StatusCode::kNotFound) return std::vector<ProjectionStatus>();
-  if (!d.ok()) return d.status();
-  absl::StatusOr<uint64_t> head = store->HeadPosition();
-  if (!head.ok()) return head.status();
-  std::vector<ProjectionStatus> out;
-  absl::StatusOr<internal::Txn> txn = d->env->BeginRead();
-  if (!txn.ok()) return txn.status();
-  absl::StatusOr<internal::CursorPtr> cursor = txn->OpenCursor(d->dbs.catalog);
-  if (!cursor.ok()) return cursor.status();
-  MDB_val k, v;
-  for (int rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_FIRST); rc == 0;
-       rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_NEXT)) {
-    absl::StatusOr<internal::CatalogRec> rec = internal::DecodeCatalog(internal::FromVal(v));
-    if (!rec.ok()) return rec.status();
-    ProjectionStatus st;
-    st.name = rec->name;
-    st.version = rec->active.version;
-    st.state = rec->building ? ProjectionState::kRebuilding : ProjectionState::kStopped;
-    st.checkpoint = rec->active.checkpoint;
-    st.head = *head;
-    st.lag_events = *head > st.checkpoint ? *head - st.checkpoint : 0;
-    if (rec->building) {
-      st.rebuild_version = rec->building->version;
-      st.rebuild_checkpoint = rec->building->checkpoint;
-    }
-    absl::StatusOr<uint64_t> parked = internal::CountDeadLetters(txn->get(), d->dbs, st.name);
-    if (parked.ok()) st.parked = *parked;
-    out.push_back(std::move(st));
-  }
-  return out;
 }
 
 }  // namespace rill

@@ -1,7 +1,6 @@
 #include "worker.h"
 
 #include <fcntl.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -42,13 +41,9 @@ Worker::~Worker() {
 }
 
 absl::Status Worker::Start() {
-  const std::string lock_path = absl::StrCat(env_->path(), "/projection-", def_.name, ".lock");
-  lock_fd_ = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (lock_fd_ < 0) return LmdbError(errno, absl::StrCat("cannot open ", lock_path));
-  if (flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "projection \"", def_.name, "\" is already run by another runner (", lock_path, ")"));
-  }
+  absl::StatusOr<int> lock = LockProjection(ProjectionLockPath(env_, def_.name), def_.name);
+  if (!lock.ok()) return lock.status();
+  lock_fd_ = *lock;
   CatalogRec rec;
   absl::Status s = WriteTxn(env_, [&](MDB_txn* txn) -> absl::Status {
     absl::StatusOr<std::optional<CatalogRec>> existing = ReadCatalog(txn, dbs_, def_.name);
@@ -449,6 +444,7 @@ ProjectionStatus Worker::Status() {
   {
     absl::MutexLock lock(&mu_);
     st.version = catalog_.active.version;
+    st.generation = catalog_.active.id;
     st.state = state_;
     st.checkpoint = catalog_.active.checkpoint;
     st.events_applied = applied_;

@@ -89,6 +89,7 @@ const char* ProjectionStateName(ProjectionState state);
 struct ProjectionStatus {
   std::string name;
   uint32_t version = 0;           // version of the serving generation
+  uint64_t generation = 0;        // id of the serving generation (changes on each swap)
   ProjectionState state = ProjectionState::kStopped;
   uint64_t checkpoint = 0;        // last position reflected in the serving model
   uint64_t head = 0;              // head of the log when the status was taken
@@ -162,15 +163,50 @@ class ProjectionRunner {
                                                 uint64_t position) = 0;
 };
 
+// Administration from outside the runner (the admin tool uses these; they
+// work while another process runs the projections).
+
 // Records a rebuild request for `projection` in the store at `store`, for
 // the runner of whichever process runs that projection to pick up (within
-// its poll interval). The admin tool uses this.
+// its poll interval, or when it next starts).
 [[nodiscard]] absl::Status RequestRebuild(Store* store, absl::string_view projection);
 
 // Reads the projections' recorded status (catalog and checkpoints) without
-// running them, e.g. from the admin tool. State is kStopped unless a runner
-// in this process runs them.
+// running them. State: kStopped when no process runs the projection;
+// otherwise kRebuilding, kCaughtUp (checkpoint at the head) or kRunning.
+// Counters that live in the runner (events_applied, errors, last_error) are
+// zero/empty. DataLoss when a catalog entry is corrupt.
 [[nodiscard]] absl::StatusOr<std::vector<ProjectionStatus>> ReadProjectionStatuses(Store* store);
+
+// Whether some process (this one included) runs `projection` now.
+[[nodiscard]] absl::StatusOr<bool> ProjectionIsRunning(Store* store,
+                                                       absl::string_view projection);
+
+// The dead letters of `projection`, by position; NotFound when the store
+// has no such projection.
+[[nodiscard]] absl::StatusOr<std::vector<ParkedEvent>> ReadParkedEvents(
+    Store* store, absl::string_view projection);
+
+// Deletes one dead letter (the event stays unapplied). NotFound when there
+// is none at `position`.
+[[nodiscard]] absl::Status DropParkedEvent(Store* store, absl::string_view projection,
+                                           uint64_t position);
+
+// Forgets `projection` entirely: its catalog entry, every generation's rows
+// (serving, building, retired, as-of), its dead letters and any pending
+// rebuild request. The next runner that runs it builds it from position 0
+// (the model is empty until then). FailedPrecondition while a process runs
+// it (stop it first; `RequestRebuild` is the online way); NotFound when the
+// store has no such projection.
+[[nodiscard]] absl::Status ResetProjection(Store* store, absl::string_view projection);
+
+// A projection plugin lets the admin tool run a service's projections in its
+// own process (`rill projections rebuild|retry --plugin LIB.so`): a shared
+// library, built against the same rill headers, that defines
+//   extern "C" void rill_register_projections(std::vector<rill::ProjectionDef>* out);
+// appending the service's definitions to *out. See docs/admin.md.
+inline constexpr char kProjectionPluginSymbol[] = "rill_register_projections";
+using ProjectionPluginFn = void (*)(std::vector<ProjectionDef>* out);
 
 }  // namespace rill
 

@@ -1,0 +1,259 @@
+// rill export, rill import: the log as JSON lines (event_json.h).
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "common.h"
+#include "event_json.h"
+
+namespace rill::tool {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ExportArgs {
+  std::string store;
+  uint64_t from = 1;
+  uint64_t to = 0;  // 0: the head when the export starts
+  std::string prefix;
+  std::string output;
+};
+
+absl::Status WriteErrno(int err, const std::string& path) {
+  if (err == ENOSPC || err == EDQUOT || err == EFBIG) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot write ", path, ": disk full"));
+  }
+  return absl::UnknownError(absl::StrCat("cannot write ", path, ": ", std::strerror(err)));
+}
+
+int RunExport(const ExportArgs& args) {
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenStore(args.store, OpenMode::kRead);
+  if (!store.ok()) return Fail(store.status());
+  absl::StatusOr<uint64_t> head = (*store)->HeadPosition();
+  if (!head.ok()) return Fail(head.status());
+  const uint64_t from = std::max<uint64_t>(args.from, 1);
+  const uint64_t to = args.to == 0 ? *head : std::min(args.to, *head);
+  const bool to_file = !args.output.empty() && args.output != "-";
+  FILE* out = stdout;
+  if (to_file) {
+    out = std::fopen(args.output.c_str(), "w");
+    if (out == nullptr) return Fail(WriteErrno(errno, args.output));
+  }
+  const std::string out_name = to_file ? args.output : "stdout";
+  Progress progress("export", to >= from ? to - from + 1 : 0);
+  uint64_t exported = 0, first = 0, last = 0;
+  int write_error = 0;
+  ReadOptions options;
+  options.filter.stream_prefix = args.prefix;
+  absl::Status s;
+  if (from <= to) {
+    s = (*store)->ScanAll(from, options, [&](const EventView& e) {
+      if (e.position() > to) return false;
+      std::string line = EventJsonLine(e);
+      line.push_back('\n');
+      if (std::fwrite(line.data(), 1, line.size(), out) != line.size()) {
+        write_error = errno != 0 ? errno : EIO;
+        return false;
+      }
+      if (first == 0) first = e.position();
+      last = e.position();
+      ++exported;
+      progress.Update(e.position() - from + 1);
+      return true;
+    });
+  }
+  if (write_error == 0 && std::fflush(out) != 0) write_error = errno;
+  if (to_file) {
+    if (write_error == 0 && fsync(fileno(out)) != 0) write_error = errno;
+    if (std::fclose(out) != 0 && write_error == 0) write_error = errno;
+  }
+  if (write_error != 0 || !s.ok()) {
+    if (to_file) {
+      std::error_code ec;
+      fs::remove(args.output, ec);
+    }
+    return Fail(write_error != 0 ? WriteErrno(write_error, out_name) : s);
+  }
+  const std::string summary =
+      exported == 0 ? absl::StrCat("exported 0 events to ", out_name)
+                    : absl::StrCat("exported ", exported, " events (positions ", first, "..",
+                                   last, ") to ", out_name);
+  if (to_file) {
+    PrintLine(summary);
+  } else {
+    std::fprintf(stderr, "%s\n", summary.c_str());
+  }
+  return kExitOk;
+}
+
+struct ImportArgs {
+  std::string store;
+  std::string file;
+  size_t batch = 1000;
+};
+
+struct Line {
+  size_t number;
+  ParsedEvent event;
+};
+
+// Pass 1: every line parses, names a stream, carries no event id twice, and
+// gives each stream's versions without gaps. Returns the number of events.
+absl::StatusOr<uint64_t> CheckFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  absl::flat_hash_map<std::string, int64_t> versions;
+  absl::flat_hash_map<std::string, size_t> ids;  // id bytes -> line
+  std::string text;
+  uint64_t events = 0;
+  for (size_t n = 1; std::getline(in, text); ++n) {
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    absl::StatusOr<ParsedEvent> e = ParseEventLine(text);
+    auto bad = [&](absl::string_view why) {
+      return absl::InvalidArgumentError(absl::StrCat(path, " line ", n, ": ", why,
+                                                     "; nothing was imported"));
+    };
+    if (!e.ok()) return bad(e.status().message());
+    if (e->stream.empty()) return bad("the field \"stream\" is missing");
+    if (!e->event.id.IsNil()) {
+      const auto& b = e->event.id.bytes();
+      auto [it, inserted] = ids.try_emplace(std::string(b.begin(), b.end()), n);
+      if (!inserted) {
+        return bad(absl::StrCat("event id ", e->event.id.ToString(), " repeats line ", it->second));
+      }
+    }
+    if (e->version.has_value()) {
+      auto it = versions.find(e->stream);
+      if (it != versions.end() && *e->version != it->second + 1) {
+        return bad(absl::StrCat("stream \"", e->stream, "\" jumps from version ", it->second,
+                                " to ", *e->version));
+      }
+      versions[e->stream] = *e->version;
+    }
+    ++events;
+  }
+  if (in.bad()) return absl::UnknownError(absl::StrCat("cannot read ", path));
+  return events;
+}
+
+// Appends a batch of lines: consecutive events of a stream go in one part,
+// parts of distinct streams in one AppendMulti; a stream seen again starts
+// the next request (so events keep their order, and positions match the
+// file's when the store was empty).
+absl::Status ImportBatch(Store* store, const std::vector<Line>& lines, uint64_t* imported) {
+  std::vector<StreamAppend> request;
+  std::vector<size_t> first_lines;
+  absl::flat_hash_set<std::string> in_request;
+  auto submit = [&]() -> absl::Status {
+    if (request.empty()) return absl::OkStatus();
+    absl::StatusOr<std::vector<AppendResult>> r = store->AppendMulti(request);
+    if (!r.ok()) {
+      return absl::Status(r.status().code(),
+                          absl::StrCat("line ", first_lines.front(), ": ", r.status().message(),
+                                       "; the ", *imported, " events before it were imported"));
+    }
+    for (const StreamAppend& a : request) *imported += a.events.size();
+    request.clear();
+    first_lines.clear();
+    in_request.clear();
+    return absl::OkStatus();
+  };
+  for (const Line& line : lines) {
+    const ParsedEvent& e = line.event;
+    if (request.empty() || request.back().stream != e.stream) {
+      if (in_request.contains(e.stream)) {
+        if (absl::Status s = submit(); !s.ok()) return s;
+      }
+      StreamAppend part;
+      part.stream = e.stream;
+      if (e.version.has_value()) {
+        part.expected = *e.version == 0 ? ExpectedVersion::NoStream()
+                                        : ExpectedVersion::Exact(*e.version - 1);
+      }
+      request.push_back(std::move(part));
+      first_lines.push_back(line.number);
+      in_request.insert(e.stream);
+    }
+    request.back().events.push_back(e.event);
+  }
+  return submit();
+}
+
+int RunImport(const ImportArgs& args) {
+  absl::StatusOr<uint64_t> total = CheckFile(args.file);
+  if (!total.ok()) return Fail(total.status());
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenStore(args.store, OpenMode::kCreate);
+  if (!store.ok()) return Fail(store.status());
+  std::ifstream in(args.file);
+  if (!in) return Fail(absl::NotFoundError(absl::StrCat("cannot open ", args.file)));
+  Progress progress("import", *total);
+  uint64_t imported = 0;
+  std::vector<Line> batch;
+  std::string text;
+  const size_t batch_size = std::max<size_t>(args.batch, 1);
+  for (size_t n = 1; std::getline(in, text); ++n) {
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    absl::StatusOr<ParsedEvent> e = ParseEventLine(text);
+    if (!e.ok()) {  // the file changed since it was checked
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          args.file, " line ", n, ": ", e.status().message(), "; ", imported,
+          " events before this batch were imported")));
+    }
+    batch.push_back(Line{n, *std::move(e)});
+    if (batch.size() >= batch_size) {
+      if (absl::Status s = ImportBatch(store->get(), batch, &imported); !s.ok()) return Fail(s);
+      batch.clear();
+      progress.Update(imported);
+    }
+  }
+  if (absl::Status s = ImportBatch(store->get(), batch, &imported); !s.ok()) return Fail(s);
+  absl::StatusOr<uint64_t> head = (*store)->HeadPosition();
+  if (!head.ok()) return Fail(head.status());
+  PrintLine(absl::StrCat("imported ", imported, " events from ", args.file, "; head position ",
+                         *head));
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddTransferCommands(CLI::App& app, Action* action) {
+  auto e = std::make_shared<ExportArgs>();
+  CLI::App* exp = app.add_subcommand(
+      "export", "Write events as JSON lines with every envelope field (for `rill import`)");
+  exp->add_option("STORE", e->store, "store directory")->required();
+  exp->add_option("--from", e->from, "first position (default 1)");
+  exp->add_option("--to", e->to, "last position (default: the head when the export starts)");
+  exp->add_option("--prefix", e->prefix, "only streams whose names start with P");
+  exp->add_option("-o,--output", e->output, "write to FILE (default: stdout)");
+  exp->footer("Example:\n  rill export /var/lib/orders -o orders.jsonl\n"
+              "  rill export /var/lib/orders --from 1000 --prefix order- | gzip > part.jsonl.gz");
+  exp->callback([e, action] { *action = [e] { return RunExport(*e); }; });
+
+  auto i = std::make_shared<ImportArgs>();
+  CLI::App* imp = app.add_subcommand(
+      "import", "Append the events of a JSON-lines file (as written by `rill export`); creates "
+                "the store when its directory does not exist");
+  imp->add_option("STORE", i->store, "store directory")->required();
+  imp->add_option("FILE", i->file, "JSON lines, one event per line")->required();
+  imp->add_option("--batch", i->batch, "events per atomic append (default 1000)");
+  imp->footer(
+      "The whole file is checked first: a malformed line (named by its number), a repeated "
+      "event id or a gap in a stream's versions imports nothing. Lines carrying \"version\" "
+      "are appended with that expected version, so importing into a store that already "
+      "holds those streams stops with exit code 3.\n"
+      "Example:\n  rill import /var/lib/orders-copy orders.jsonl");
+  imp->callback([i, action] { *action = [i] { return RunImport(*i); }; });
+}
+
+}  // namespace rill::tool
