@@ -60,6 +60,11 @@ EventData BenchEvent(const std::string& payload) {
 
 std::string StreamName(size_t i) { return absl::StrCat("bench-", i); }
 
+// Batch size for filling a store to read: every stream gets events.
+size_t FillBatch(const BenchArgs& args) {
+  return std::max<size_t>(1, std::min<uint64_t>(1000, args.events / args.streams));
+}
+
 double Micros(absl::Duration d) { return absl::ToDoubleMicroseconds(d); }
 
 // Appends `n` events in batches of `batch`, round robin over `streams`, with
@@ -127,7 +132,7 @@ absl::StatusOr<Result> RunConcurrent(Store* store, const BenchArgs& args, Progre
 }
 
 absl::StatusOr<Result> RunReadAll(Store* store, const BenchArgs& args, Progress* progress) {
-  if (absl::Status s = Fill(store, args, args.events, 1000, nullptr, nullptr); !s.ok()) return s;
+  if (absl::Status s = Fill(store, args, args.events, FillBatch(args), nullptr, nullptr); !s.ok()) return s;
   Result result;
   result.op = absl::StrCat("read of ", args.batch, " events");
   ReadOptions page;
@@ -152,7 +157,7 @@ absl::StatusOr<Result> RunReadAll(Store* store, const BenchArgs& args, Progress*
 }
 
 absl::StatusOr<Result> RunReadStream(Store* store, const BenchArgs& args, Progress* progress) {
-  if (absl::Status s = Fill(store, args, args.events, 1000, nullptr, nullptr); !s.ok()) return s;
+  if (absl::Status s = Fill(store, args, args.events, FillBatch(args), nullptr, nullptr); !s.ok()) return s;
   Result result;
   result.op = "read of one whole stream";
   uint64_t state = 88172645463325252ull;  // xorshift: a fixed, cheap sequence
@@ -177,7 +182,7 @@ absl::StatusOr<Result> RunReadStream(Store* store, const BenchArgs& args, Progre
 }
 
 absl::StatusOr<Result> RunProjection(Store* store, const BenchArgs& args, Progress* progress) {
-  if (absl::Status s = Fill(store, args, args.events, 1000, nullptr, nullptr); !s.ok()) return s;
+  if (absl::Status s = Fill(store, args, args.events, FillBatch(args), nullptr, nullptr); !s.ok()) return s;
   ProjectionDef def;
   def.name = "bench_counts";
   def.tables = {"counts"};

@@ -35,8 +35,11 @@ struct StreamAcc {
   bool has_record = false;  // a stream record was found for it
 };
 
-// (stream id, version) of the event at a position; stream id 0: the event
-// could not be read.
+// (stream id, version) of the event at a position; stream id 0: no event
+// there, kUnreadable: the event failed its checks (already reported, so what
+// follows from it - an index entry or stream record pointing at it - is not
+// reported again).
+constexpr uint64_t kUnreadable = ~uint64_t{0};
 struct PositionInfo {
   uint64_t stream_id = 0;
   int64_t version = -1;
@@ -126,6 +129,7 @@ class Verifier {
           internal::DecodeEvent(data, v.mv_size, position);
       if (!record.ok()) {
         Problem(std::string(record.status().message()));
+        if (position <= positions_.size()) positions_[position - 1].stream_id = kUnreadable;
         continue;
       }
       EventView event(*record);
@@ -170,6 +174,7 @@ class Verifier {
         Problem(std::string(state.status().message()));
         continue;
       }
+      if (Unreadable(state->first_position) || Unreadable(state->last_position)) continue;
       auto it = streams_.find(name);
       if (it == streams_.end()) {
         Problem(absl::StrCat("stream record \"", name, "\" has no events"));
@@ -212,6 +217,7 @@ class Verifier {
       const uint64_t stream_id = GetBigEndian64(key);
       const int64_t version = static_cast<int64_t>(GetBigEndian64(key + 8));
       const uint64_t position = GetBigEndian64(static_cast<const uint8_t*>(v.mv_data));
+      if (Unreadable(position)) continue;
       const PositionInfo* at = Lookup(position);
       if (at == nullptr || at->stream_id != stream_id || at->version != version) {
         Problem(absl::StrCat("index entry (stream ", stream_id, ", version ", version,
@@ -269,7 +275,12 @@ class Verifier {
   const PositionInfo* Lookup(uint64_t position) const {
     if (position == 0 || position > positions_.size()) return nullptr;
     const PositionInfo& info = positions_[position - 1];
-    return info.stream_id == 0 ? nullptr : &info;
+    return info.stream_id == 0 || info.stream_id == kUnreadable ? nullptr : &info;
+  }
+
+  bool Unreadable(uint64_t position) const {
+    return position != 0 && position <= positions_.size() &&
+           positions_[position - 1].stream_id == kUnreadable;
   }
 
   internal::StoreImpl* store_;
