@@ -321,17 +321,19 @@ absl::StatusOr<uint64_t> StoreImpl::WaitForHead(uint64_t known_head, absl::Durat
   return WaitForHeadOrCancel(known_head, timeout, poll_interval, nullptr);
 }
 
+uint64_t StoreImpl::WakeEpoch() {
+  absl::MutexLock lock(&head_mu_);
+  return wake_epoch_;
+}
+
 absl::StatusOr<uint64_t> StoreImpl::WaitForHeadOrCancel(uint64_t known_head,
                                                         absl::Duration timeout,
                                                         absl::Duration poll_interval,
-                                                        const std::atomic<bool>* cancel) {
+                                                        const std::atomic<bool>* cancel,
+                                                        std::optional<uint64_t> since_epoch) {
   const absl::Time deadline = absl::Now() + timeout;
   if (poll_interval <= absl::ZeroDuration()) poll_interval = absl::Milliseconds(50);
-  uint64_t epoch;
-  {
-    absl::MutexLock lock(&head_mu_);
-    epoch = wake_epoch_;
-  }
+  const uint64_t epoch = since_epoch.has_value() ? *since_epoch : WakeEpoch();
   for (;;) {
     bool woken = false;
     {

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/functional/function_ref.h"
@@ -81,11 +82,17 @@ class StoreImpl final : public Store {
                            ScanProgress* progress);
 
   // WaitForHead that also returns early once *cancel is true, or when Wake()
-  // is called (so a worker can look at its flags and tasks).
+  // is called (so a worker can look at its flags and tasks). A waiter that
+  // looks at its flags before it waits must read WakeEpoch() before looking
+  // and pass it as `since_epoch`: the wait then also returns at once for a
+  // Wake() that came between the look and the wait (without it, the epoch is
+  // read when the wait starts and such a Wake() is lost).
   absl::StatusOr<uint64_t> WaitForHeadOrCancel(uint64_t known_head, absl::Duration timeout,
                                                absl::Duration poll_interval,
-                                               const std::atomic<bool>* cancel);
+                                               const std::atomic<bool>* cancel,
+                                               std::optional<uint64_t> since_epoch = std::nullopt);
   void Wake();
+  uint64_t WakeEpoch();
 
   // Called by the writer after each commit.
   void PublishHead(uint64_t head);

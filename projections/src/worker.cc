@@ -122,6 +122,9 @@ void Worker::Fail(const absl::Status& why) {
 absl::Status Worker::Loop() {
   uint64_t known_head = 0;
   while (!stop_.load()) {
+    // Read before the tasks and flags are looked at: a Wake() after this
+    // point ends the wait below at once (tests/lost_wakeup_test.cc).
+    const uint64_t epoch = store_->WakeEpoch();
     // Tasks from other threads (retry of a parked event ...).
     for (;;) {
       Task* task = nullptr;
@@ -160,7 +163,7 @@ absl::Status Worker::Loop() {
       if (!tasks_.empty()) continue;
     }
     absl::StatusOr<uint64_t> head = store_->WaitForHeadOrCancel(
-        known_head, options_.poll_interval, options_.poll_interval, &stop_);
+        known_head, options_.poll_interval, options_.poll_interval, &stop_, epoch);
     if (!head.ok()) return head.status();
     known_head = *head;
   }
