@@ -103,9 +103,10 @@ absl::StatusOr<ProjectionDef> LoadDef(const std::string& plugin, absl::string_vi
   return absl::NotFoundError(absl::StrCat("plugin ", plugin, " defines no projection \"", name, "\""));
 }
 
-// Waits until the serving generation is no longer `from_generation` and no
-// rebuild is under way. `status` reads the current status.
-int WaitForSwap(const ProjArgs& args, uint64_t from_generation,
+// Waits until the serving generation is no longer `from_generation`, no
+// rebuild is under way and the model reflects the log up to `target` (the
+// head when the rebuild was asked for). `status` reads the current status.
+int WaitForSwap(const ProjArgs& args, uint64_t from_generation, uint64_t target,
                 const std::function<absl::StatusOr<std::optional<ProjectionStatus>>()>& status,
                 const std::function<absl::StatusOr<bool>()>& still_running) {
   Progress progress(absl::StrCat("rebuild ", args.name), 0);
@@ -122,7 +123,7 @@ int WaitForSwap(const ProjArgs& args, uint64_t from_generation,
                     "fix the projection, then rebuild again");
       }
       if (p.generation != from_generation && p.state != ProjectionState::kRebuilding &&
-          p.rebuild_version == 0) {
+          p.rebuild_version == 0 && p.checkpoint >= target) {
         progress.Update(p.head);
         PrintLine(absl::StrCat("rebuilt \"", args.name, "\" (version ", p.version,
                                "): serving generation ", p.generation, ", checkpoint ",
@@ -157,6 +158,8 @@ int RunRebuild(const ProjArgs& args) {
   const uint64_t from_generation = before->has_value() ? (*before)->generation : 0;
   absl::StatusOr<bool> running = ProjectionIsRunning(s, args.name);
   if (!running.ok()) return Fail(running.status());
+  absl::StatusOr<uint64_t> target = s->HeadPosition();
+  if (!target.ok()) return Fail(target.status());
 
   if (!*running && !args.plugin.empty()) {
     absl::StatusOr<ProjectionDef> def = LoadDef(args.plugin, args.name);
@@ -164,11 +167,14 @@ int RunRebuild(const ProjArgs& args) {
     absl::StatusOr<std::unique_ptr<ProjectionRunner>> runner =
         ProjectionRunner::Start(s, {*std::move(def)});
     if (!runner.ok()) return Fail(runner.status());
-    if (absl::Status r = (*runner)->Rebuild(args.name); !r.ok()) return Fail(r);
+    // A projection the store has never seen is simply built from position 1.
+    if (before->has_value()) {
+      if (absl::Status r = (*runner)->Rebuild(args.name); !r.ok()) return Fail(r);
+    }
     PrintLine(absl::StrCat("rebuilding \"", args.name, "\" in this process (", args.plugin, ")"));
     ProjectionRunner* r = runner->get();
     int code = WaitForSwap(
-        args, from_generation,
+        args, from_generation, *target,
         [&]() -> absl::StatusOr<std::optional<ProjectionStatus>> {
           absl::StatusOr<ProjectionStatus> st = r->Status(args.name);
           if (!st.ok()) return st.status();
@@ -193,7 +199,7 @@ int RunRebuild(const ProjArgs& args) {
   PrintLine(absl::StrCat("asked the running service to rebuild \"", args.name, "\""));
   if (args.no_wait) return kExitOk;
   return WaitForSwap(
-      args, from_generation, [&] { return FindStatus(s, args.name); },
+      args, from_generation, *target, [&] { return FindStatus(s, args.name); },
       [&] { return ProjectionIsRunning(s, args.name); });
 }
 
