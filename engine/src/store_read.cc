@@ -4,6 +4,7 @@
 // records checked (checksum, verifier) and handed to the caller. So no user
 // code ever runs inside a transaction, and a long scan never pins old pages.
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -34,17 +35,34 @@ bool MatchesFilter(const EventFilter& filter, const EventView& event) {
                      [type](const std::string& t) { return t == type; });
 }
 
-// Copies the event stored under `position` (in `events`) into the chunk.
-absl::Status CopyEvent(MDB_txn* txn, MDB_dbi events, uint64_t position, AlignedBuffer* arena,
-                       std::vector<ChunkEntry>* chunk) {
+// Copies the event stored under `position` into the chunk, through `cursor`
+// on `events`. A stream's events mostly sit next to each other in the log
+// (an append's events have consecutive positions): the next position is
+// tried with MDB_NEXT, and any other is found with MDB_SET_KEY, which LMDB
+// answers without a search from the root while the key is on the cursor's
+// current leaf page. (mdb_get searched from the root for every event.)
+absl::Status CopyEvent(MDB_cursor* cursor, uint64_t position, uint64_t* cursor_position,
+                       AlignedBuffer* arena, std::vector<ChunkEntry>* chunk) {
   PositionKey pkey(position);
-  MDB_val key = ToVal(pkey.bytes.data(), pkey.bytes.size()), value;
-  int rc = mdb_get(txn, events, &key, &value);
+  MDB_val key, value;
+  int rc = MDB_NOTFOUND;
+  if (*cursor_position != 0 && position == *cursor_position + 1) {
+    rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
+    if (rc == 0 && (key.mv_size != 8 || std::memcmp(key.mv_data, pkey.bytes.data(), 8) != 0)) {
+      rc = MDB_NOTFOUND;  // not the next record after all: look it up
+    }
+  }
+  if (rc != 0) {
+    key = ToVal(pkey.bytes.data(), pkey.bytes.size());
+    rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_KEY);
+  }
   if (rc == MDB_NOTFOUND) {
+    *cursor_position = 0;
     return absl::DataLossError(
         absl::StrCat("the stream index points at position ", position, ", which is missing"));
   }
   if (rc != 0) return LmdbError(rc, "reading an event");
+  *cursor_position = position;
   chunk->push_back({position, arena->Append(FromVal(value)), value.mv_size});
   return absl::OkStatus();
 }
@@ -175,6 +193,9 @@ absl::Status StoreImpl::ScanStream(absl::string_view stream, int64_t from_versio
       const int64_t last = forward ? state->last_version : 0;
       absl::StatusOr<CursorPtr> cursor = txn->OpenCursor(dbs_.stream_index);
       if (!cursor.ok()) return cursor.status();
+      absl::StatusOr<CursorPtr> events = txn->OpenCursor(dbs_.events);
+      if (!events.ok()) return events.status();
+      uint64_t events_at = 0;  // where `events` stands; 0: nowhere yet
       StreamIndexKey ikey(state->first_position, next);
       MDB_val k = ToVal(ikey.bytes.data(), ikey.bytes.size()), v;
       int rc = (forward ? next > last : next < last)
@@ -191,7 +212,7 @@ absl::Status StoreImpl::ScanStream(absl::string_view stream, int64_t from_versio
           break;  // past the stream's index entries
         }
         const uint64_t position = GetBigEndian64(static_cast<const uint8_t*>(v.mv_data));
-        if (absl::Status s = CopyEvent(txn->get(), dbs_.events, position, &arena, &chunk);
+        if (absl::Status s = CopyEvent(events->get(), position, &events_at, &arena, &chunk);
             !s.ok()) {
           return s;
         }
