@@ -1,13 +1,18 @@
 #include "store_impl.h"
 
+#include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <filesystem>
 #include <system_error>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "keys.h"
@@ -109,19 +114,42 @@ absl::StatusOr<std::string> ReadOrCreateMeta(LmdbEnv* env, const LogDbs& dbs, bo
   return meta.store_id.ToString();
 }
 
-// Reader slots held by a process (alive, or dead and not yet reclaimed).
-// me_numreaders in MDB_envinfo is only the high-water mark of slots.
-unsigned CountReaderSlots(MDB_env* env) {
-  int lines = 0;
+// The reader table of an environment (lock.mdb), as mdb_reader_list prints
+// it: one line per slot, "pid thread txnid", txnid "-" for a slot that holds
+// no snapshot now.
+struct ReaderTable {
+  unsigned slots = 0;
+  unsigned stale = 0;            // slots of dead processes
+  uint64_t oldest_txn = 0;       // oldest snapshot held (0: none)
+  int64_t oldest_pid = 0;
+};
+
+bool ProcessIsDead(int64_t pid) {
+  return pid > 0 && pid != getpid() && kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+}
+
+ReaderTable ReadReaderTable(MDB_env* env) {
+  ReaderTable table;
   mdb_reader_list(
       env,
       [](const char* msg, void* ctx) {
-        // One header line, then one line per slot; "(no active readers)" alone.
-        if (msg[0] != '(') ++*static_cast<int*>(ctx);
+        auto* t = static_cast<ReaderTable*>(ctx);
+        long long pid = 0;
+        char thread[32], txn[32];
+        // The header line and "(no active readers)" do not parse.
+        if (sscanf(msg, "%lld %31s %31s", &pid, thread, txn) != 3) return 0;
+        ++t->slots;
+        if (ProcessIsDead(pid)) ++t->stale;
+        uint64_t id = 0;
+        if (txn[0] != '-' && absl::SimpleAtoi(txn, &id) && id != 0 &&
+            (t->oldest_txn == 0 || id < t->oldest_txn)) {
+          t->oldest_txn = id;
+          t->oldest_pid = pid;
+        }
         return 0;
       },
-      &lines);
-  return lines > 0 ? static_cast<unsigned>(lines - 1) : 0;
+      &table);
+  return table;
 }
 
 // The LMDB settings of one of the store's environments. `sync_flag` is what
@@ -300,6 +328,17 @@ absl::StatusOr<std::vector<AppendResult>> StoreImpl::Submit(std::vector<RequestP
     request.fingerprint = Fingerprint(parts);
   }
   request.parts = std::move(parts);
+  // A process that died in a read transaction leaves a reader slot that pins
+  // pages until someone frees it: while this process appends, that is done
+  // at most once a second (a scan of the reader table, cheap), so a crashed
+  // reader cannot make the log grow without bound (docs/reliability.md).
+  const int64_t now_us = absl::ToUnixMicros(absl::Now());
+  int64_t last_us = last_reader_check_us_.load(std::memory_order_relaxed);
+  if (now_us - last_us >= 1000000 &&
+      last_reader_check_us_.compare_exchange_strong(last_us, now_us)) {
+    int dead = 0;
+    mdb_reader_check(env_->env(), &dead);  // best effort: an error changes nothing
+  }
   writer_->Submit(&request);
   return std::move(request.result);
 }
@@ -392,7 +431,13 @@ absl::StatusOr<StoreStats> StoreImpl::Stats() {
     mdb_env_stat(env_->env(), &env_stat);
     stats.map_size = info.me_mapsize;
     stats.used_bytes = (info.me_last_pgno + 1) * uint64_t{env_stat.ms_psize};
-    stats.readers_in_use = CountReaderSlots(env_->env());
+    const ReaderTable readers = ReadReaderTable(env_->env());
+    stats.readers_in_use = readers.slots;
+    stats.stale_readers = readers.stale;
+    if (readers.oldest_txn != 0 && readers.oldest_txn < info.me_last_txnid) {
+      stats.oldest_reader_lag = info.me_last_txnid - readers.oldest_txn;
+      stats.oldest_reader_pid = readers.oldest_pid;
+    }
     stats.max_readers = info.me_maxreaders;
   }
   absl::StatusOr<uint64_t> head = HeadPosition();
@@ -401,6 +446,22 @@ absl::StatusOr<StoreStats> StoreImpl::Stats() {
   std::error_code ec;
   stats.file_bytes = fs::file_size(absl::StrCat(dir_, "/", kLogDir, "/data.mdb"), ec);
   return stats;
+}
+
+absl::StatusOr<unsigned> StoreImpl::ClearStaleReaders() {
+  int dead = 0;
+  if (int rc = mdb_reader_check(env_->env(), &dead); rc != 0) {
+    return LmdbError(rc, "checking the log's reader table");
+  }
+  unsigned cleared = static_cast<unsigned>(dead);
+  absl::MutexLock lock(&derived_mu_);
+  if (derived_ != nullptr) {
+    if (int rc = mdb_reader_check(derived_->env(), &dead); rc != 0) {
+      return LmdbError(rc, "checking the derived environment's reader table");
+    }
+    cleared += static_cast<unsigned>(dead);
+  }
+  return cleared;
 }
 
 absl::StatusOr<StreamInfo> StoreImpl::GetStreamInfo(absl::string_view stream) {

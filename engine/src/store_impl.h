@@ -69,6 +69,7 @@ class StoreImpl final : public Store {
                                                           SubscriptionOptions options,
                                                           SubscriptionHandler handler) override;
   absl::StatusOr<StoreStats> Stats() override;
+  absl::StatusOr<unsigned> ClearStaleReaders() override;
   const std::string& dir() const override { return dir_; }
   const std::string& store_id() const override { return store_id_; }
 
@@ -126,6 +127,9 @@ class StoreImpl final : public Store {
 
   absl::Mutex derived_mu_;
   std::unique_ptr<LmdbEnv> derived_ ABSL_GUARDED_BY(derived_mu_);
+
+  // When appends last freed stale reader slots (microseconds, see Submit).
+  std::atomic<int64_t> last_reader_check_us_{0};
 
   absl::Mutex head_mu_;
   absl::CondVar head_cv_;

@@ -88,10 +88,22 @@ struct StoreStats {
   uint64_t file_bytes = 0;   // size of the data file on disk
   uint64_t used_bytes = 0;   // pages in use * page size
   // Reader slots held now: by open read transactions of live processes, or
-  // left by dead processes and not yet reclaimed (reclaimed on Open and when
-  // the table is full).
+  // left by dead processes and not yet reclaimed (see stale_readers).
   unsigned readers_in_use = 0;
   unsigned max_readers = 0;
+  // Of those, the slots of processes that died without ending their read
+  // transaction. A stale slot that still holds a snapshot pins pages like a
+  // live reader. They are reclaimed by Open, by this process's appends (at
+  // most once a second), and by ClearStaleReaders().
+  unsigned stale_readers = 0;
+  // How many write transactions behind the newest one the oldest snapshot
+  // held by any reader slot (live or stale) is; 0 when no reader holds an
+  // older snapshot. Pages freed by those transactions cannot be reused while
+  // it is held, so the data file grows instead (docs/reliability.md,
+  // "Long readers").
+  uint64_t oldest_reader_lag = 0;
+  // The process holding that oldest snapshot (0 when none).
+  int64_t oldest_reader_pid = 0;
   Durability durability = Durability::kDurable;
   bool read_only = false;
 };
@@ -195,6 +207,13 @@ class Store {
       SubscriptionHandler handler) = 0;
 
   [[nodiscard]] virtual absl::StatusOr<StoreStats> Stats() = 0;
+
+  // Frees the reader slots of processes that died holding a read
+  // transaction (StoreStats::stale_readers), in the log and, if it is open,
+  // the derived environment, so the pages they pinned can be reused.
+  // Returns how many slots were freed. Safe at any time, also while other
+  // processes read and write; works on a read-only store too.
+  [[nodiscard]] virtual absl::StatusOr<unsigned> ClearStaleReaders() = 0;
 
   // The directory the store was opened from.
   virtual const std::string& dir() const = 0;
