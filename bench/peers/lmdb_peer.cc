@@ -111,7 +111,9 @@ class LmdbPeer : public Peer {
     events_ = events;
   }
 
-  uint64_t ReadAll(uint64_t* sum) override {
+  uint64_t ReadAll(uint64_t* sum) override { return Scan(false, sum); }
+  uint64_t ReadAllHashed(uint64_t* sum) override { return Scan(true, sum); }
+  uint64_t Scan(bool hash, uint64_t* sum) {
     uint64_t n = 0;
     MDB_txn* txn;
     MDB_cursor* cur;
@@ -122,6 +124,7 @@ class LmdbPeer : public Peer {
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
       *sum += Touch(GetBE64(k.mv_data),
                     absl::string_view(static_cast<const char*>(v.mv_data), v.mv_size));
+      if (hash) *sum += XXH3_64bits(v.mv_data, v.mv_size);
       ++n;
     }
     mdb_cursor_close(cur);
