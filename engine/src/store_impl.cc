@@ -1,5 +1,6 @@
 #include "store_impl.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -164,6 +165,40 @@ LmdbEnvOptions EnvOptionsFor(const StoreOptions& options, unsigned sync_flag) {
   return env;
 }
 
+// LMDB's first opener of an environment takes an exclusive POSIX lock on
+// lock.mdb while it sets the file up; everyone else waits for it in
+// fcntl(F_SETLKW) inside mdb_env_open, without a timeout. A lock that some
+// other program holds and never lets go (a stuck backup tool, a debugger)
+// would hang Open forever, so Open looks first and waits at most this long.
+constexpr absl::Duration kLockFileWait = absl::Seconds(2);
+
+// OK once nobody holds a write lock on `env_dir`/lock.mdb (or it does not
+// exist yet); Unavailable naming the holder after kLockFileWait.
+absl::Status WaitForLockFile(const std::string& env_dir) {
+  const std::string path = absl::StrCat(env_dir, "/lock.mdb");
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::OkStatus();  // LMDB creates it, or reports why not
+  const absl::Time deadline = absl::Now() + kLockFileWait;
+  for (;;) {
+    struct flock probe = {};
+    probe.l_type = F_RDLCK;  // what LMDB's readers and writers share
+    probe.l_whence = SEEK_SET;
+    probe.l_start = 0;
+    probe.l_len = 1;  // the byte LMDB locks
+    if (fcntl(fd, F_GETLK, &probe) != 0 || probe.l_type == F_UNLCK) break;
+    if (absl::Now() >= deadline) {
+      close(fd);
+      return absl::UnavailableError(absl::StrCat(
+          path, " is locked exclusively by process ", probe.l_pid, " for more than ",
+          absl::FormatDuration(kLockFileWait),
+          "; LMDB cannot open the store until that process lets go of it"));
+    }
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  close(fd);
+  return absl::OkStatus();
+}
+
 StreamInfo MakeStreamInfo(absl::string_view name, const StreamState& state) {
   StreamInfo info;
   info.name = std::string(name);
@@ -197,6 +232,10 @@ absl::StatusOr<std::unique_ptr<Store>> StoreImpl::Open(const std::string& dir,
     Registry().erase(key);
   };
 
+  if (absl::Status s = WaitForLockFile(absl::StrCat(dir, "/", kLogDir)); !s.ok()) {
+    unregister();
+    return s;
+  }
   absl::StatusOr<std::unique_ptr<LmdbEnv>> env =
       LmdbEnv::Open(absl::StrCat(dir, "/", kLogDir), EnvOptionsFor(options, 0));
   if (!env.ok()) {
@@ -276,6 +315,7 @@ absl::StatusOr<LmdbEnv*> StoreImpl::DerivedEnv() {
   // commit instead of two.
   LmdbEnvOptions env_options = EnvOptionsFor(options_, MDB_NOMETASYNC);
   env_options.max_dbs = kDerivedMaxDbs;
+  if (absl::Status s = WaitForLockFile(path); !s.ok()) return s;
   absl::StatusOr<std::unique_ptr<LmdbEnv>> env = LmdbEnv::Open(path, env_options);
   if (!env.ok()) return env.status();
   derived_ = *std::move(env);

@@ -121,6 +121,7 @@ void Worker::Fail(const absl::Status& why) {
 
 absl::Status Worker::Loop() {
   uint64_t known_head = 0;
+  absl::Duration retry_pause = absl::ZeroDuration();  // after a full disk
   while (!stop_.load()) {
     // Read before the tasks and flags are looked at: a Wake() after this
     // point ends the wait below at once (tests/lost_wakeup_test.cc).
@@ -147,12 +148,40 @@ absl::Status Worker::Loop() {
       absl::MutexLock lock(&mu_);
       failed = failed_;
     }
+    // A full disk (ResourceExhausted) is not the projection's fault and
+    // passes: the failed commit wrote nothing, so the batch is simply tried
+    // again, after a pause that doubles up to min(poll interval, 1 s), until
+    // there is room (tests/fault_injection_test.cc).
+    absl::Status disk_full;
     if (!failed) {
       if (absl::Status s = Step(&did_work); !s.ok()) {
-        Fail(s);  // e.g. DataLoss in the log: keep serving, stop applying
+        if (s.code() == absl::StatusCode::kResourceExhausted) {
+          disk_full = s;
+        } else {
+          Fail(s);  // e.g. DataLoss in the log: keep serving, stop applying
+        }
       }
     }
-    if (absl::Status s = DropRetired(&did_work); !s.ok()) return s;
+    if (absl::Status s = DropRetired(&did_work); !s.ok()) {
+      if (s.code() != absl::StatusCode::kResourceExhausted) return s;
+      disk_full = s;
+    }
+    if (!disk_full.ok()) {
+      {
+        absl::MutexLock lock(&mu_);
+        last_error_ = disk_full.ToString();
+        ++errors_;
+        cv_.SignalAll();
+      }
+      retry_pause = std::min(std::max(retry_pause * 2, absl::Milliseconds(10)),
+                             std::min(options_.poll_interval, absl::Seconds(1)));
+      absl::StatusOr<uint64_t> head = store_->WaitForHeadOrCancel(
+          known_head, retry_pause, retry_pause, &stop_, epoch);
+      if (!head.ok()) return head.status();
+      known_head = *head;
+      continue;
+    }
+    retry_pause = absl::ZeroDuration();
     if (did_work) continue;
     {
       absl::MutexLock lock(&mu_);
