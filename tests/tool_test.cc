@@ -55,6 +55,8 @@ TEST(ToolTest, BadUsageExits2WithOneLine) {
     EXPECT_EQ(Lines(r.err).size(), 1u) << r.Describe();
     EXPECT_TRUE(absl::StartsWith(r.err, "rill: ")) << r.err;
   }
+  EXPECT_THAT(RunTool({"frobnicate", dir.path()}).err, HasSubstr("unknown command \"frobnicate\""));
+  EXPECT_EQ(RunTool({"read", dir.path(), "s", "--from", "-5"}).exit_code, 2);
 }
 
 TEST(ToolTest, MissingStoreExits5AndCreatesNothing) {

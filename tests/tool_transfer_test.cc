@@ -178,6 +178,15 @@ TEST(ToolTransferTest, ImportingTwiceConflictsAndAddsNothing) {
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> d, Store::Open(dst));
   RILL_ASSERT_OK_AND_ASSIGN(uint64_t head, d->HeadPosition());
   EXPECT_EQ(head, 47u);
+
+  // A file that cannot be appended from its first line creates no store.
+  const std::string late = dir.Sub("late.jsonl");
+  WriteFile(late, R"({"stream":"s","type":"A","data":{},"version":3})");
+  const std::string fresh = dir.Sub("fresh");
+  ToolRun conflict = RunTool({"import", fresh, late});
+  EXPECT_EQ(conflict.exit_code, 3) << conflict.Describe();
+  EXPECT_THAT(conflict.err, HasSubstr("late.jsonl line 1"));
+  EXPECT_FALSE(fs::exists(fresh));
 }
 
 TEST(ToolTransferTest, VerifyFindsACorruptedRecordAndReadsFailWithDataLoss) {
@@ -215,6 +224,15 @@ TEST(ToolTransferTest, VerifyFindsACorruptedRecordAndReadsFailWithDataLoss) {
   EXPECT_EQ(read.exit_code, 6) << read.Describe();
   EXPECT_EQ(RunTool({"read-all", store, "--json"}).exit_code, 6);
   EXPECT_EQ(RunTool({"read", store, "order-1"}).exit_code, 0) << "other streams still read";
+  // What lies before the damage exports whole (the scan stops at --to), and
+  // imports into a store that verifies.
+  const std::string part = dir.Sub("part.jsonl");
+  ToolRun before = RunTool({"export", store, "--to", "47", "-o", part});
+  ASSERT_EQ(before.exit_code, 0) << before.Describe();
+  EXPECT_THAT(before.out, HasSubstr("exported 47 events"));
+  ASSERT_EQ(RunTool({"import", dir.Sub("rescued"), part}).exit_code, 0);
+  EXPECT_EQ(RunTool({"verify", dir.Sub("rescued")}).exit_code, 0);
+  EXPECT_EQ(RunTool({"export", store, "--to", "48"}).exit_code, 6);
 }
 
 TEST(ToolTransferTest, BackupDuringAppendsOpensAndVerifies) {
@@ -275,7 +293,8 @@ TEST(ToolTransferTest, BackupDuringAppendsOpensAndVerifies) {
   fs::create_directory(taken);
   WriteFile(taken + "/keep.txt", "mine");
   ToolRun refused = RunTool({"backup", store, taken});
-  EXPECT_EQ(refused.exit_code, 1) << refused.Describe();
+  EXPECT_EQ(refused.exit_code, 2) << refused.Describe();
+  EXPECT_THAT(refused.err, HasSubstr("pick a new or empty directory"));
   EXPECT_EQ(ReadFileOrEmpty(taken + "/keep.txt"), "mine");
 }
 

@@ -262,7 +262,11 @@ int RunBench(const BenchArgs& args) {
       result = absl::InvalidArgumentError(absl::StrCat("unknown workload \"", args.workload, "\""));
     }
   }
-  if (!args.keep) fs::remove_all(store_dir, ec);
+  if (!args.keep) {
+    fs::remove_all(store_dir, ec);
+  } else {
+    std::fprintf(stderr, "kept the store at %s\n", store_dir.c_str());
+  }
   if (!result.ok()) return Fail(result.status());
   const double seconds = absl::ToDoubleSeconds(result->elapsed);
   const double rate = seconds > 0 ? result->events / seconds : 0;

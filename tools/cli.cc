@@ -39,6 +39,17 @@ std::unique_ptr<CLI::App> MakeApp(std::function<int()>* action) {
 int Main(int argc, char** argv) {
   Action action;
   std::unique_ptr<CLI::App> app = MakeApp(&action);
+  if (argc > 1 && argv[1][0] != '-') {
+    const std::string name = argv[1];
+    bool known = false;
+    for (const CLI::App* sub : app->get_subcommands([](CLI::App*) { return true; })) {
+      known |= sub->get_name() == name;
+    }
+    if (!known) {
+      std::fprintf(stderr, "rill: unknown command \"%s\"; see `rill --help`\n", name.c_str());
+      return kExitUsage;
+    }
+  }
   try {
     app->parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -93,6 +93,8 @@ class Table {
 std::string TimeText(absl::Time t);
 // RFC 3339 with microseconds, UTC: "2026-11-26T12:00:01.123456Z".
 std::string Rfc3339(absl::Time t);
+// "1 event", "2 events".
+std::string Count(uint64_t n, absl::string_view noun);
 // "12.3 MiB"
 std::string FormatBytes(uint64_t bytes);
 

@@ -18,6 +18,7 @@ namespace fs = std::filesystem;
 
 struct InfoArgs {
   std::string store;
+  bool clear_stale_readers = false;
   bool json = false;
 };
 
@@ -38,6 +39,12 @@ std::string LagText(const ProjectionStatus& p) {
 int RunInfo(const InfoArgs& args) {
   absl::StatusOr<std::unique_ptr<Store>> store = OpenStore(args.store, OpenMode::kRead);
   if (!store.ok()) return Fail(store.status());
+  unsigned cleared = 0;
+  if (args.clear_stale_readers) {
+    absl::StatusOr<unsigned> n = (*store)->ClearStaleReaders();
+    if (!n.ok()) return Fail(n.status());
+    cleared = *n;
+  }
   absl::StatusOr<StoreStats> stats = (*store)->Stats();
   if (!stats.ok()) return Fail(stats.status());
   absl::StatusOr<std::vector<ProjectionStatus>> projections = ReadProjectionStatuses(store->get());
@@ -59,6 +66,10 @@ int RunInfo(const InfoArgs& args) {
     j["durability"] = "per process; default durable (fsync on commit)";
     j["readers_in_use"] = stats->readers_in_use;
     j["max_readers"] = stats->max_readers;
+    j["stale_readers"] = stats->stale_readers;
+    j["oldest_reader_lag"] = stats->oldest_reader_lag;
+    j["oldest_reader_pid"] = stats->oldest_reader_pid;
+    if (args.clear_stale_readers) j["stale_readers_cleared"] = cleared;
     Json ps = Json::array();
     for (const ProjectionStatus& p : *projections) {
       ps.push_back({{"name", p.name},
@@ -84,7 +95,14 @@ int RunInfo(const InfoArgs& args) {
                                   FormatBytes(stats->used_bytes), " in use)")});
   t.Add({"map size", FormatBytes(stats->map_size)});
   t.Add({"durability", "per process; default durable (fsync on commit)"});
-  t.Add({"reader slots", absl::StrCat(stats->readers_in_use, " of ", stats->max_readers)});
+  t.Add({"reader slots", absl::StrCat(stats->readers_in_use, " of ", stats->max_readers, " in use, ",
+                                      stats->stale_readers, " stale (dead processes)")});
+  if (stats->oldest_reader_pid != 0) {
+    t.Add({"oldest reader", absl::StrCat("pid ", stats->oldest_reader_pid, ", ",
+                                         stats->oldest_reader_lag,
+                                         " commits behind (pages it sees cannot be reused)")});
+  }
+  if (args.clear_stale_readers) t.Add({"stale slots cleared", absl::StrCat(cleared)});
   t.Add({"projections", absl::StrCat(projections->size())});
   t.Print();
   if (!projections->empty()) {
@@ -144,6 +162,8 @@ void AddInfoCommands(CLI::App& app, Action* action) {
               "reader slots, and each projection with its lag");
   info->add_option("STORE", info_args->store, "store directory")->required();
   info->add_flag("--json", info_args->json, "one JSON document instead of a table");
+  info->add_flag("--clear-stale-readers", info_args->clear_stale_readers,
+                 "first free the reader slots of dead processes (safe while the store is in use)");
   info->footer("Example:\n  rill info /var/lib/orders\n  rill info /var/lib/orders --json");
   info->callback([info_args, action] { *action = [info_args] { return RunInfo(*info_args); }; });
 

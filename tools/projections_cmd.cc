@@ -118,7 +118,7 @@ int WaitForSwap(const ProjArgs& args, uint64_t from_generation, uint64_t target,
     if (st->has_value()) {
       const ProjectionStatus& p = **st;
       if (p.state == ProjectionState::kFailed) {
-        return Fail(absl::AbortedError(absl::StrCat("projection \"", args.name,
+        return Fail(absl::UnknownError(absl::StrCat("projection \"", args.name,
                                                     "\" failed while rebuilding: ", p.last_error)),
                     "fix the projection, then rebuild again");
       }
@@ -266,7 +266,8 @@ int RunDrop(const ProjArgs& args) {
   for (uint64_t pos : *targets) {
     if (absl::Status s = DropParkedEvent(store->get(), args.name, pos); !s.ok()) return Fail(s);
   }
-  PrintLine(absl::StrCat("dropped ", targets->size(), " parked events of \"", args.name, "\""));
+  PrintLine(absl::StrCat("dropped ", Count(targets->size(), "parked event"), " of \"", args.name,
+                         "\""));
   return kExitOk;
 }
 
@@ -295,12 +296,17 @@ int RunRetry(const ProjArgs& args) {
     if (s.ok()) {
       ++retried;
     } else if (first_error.ok()) {
-      first_error = absl::Status(s.code(), absl::StrCat("position ", pos, ": ", s.message()));
+      // The projection's own error (its code says nothing about this tool's
+      // usage), or NotFound when the event is no longer parked.
+      const absl::StatusCode code = s.code() == absl::StatusCode::kNotFound
+                                        ? absl::StatusCode::kNotFound
+                                        : absl::StatusCode::kUnknown;
+      first_error = absl::Status(code, absl::StrCat("position ", pos, ": ", s.message()));
     }
   }
   (*runner)->Stop();
-  PrintLine(absl::StrCat("retried ", retried, " of ", targets->size(), " parked events of \"",
-                         args.name, "\""));
+  PrintLine(absl::StrCat("retried ", retried, " of ", Count(targets->size(), "parked event"),
+                         " of \"", args.name, "\""));
   if (!first_error.ok()) return Fail(first_error, "the event stays parked");
   return kExitOk;
 }

@@ -129,7 +129,8 @@ void AddReadCommands(CLI::App& app, Action* action) {
   read->add_option("STORE", r->store, "store directory")->required();
   read->add_option("STREAM", r->stream, "stream name")->required();
   read->add_option("--from", r->from, "first stream version to read (default: the first, or "
-                                      "the last with --backward)");
+                                      "the last with --backward)")
+      ->check(CLI::NonNegativeNumber);
   read->add_flag("--backward", r->backward, "newest first");
   read->add_option("--limit", r->limit, "at most N events (0: all)");
   read->add_flag("--json", r->json, "JSON lines, one event per line");

@@ -1,4 +1,5 @@
 // rill snapshots, rill snapshots prune.
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -58,17 +59,25 @@ int RunPrune(const SnapArgs& args) {
   if (args.keep < 1) {
     return Fail(absl::InvalidArgumentError("--keep must be at least 1"));
   }
-  absl::StatusOr<std::unique_ptr<Store>> store = OpenStore(args.store, OpenMode::kWrite);
+  // A store without derived data has no snapshots: nothing to open (and
+  // nothing to create) for writing.
+  std::error_code ec;
+  const bool has_derived = std::filesystem::exists(args.store + "/derived/data.mdb", ec);
+  absl::StatusOr<std::unique_ptr<Store>> store =
+      OpenStore(args.store, has_derived ? OpenMode::kWrite : OpenMode::kRead);
   if (!store.ok()) return Fail(store.status());
-  absl::StatusOr<std::unique_ptr<SnapshotStore>> snaps = SnapshotStore::Open(store->get());
-  if (!snaps.ok()) return Fail(snaps.status());
-  absl::StatusOr<size_t> deleted = (*snaps)->Prune(args.stream, args.keep);
+  absl::StatusOr<size_t> deleted = size_t{0};
+  if (has_derived) {
+    absl::StatusOr<std::unique_ptr<SnapshotStore>> snaps = SnapshotStore::Open(store->get());
+    if (!snaps.ok()) return Fail(snaps.status());
+    deleted = (*snaps)->Prune(args.stream, args.keep);
+  }
   if (!deleted.ok()) return Fail(deleted.status());
   if (args.json) {
     PrintLine(Json{{"deleted", *deleted}, {"keep", args.keep}}.dump());
   } else {
-    PrintLine(absl::StrCat("deleted ", *deleted, " snapshots; kept the newest ", args.keep,
-                           " of ", args.stream.empty() ? "each stream" : args.stream));
+    PrintLine(absl::StrCat("deleted ", Count(*deleted, "snapshot"), "; kept the newest ",
+                           args.keep, " of ", args.stream.empty() ? "each stream" : args.stream));
   }
   return kExitOk;
 }

@@ -13,6 +13,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common.h"
 #include "event_json.h"
@@ -54,12 +55,15 @@ int RunExport(const ExportArgs& args) {
   Progress progress("export", to >= from ? to - from + 1 : 0);
   uint64_t exported = 0, first = 0, last = 0;
   int write_error = 0;
+  // Unfiltered, with a limit: the scan reads no record past `to` (a damaged
+  // record after the range must not fail the export of the range).
   ReadOptions options;
-  options.filter.stream_prefix = args.prefix;
+  options.limit = to >= from ? to - from + 1 : 0;
   absl::Status s;
   if (from <= to) {
     s = (*store)->ScanAll(from, options, [&](const EventView& e) {
       if (e.position() > to) return false;
+      if (!absl::StartsWith(e.stream(), args.prefix)) return true;
       std::string line = EventJsonLine(e);
       line.push_back('\n');
       if (std::fwrite(line.data(), 1, line.size(), out) != line.size()) {
@@ -83,12 +87,15 @@ int RunExport(const ExportArgs& args) {
       std::error_code ec;
       fs::remove(args.output, ec);
     }
-    return Fail(write_error != 0 ? WriteErrno(write_error, out_name) : s);
+    if (write_error != 0) {
+      return Fail(WriteErrno(write_error, out_name), "free disk space and export again");
+    }
+    return Fail(s);
   }
   const std::string summary =
       exported == 0 ? absl::StrCat("exported 0 events to ", out_name)
-                    : absl::StrCat("exported ", exported, " events (positions ", first, "..",
-                                   last, ") to ", out_name);
+                    : absl::StrCat("exported ", Count(exported, "event"), " (positions ", first,
+                                   "..", last, ") to ", out_name);
   if (to_file) {
     PrintLine(summary);
   } else {
@@ -151,7 +158,8 @@ absl::StatusOr<uint64_t> CheckFile(const std::string& path) {
 // parts of distinct streams in one AppendMulti; a stream seen again starts
 // the next request (so events keep their order, and positions match the
 // file's when the store was empty).
-absl::Status ImportBatch(Store* store, const std::vector<Line>& lines, uint64_t* imported) {
+absl::Status ImportBatch(Store* store, const std::string& file, const std::vector<Line>& lines,
+                         uint64_t* imported) {
   std::vector<StreamAppend> request;
   std::vector<size_t> first_lines;
   absl::flat_hash_set<std::string> in_request;
@@ -160,8 +168,9 @@ absl::Status ImportBatch(Store* store, const std::vector<Line>& lines, uint64_t*
     absl::StatusOr<std::vector<AppendResult>> r = store->AppendMulti(request);
     if (!r.ok()) {
       return absl::Status(r.status().code(),
-                          absl::StrCat("line ", first_lines.front(), ": ", r.status().message(),
-                                       "; the ", *imported, " events before it were imported"));
+                          absl::StrCat(file, " line ", first_lines.front(), ": ",
+                                       r.status().message(), "; the ", Count(*imported, "event"),
+                                       " before it were imported"));
     }
     for (const StreamAppend& a : request) *imported += a.events.size();
     request.clear();
@@ -190,15 +199,30 @@ absl::Status ImportBatch(Store* store, const std::vector<Line>& lines, uint64_t*
   return submit();
 }
 
+int ImportInto(const ImportArgs& args, uint64_t total, Store* store, uint64_t* imported);
+
 int RunImport(const ImportArgs& args) {
   absl::StatusOr<uint64_t> total = CheckFile(args.file);
   if (!total.ok()) return Fail(total.status());
-  absl::StatusOr<std::unique_ptr<Store>> store = OpenStore(args.store, OpenMode::kCreate);
-  if (!store.ok()) return Fail(store.status());
+  std::error_code ec;
+  const bool existed = fs::exists(args.store, ec);
+  uint64_t imported = 0;
+  int code;
+  {
+    absl::StatusOr<std::unique_ptr<Store>> store = OpenStore(args.store, OpenMode::kCreate);
+    if (!store.ok()) return Fail(store.status());
+    code = ImportInto(args, *total, store->get(), &imported);
+  }
+  // A store this import created and could not put anything into goes away.
+  if (code != kExitOk && imported == 0 && !existed) fs::remove_all(args.store, ec);
+  return code;
+}
+
+int ImportInto(const ImportArgs& args, uint64_t total, Store* store, uint64_t* imported_out) {
   std::ifstream in(args.file);
   if (!in) return Fail(absl::NotFoundError(absl::StrCat("cannot open ", args.file)));
-  Progress progress("import", *total);
-  uint64_t imported = 0;
+  Progress progress("import", total);
+  uint64_t& imported = *imported_out;
   std::vector<Line> batch;
   std::string text;
   const size_t batch_size = std::max<size_t>(args.batch, 1);
@@ -212,16 +236,16 @@ int RunImport(const ImportArgs& args) {
     }
     batch.push_back(Line{n, *std::move(e)});
     if (batch.size() >= batch_size) {
-      if (absl::Status s = ImportBatch(store->get(), batch, &imported); !s.ok()) return Fail(s);
+      if (absl::Status s = ImportBatch(store, args.file, batch, &imported); !s.ok()) return Fail(s);
       batch.clear();
       progress.Update(imported);
     }
   }
-  if (absl::Status s = ImportBatch(store->get(), batch, &imported); !s.ok()) return Fail(s);
-  absl::StatusOr<uint64_t> head = (*store)->HeadPosition();
+  if (absl::Status s = ImportBatch(store, args.file, batch, &imported); !s.ok()) return Fail(s);
+  absl::StatusOr<uint64_t> head = store->HeadPosition();
   if (!head.ok()) return Fail(head.status());
-  PrintLine(absl::StrCat("imported ", imported, " events from ", args.file, "; head position ",
-                         *head));
+  PrintLine(absl::StrCat("imported ", Count(imported, "event"), " from ", args.file,
+                         "; head position ", *head));
   return kExitOk;
 }
 

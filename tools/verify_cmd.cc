@@ -131,6 +131,13 @@ int RunBackup(const BackupArgs& args) {
     };
     result = BackupStore(store->get(), args.dest, options);
   }
+  if (result.status().code() == absl::StatusCode::kFailedPrecondition) {
+    Fail(result.status(), "pick a new or empty directory");
+    return kExitUsage;
+  }
+  if (result.status().code() == absl::StatusCode::kResourceExhausted) {
+    return Fail(result.status(), "free space on the destination's disk and back up again");
+  }
   if (!result.ok()) return Fail(result.status());
   if (args.json) {
     Json j{{"dest", args.dest},

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <thread>
@@ -130,6 +131,7 @@ class Verifier {
       if (!record.ok()) {
         Problem(std::string(record.status().message()));
         if (position <= positions_.size()) positions_[position - 1].stream_id = kUnreadable;
+        unreadable_.push_back(position);
         continue;
       }
       EventView event(*record);
@@ -143,7 +145,13 @@ class Verifier {
       auto [it, inserted] = streams_.try_emplace(event.stream());
       StreamAcc& acc = it->second;
       if (inserted) acc.first_position = position;
-      if (version != acc.next_version) {
+      // A version skipped where an unreadable event lies between this one
+      // and the stream's previous one is that event: reported already.
+      const bool explained =
+          version > acc.next_version &&
+          std::upper_bound(unreadable_.begin(), unreadable_.end(), acc.last_position) !=
+              unreadable_.end();
+      if (version != acc.next_version && !explained) {
         Problem(absl::StrCat("stream \"", event.stream(), "\" has version ", version,
                              " at position ", position, " where version ", acc.next_version,
                              " was due"));
@@ -290,6 +298,7 @@ class Verifier {
   uint64_t done_ = 0;
   absl::flat_hash_map<std::string, StreamAcc> streams_;
   std::vector<PositionInfo> positions_;
+  std::vector<uint64_t> unreadable_;  // positions of unreadable events, ascending
 };
 
 absl::StatusOr<internal::StoreImpl*> Impl(Store* store) {
