@@ -218,7 +218,7 @@ TEST(ToolTransferTest, VerifyFindsACorruptedRecordAndReadsFailWithDataLoss) {
   ToolRun bad = RunTool({"verify", store});
   EXPECT_EQ(bad.exit_code, 6) << bad.Describe();
   EXPECT_THAT(bad.out, HasSubstr("PROBLEM: event at position 48 fails its checksum"));
-  EXPECT_THAT(bad.out, HasSubstr("1 problems found"));
+  EXPECT_THAT(bad.out, HasSubstr("1 problem found"));
   EXPECT_EQ(Lines(bad.err).size(), 1u);
   ToolRun read = RunTool({"read", store, "victim"});
   EXPECT_EQ(read.exit_code, 6) << read.Describe();

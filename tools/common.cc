@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -152,7 +153,9 @@ std::string Rfc3339(absl::Time t) {
 }
 
 std::string Count(uint64_t n, absl::string_view noun) {
-  return absl::StrCat(n, " ", noun, n == 1 ? "" : "s");
+  if (n == 1) return absl::StrCat(n, " ", noun);
+  if (absl::EndsWith(noun, "y")) return absl::StrCat(n, " ", noun.substr(0, noun.size() - 1), "ies");
+  return absl::StrCat(n, " ", noun, "s");
 }
 
 std::string FormatBytes(uint64_t bytes) {

@@ -88,23 +88,24 @@ int RunVerify(const VerifyArgs& args) {
            {"problems", report->problems}};
     PrintLine(j.dump(2, ' ', false, Json::error_handler_t::replace));
   } else {
-    PrintLine(absl::StrCat("checked ", report->events, " events, ", report->streams,
-                           " streams, ", report->index_entries, " index entries, ",
-                           report->idempotency_keys, " idempotency keys, ", projections,
-                           " projections, ", snapshots, " snapshots (head ",
-                           report->head_position, ")"));
+    PrintLine(absl::StrCat("checked ", Count(report->events, "event"), ", ",
+                           Count(report->streams, "stream"), ", ",
+                           Count(report->index_entries, "index entry"), ", ",
+                           Count(report->idempotency_keys, "idempotency key"), ", ",
+                           Count(projections, "projection"), ", ", Count(snapshots, "snapshot"),
+                           " (head ", report->head_position, ")"));
     for (const std::string& p : report->problems) PrintLine(absl::StrCat("PROBLEM: ", p));
     if (report->problem_count > report->problems.size()) {
       PrintLine(absl::StrCat("... and ", report->problem_count - report->problems.size(),
                              " more problems"));
     }
-    PrintLine(report->ok() ? "OK" : absl::StrCat(report->problem_count, " problems found"));
+    PrintLine(report->ok() ? "OK" : absl::StrCat(Count(report->problem_count, "problem"), " found"));
   }
   if (!report->ok()) {
     std::fprintf(stderr,
-                 "rill: %s has %llu problems; restore it from a backup (`rill backup`) or keep "
+                 "rill: %s has %s; restore it from a backup (`rill backup`) or keep "
                  "the readable part with `rill export` + `rill import`\n",
-                 args.store.c_str(), static_cast<unsigned long long>(report->problem_count));
+                 args.store.c_str(), Count(report->problem_count, "problem").c_str());
     return kExitCorrupt;
   }
   return kExitOk;
