@@ -235,6 +235,25 @@ TEST(ToolTransferTest, VerifyFindsACorruptedRecordAndReadsFailWithDataLoss) {
   EXPECT_EQ(RunTool({"export", store, "--to", "48"}).exit_code, 6);
 }
 
+TEST(ToolTransferTest, ATruncatedDataFileIsCorruptionNotACrash) {
+  TempDir dir;
+  const std::string store = dir.Sub("s");
+  {
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> s, Store::Open(store));
+    for (int i = 0; i < 5; ++i) Fill(s.get(), VariedEvents());
+  }
+  const std::string data = store + "/log/data.mdb";
+  const uintmax_t size = fs::file_size(data);
+  ASSERT_GT(size, 64u << 10);
+  fs::resize_file(data, 16 << 10);  // the meta pages and a little more
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"verify", store}, {"info", store}, {"read-all", store}, {"export", store}}) {
+    ToolRun r = RunTool(args);
+    EXPECT_EQ(r.exit_code, 6) << args[0] << ": " << r.Describe();
+    EXPECT_EQ(Lines(r.err).size(), 1u) << r.Describe();
+  }
+}
+
 TEST(ToolTransferTest, BackupDuringAppendsOpensAndVerifies) {
   TempDir dir;
   const std::string store = dir.Sub("s");
