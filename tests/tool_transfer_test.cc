@@ -88,9 +88,9 @@ TEST(ToolTransferTest, ExportThenImportReproducesEveryEvent) {
   EXPECT_FALSE(first.contains("data_encoding"));
   EXPECT_EQ(Json::parse(lines[1])["data_encoding"], "base64");  // the multi-line one
 
-  ToolRun imp = RunTool({"import", dst, file});
+  ToolRun imp = RunTool({"import", dst, file, "--json"});
   ASSERT_EQ(imp.exit_code, 0) << imp.Describe();
-  EXPECT_THAT(imp.out, HasSubstr("imported 47 events"));
+  EXPECT_EQ(Json::parse(imp.out), Json::parse(R"({"imported":47,"head_position":47})"));
 
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> d, Store::Open(dst));
   RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> want, s->ReadAll(1));

@@ -108,6 +108,7 @@ struct ImportArgs {
   std::string store;
   std::string file;
   size_t batch = 1000;
+  bool json = false;
 };
 
 struct Line {
@@ -244,8 +245,12 @@ int ImportInto(const ImportArgs& args, uint64_t total, Store* store, uint64_t* i
   if (absl::Status s = ImportBatch(store, args.file, batch, &imported); !s.ok()) return Fail(s);
   absl::StatusOr<uint64_t> head = store->HeadPosition();
   if (!head.ok()) return Fail(head.status());
-  PrintLine(absl::StrCat("imported ", Count(imported, "event"), " from ", args.file,
-                         "; head position ", *head));
+  if (args.json) {
+    PrintLine(absl::StrCat(R"({"imported":)", imported, R"(,"head_position":)", *head, "}"));
+  } else {
+    PrintLine(absl::StrCat("imported ", Count(imported, "event"), " from ", args.file,
+                           "; head position ", *head));
+  }
   return kExitOk;
 }
 
@@ -271,6 +276,7 @@ void AddTransferCommands(CLI::App& app, Action* action) {
   imp->add_option("STORE", i->store, "store directory")->required();
   imp->add_option("FILE", i->file, "JSON lines, one event per line")->required();
   imp->add_option("--batch", i->batch, "events per atomic append (default 1000)");
+  imp->add_flag("--json", i->json, "print the result as JSON");
   imp->footer(
       "The whole file is checked first: a malformed line (named by its number), a repeated "
       "event id or a gap in a stream's versions imports nothing. Lines carrying \"version\" "
