@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <sys/resource.h>
-#include <unistd.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
@@ -17,17 +16,6 @@ namespace {
 
 // A short write with less room than this left is taken for a full disk.
 constexpr uint64_t kDiskFullSlack = uint64_t{64} << 20;
-
-// ReserveAhead: how far past the last used page the data file is kept
-// written (a quarter of the used size, between 1 and 16 MiB: the file is at
-// most 25% larger than its data), when it is extended (half of that left) and
-// up to which average growth per commit. Zeros cost one extra write of each
-// byte once; they save persisting the file size and allocation (~0.1 ms here) per fdatasync: worth
-// it while a commit adds a few KiB, not once it adds tens (zeroing 16 MiB
-// ahead then costs about what it saves, in one latency spike).
-constexpr uint64_t kReserveMinBytes = uint64_t{1} << 20;
-constexpr uint64_t kReserveMaxBytes = uint64_t{16} << 20;
-constexpr double kReserveMaxGrowth = 16 << 10;
 
 }  // namespace
 
@@ -283,53 +271,6 @@ size_t LmdbEnv::map_size() {
   mdb_env_info(env_, &info);
   resize_mu_.SharedDone(hold);
   return info.me_mapsize;
-}
-
-void LmdbEnv::ReserveAhead() {
-  MDB_envinfo info;
-  MDB_stat stat;
-  int fd = -1;
-  if (mdb_env_info(env_, &info) != 0 || mdb_env_stat(env_, &stat) != 0 ||
-      mdb_env_get_fd(env_, &fd) != 0 || fd < 0) {
-    return;
-  }
-  const uint64_t used = (static_cast<uint64_t>(info.me_last_pgno) + 1) * stat.ms_psize;
-  if (reserve_last_used_ != 0 && used >= reserve_last_used_) {
-    const double growth = static_cast<double>(used - reserve_last_used_);
-    reserve_growth_ = reserve_growth_ == 0 ? growth : 0.9 * reserve_growth_ + 0.1 * growth;
-  }
-  reserve_last_used_ = used;
-  if (reserve_growth_ > kReserveMaxGrowth) return;
-  struct stat st;
-  if (fstat(fd, &st) != 0) return;
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
-  const uint64_t ahead = std::clamp(used / 4, kReserveMinBytes, kReserveMaxBytes);
-  if (size >= used + ahead / 2 || size < reserve_retry_after_) return;
-  const uint64_t target = std::min<uint64_t>(used + ahead, info.me_mapsize);
-  if (target <= size) return;
-  struct rlimit limit;
-  if (getrlimit(RLIMIT_FSIZE, &limit) != 0 || limit.rlim_cur != RLIM_INFINITY) return;
-  struct statvfs vfs;
-  if (statvfs(path_.c_str(), &vfs) != 0 ||
-      static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize < (target - size) + 2 * kDiskFullSlack) {
-    return;
-  }
-  static const std::vector<char> zeros(size_t{1} << 20, 0);
-  bool ok = true;
-  for (uint64_t at = size; ok && at < target;) {
-    const size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), target - at));
-    const ssize_t w = pwrite(fd, zeros.data(), n, static_cast<off_t>(at));
-    ok = w > 0;
-    if (ok) at += static_cast<uint64_t>(w);
-  }
-  if (ok) ok = fdatasync(fd) == 0;
-  if (!ok) {
-    // Leave the file as it was; try again only once it has grown past this.
-    if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
-      // The zeros stay: harmless, LMDB overwrites them as the log grows.
-    }
-    reserve_retry_after_ = size + ahead;
-  }
 }
 
 absl::StatusOr<MDB_dbi> LmdbEnv::OpenDb(const char* name, bool create) {

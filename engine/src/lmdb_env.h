@@ -120,20 +120,6 @@ class LmdbEnv {
   // Current map size in bytes.
   size_t map_size();
 
-  // Keeps the data file written (with zeros) and synced some way past its
-  // last used page while commits are small, so that a commit's fdatasync
-  // overwrites allocated blocks instead of growing the file: growing makes
-  // every fdatasync also persist filesystem metadata (the new size and
-  // blocks), which on ext4 here more than doubles its cost (see
-  // docs/architecture.md, "Durable commits"). Does nothing while commits are
-  // large (the zeros would cost more than they save), with a finite
-  // RLIMIT_FSIZE, or when the disk is nearly full; a failed extension is
-  // undone and not retried until the file has grown. Never past the map.
-  // REQUIRES: the caller holds a write transaction of this env (LMDB's
-  // writer lock: nobody else writes past the end meanwhile), opened before
-  // anything was written in it.
-  void ReserveAhead();
-
  private:
   friend class Txn;
   LmdbEnv(MDB_env* env, std::string path, const LmdbEnvOptions& options)
@@ -167,10 +153,6 @@ class LmdbEnv {
   };
   ResizeLock resize_mu_;
   absl::Mutex dbi_mu_;
-  // ReserveAhead's state; only touched under LMDB's writer lock.
-  uint64_t reserve_last_used_ = 0;     // used bytes seen by the last call
-  double reserve_growth_ = 0;          // moving average of growth per call
-  uint64_t reserve_retry_after_ = 0;   // after a failure: file size to wait for
 };
 
 }  // namespace rill::internal

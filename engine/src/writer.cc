@@ -80,7 +80,6 @@ void Writer::ProcessBatch(std::vector<AppendRequest*>& batch) {
       failure = txn.status();
       break;
     }
-    if (options_.durability == Durability::kDurable && attempt == 0) env_->ReserveAhead();
     uint64_t head = 0;
     int64_t last_recorded_us = 0;
     {
