@@ -87,9 +87,18 @@ def busy(machine):
     return why
 
 
+def run_time(machine):
+    """ISO time of the run (the machine probe's), or now."""
+    try:
+        t = datetime.datetime.strptime(machine["date"], "%Y-%m-%d %H:%M UTC")
+        return t.replace(tzinfo=datetime.timezone.utc).isoformat()
+    except (KeyError, ValueError):
+        return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def write_json(args, machine, res):
     out = {
-        "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "when": run_time(machine),
         "commit": machine.get("commit"),
         "quick": bool(args.quick),
         "machine": {
@@ -224,7 +233,7 @@ def render(args, machine, res, snap):
     w(f"| Kernel / compiler | {machine.get('kernel', '?')} / {machine.get('compiler', '?')} |")
     w(f"| LMDB | {machine.get('lmdb', '?')} (Debian) |")
     w(f"| SQLite | {args.sqlite_version} (Debian libsqlite3) |")
-    w(f"| PostgreSQL | {args.pg_version} (Debian), {args.pg_settings.replace(';', ', ')} |")
+    w(f"| PostgreSQL | {args.pg_version}; {args.pg_settings.replace(';', ', ')} |")
     w(f"| Message DB | {args.mdb_version} (npm `@eventide/message-db`) |")
 
     # Systems.
@@ -447,10 +456,19 @@ def fill(text, res, machine):
         if kind in ("p50", "p99"):
             r = res.get((a, b))
             return rr._fmt_us(r.get(f"{kind}_us")) if r else "—"
+        if kind == "xxh3" or kind == "xxh3ratio":
+            r = res.get(("read_all", "lmdb")) or {}
+            v = r.get("events_per_s_xxh3")
+            if kind == "xxh3":
+                return rr._fmt_rate(v)
+            own = rate(res, "read_all", "rill")
+            return fmt_ratio(own / v if own and v else None)
         if kind == "fsync":
             f = machine.get(a) or {}
             return f"{f.get('p50_us', 0):.0f} µs"
         return m.group(0)
+    text = re.sub(r"\{(xxh3|xxh3ratio)\}", lambda m: sub(re.match(r"(\w+)()()", m.group(1))),
+                  text)
     return re.sub(r"\{(rate|ratio|p50|p99|fsync):([a-z0-9_]+):?([a-z0-9_]*)\}", sub, text)
 
 
@@ -471,7 +489,17 @@ def main():
     ap.add_argument("--pg-settings", default="")
     ap.add_argument("--mdb-version", default="?")
     ap.add_argument("--sqlite-version", default="?")
+    ap.add_argument("--meta", help="JSON with pg_version, pg_settings, mdb_version, "
+                    "sqlite_version, rt (bench/compare writes it next to the raw results); "
+                    "fills in what the flags above do not give")
     args = ap.parse_args()
+    if args.meta and os.path.exists(args.meta):
+        with open(args.meta) as f:
+            meta = json.load(f)
+        for k in ("pg_version", "pg_settings", "mdb_version", "sqlite_version"):
+            if getattr(args, k) in ("?", "") and meta.get(k):
+                setattr(args, k, meta[k])
+        args.rt = args.rt or bool(meta.get("rt"))
     with open(args.machine) as f:
         machine = json.load(f)
     res = load_peers(args.peers)
