@@ -11,6 +11,7 @@
 #define RILL_TESTS_PROJECTOR_DEFS_H_
 
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <optional>
 #include <string>
@@ -120,7 +121,9 @@ inline ProjectionDef ParkingProjection(uint32_t version = 1) {
   def.max_attempts = 2;
   def.retry_backoff = absl::Milliseconds(1);
   def.apply = [](const EventView& e, ReadModelTxn& txn) -> absl::Status {
-    if (e.position() % kPoisonEvery == 0) {
+    // RILL_TEST_HEALED in the environment: the poison is gone (a fixed
+    // deployment), so a retry of the parked events succeeds.
+    if (e.position() % kPoisonEvery == 0 && std::getenv("RILL_TEST_HEALED") == nullptr) {
       return absl::InternalError(
           absl::StrCat("poison at position ", e.position()));
     }

@@ -117,15 +117,18 @@ TEST(ToolProjectionTest, ProjectionCommandsNextToARunningServiceAndAfterIt) {
   EXPECT_NE(after["generation"].get<uint64_t>(), gen0);
   EXPECT_EQ(after["checkpoint"], 60);
 
-  // Reset and retry need the projection stopped (retry also its code).
+  // Reset needs the projection stopped.
   ToolRun reset_running = RunTool({"projections", "reset", store, "ledger"});
   EXPECT_EQ(reset_running.exit_code, 1) << reset_running.Describe();
   EXPECT_THAT(reset_running.err, HasSubstr("running in another process"));
-  EXPECT_EQ(RunTool({"projections", "retry", store, "parking", "--all"}).exit_code, 2);
-  EXPECT_EQ(RunTool({"projections", "retry", store, "parking", "--all", "--plugin",
-                     RILL_TOOL_PLUGIN})
-                .exit_code,
-            1);
+  // Retry through the service: its code still fails on the poison event, so
+  // the event stays parked with one more attempt (the plugin is not used).
+  ToolRun retry_running = RunTool(
+      {"projections", "retry", store, "parking", "26", "--plugin", RILL_TOOL_PLUGIN});
+  EXPECT_EQ(retry_running.exit_code, 1) << retry_running.Describe();
+  EXPECT_THAT(retry_running.out, HasSubstr("asked the running service"));
+  EXPECT_THAT(retry_running.out, HasSubstr("retried 0 of 1 parked event"));
+  EXPECT_THAT(retry_running.err, HasSubstr("poison at position 26"));
 
   // Dead letters: every 13th position is poison for "parking".
   ToolRun parked = RunTool({"projections", "parked", store, "parking", "--json"});
@@ -135,6 +138,7 @@ TEST(ToolProjectionTest, ProjectionCommandsNextToARunningServiceAndAfterIt) {
   for (const Json& p : parked_json["parked"]) {
     positions.push_back(p["position"].get<uint64_t>());
     EXPECT_THAT(p["error"].get<std::string>(), HasSubstr("poison"));
+    EXPECT_EQ(p["attempts"], p["position"] == 26 ? 3 : 2) << p;  // 26 was retried once more
   }
   EXPECT_EQ(positions, (std::vector<uint64_t>{13, 26, 39, 52}));
   EXPECT_EQ(RunTool({"projections", "drop", store, "parking", "13"}).exit_code, 0);
@@ -142,20 +146,23 @@ TEST(ToolProjectionTest, ProjectionCommandsNextToARunningServiceAndAfterIt) {
   EXPECT_EQ(RunTool({"projections", "drop", store, "parking"}).exit_code, 2);
   EXPECT_EQ(RunTool({"projections", "parked", store, "nope"}).exit_code, 5);
   EXPECT_EQ(StatusOf(store, "parking")["parked"], 3);
+  EXPECT_EQ(RunTool({"projections", "retry", store, "parking", "13"}).exit_code, 5);
 
   service->CloseStdin();
   EXPECT_TRUE(ExitedWithCode(service->Wait(), 0)) << ReadFileOrEmpty(dir.Sub("service.err"));
   EXPECT_EQ(ReadFileOrEmpty(violations), "");
   EXPECT_EQ(StatusOf(store, "ledger")["state"], "stopped");
+  EXPECT_EQ(RunTool({"projections", "retry", store, "parking", "--all"}).exit_code, 2)
+      << "nobody runs it and no plugin";
 
-  // Retry with the (now healed) code of the plugin: all three leave.
+  // Retry with the (now healed) code of the plugin: the event leaves.
   ToolOptions healed;
-  healed.env = {"RILL_TEST_PLUGIN_HEALED=1"};
+  healed.env = {"RILL_TEST_HEALED=1"};
   ToolRun retry = RunTool(
-      {"projections", "retry", store, "parking", "--all", "--plugin", RILL_TOOL_PLUGIN}, healed);
+      {"projections", "retry", store, "parking", "39", "--plugin", RILL_TOOL_PLUGIN}, healed);
   ASSERT_EQ(retry.exit_code, 0) << retry.Describe();
-  EXPECT_THAT(retry.out, HasSubstr("retried 3 of 3"));
-  EXPECT_EQ(StatusOf(store, "parking")["parked"], 0);
+  EXPECT_THAT(retry.out, HasSubstr("retried 1 of 1 parked event"));
+  EXPECT_EQ(StatusOf(store, "parking")["parked"], 2);
 
   // Reset when stopped: gone from the catalog, then rebuilt in-process.
   ToolRun reset = RunTool({"projections", "reset", store, "ledger"});
@@ -180,11 +187,18 @@ TEST(ToolProjectionTest, ProjectionCommandsNextToARunningServiceAndAfterIt) {
   // invariant checker this time: the healed retry applied parking's poison
   // events, which its checker counts as a violation.)
   const uint64_t typed_gen = StatusOf(store, "typed")["generation"].get<uint64_t>();
+  // This time the service runs healed code (RILL_TEST_HEALED, inherited).
+  setenv("RILL_TEST_HEALED", "1", 1);
   RILL_ASSERT_OK_AND_ASSIGN(
       service, ChildProcess::Start("projector_child", {"dir=" + store, "mode=run", "set=crash"},
                                    dir.Sub("service2.err")));
+  unsetenv("RILL_TEST_HEALED");
   RILL_ASSERT_OK_AND_ASSIGN(ready, service->ReadLine(kLong));
   ASSERT_EQ(ready, "ready");
+  ToolRun retried = RunTool({"projections", "retry", store, "parking", "--all"});
+  ASSERT_EQ(retried.exit_code, 0) << retried.Describe();
+  EXPECT_THAT(retried.out, HasSubstr("retried 2 of 2 parked events"));
+  EXPECT_EQ(StatusOf(store, "parking")["parked"], 0);
   EXPECT_TRUE(WaitUntil(
       [&] {
         Json st = StatusOf(store, "typed");

@@ -1,23 +1,11 @@
 // A projection plugin for the admin tool's tests (`--plugin`): the projections
-// of projector_defs.h. With RILL_TEST_PLUGIN_HEALED=1 in the environment the
-// "parking" projection no longer fails on its poison positions, so a retry of
-// its parked events succeeds.
-#include <cstdlib>
+// of projector_defs.h (with RILL_TEST_HEALED=1 in the environment the
+// "parking" projection no longer fails on its poison positions).
 #include <vector>
 
 #include "projector_defs.h"
 #include "rill/projection.h"
 
 extern "C" void rill_register_projections(std::vector<rill::ProjectionDef>* out) {
-  using namespace rill::testing;
-  out->push_back(LedgerProjection(1));
-  out->push_back(TypedProjection());
-  rill::ProjectionDef parking = ParkingProjection();
-  if (std::getenv("RILL_TEST_PLUGIN_HEALED") != nullptr) {
-    parking.apply = [](const rill::EventView& e, rill::ReadModelTxn& txn) -> absl::Status {
-      if (absl::Status s = AddInt(txn, "totals", "count", 1); !s.ok()) return s;
-      return AddInt(txn, "applied", PosKey(e.position()), 1);
-    };
-  }
-  out->push_back(std::move(parking));
+  *out = rill::testing::CrashProjections(1);
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common.h"
@@ -271,24 +272,78 @@ int RunDrop(const ProjArgs& args) {
   return kExitOk;
 }
 
-int RunRetry(const ProjArgs& args) {
-  if (args.plugin.empty()) {
-    return Fail(absl::InvalidArgumentError("retry runs the projection's code: pass --plugin "
-                                           "LIB.so"),
-                "or call ProjectionRunner::RetryParked in the service (docs/admin.md)");
+// Retry through the service that runs the projection: one request record per
+// event, then wait until each is gone from the dead letters (applied) or has
+// one more attempt (failed again).
+int RetryThroughService(Store* store, const ProjArgs& args, const std::vector<uint64_t>& targets) {
+  absl::StatusOr<std::vector<ParkedEvent>> before = ReadParkedEvents(store, args.name);
+  if (!before.ok()) return Fail(before.status());
+  absl::flat_hash_map<uint64_t, int> attempts;
+  for (const ParkedEvent& p : *before) attempts[p.position] = p.attempts;
+  for (uint64_t pos : targets) {
+    if (absl::Status s = RequestRetryParked(store, args.name, pos); !s.ok()) return Fail(s);
   }
+  PrintLine(absl::StrCat("asked the running service to retry ", Count(targets.size(), "parked event"),
+                         " of \"", args.name, "\""));
+  const absl::Time deadline = absl::Now() + absl::Seconds(args.timeout_s > 0 ? args.timeout_s : 60);
+  Progress progress(absl::StrCat("retry ", args.name), targets.size());
+  for (;;) {
+    absl::StatusOr<std::vector<ParkedEvent>> now = ReadParkedEvents(store, args.name);
+    if (!now.ok()) return Fail(now.status());
+    absl::flat_hash_map<uint64_t, const ParkedEvent*> parked;
+    for (const ParkedEvent& p : *now) parked[p.position] = &p;
+    size_t applied = 0, failed = 0;
+    std::string first_error;
+    for (uint64_t pos : targets) {
+      auto it = parked.find(pos);
+      if (it == parked.end()) {
+        ++applied;
+      } else if (it->second->attempts > attempts[pos]) {
+        ++failed;
+        if (first_error.empty()) first_error = absl::StrCat("position ", pos, ": ", it->second->error);
+      }
+    }
+    progress.Update(applied + failed);
+    if (applied + failed == targets.size()) {
+      PrintLine(absl::StrCat("retried ", applied, " of ", Count(targets.size(), "parked event"),
+                             " of \"", args.name, "\""));
+      if (failed > 0) return Fail(absl::UnknownError(first_error), "the event stays parked");
+      return kExitOk;
+    }
+    absl::StatusOr<bool> running = ProjectionIsRunning(store, args.name);
+    if (!running.ok()) return Fail(running.status());
+    if (!*running) {
+      return Fail(absl::UnavailableError(absl::StrCat("the runner of \"", args.name,
+                                                      "\" stopped before every retry ran")),
+                  "the requests stay recorded and run when it runs again");
+    }
+    if (absl::Now() > deadline) {
+      return Fail(absl::DeadlineExceededError("the service did not answer every retry in time"),
+                  "the requests stay recorded; `rill projections parked` shows the outcome");
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+}
+
+int RunRetry(const ProjArgs& args) {
   absl::StatusOr<std::unique_ptr<Store>> store = OpenStore(args.store, OpenMode::kWrite);
   if (!store.ok()) return Fail(store.status());
   absl::StatusOr<std::vector<uint64_t>> targets = Targets(store->get(), args);
   if (!targets.ok()) return Fail(targets.status());
+  absl::StatusOr<bool> running = ProjectionIsRunning(store->get(), args.name);
+  if (!running.ok()) return Fail(running.status());
+  if (*running) return RetryThroughService(store->get(), args, *targets);
+  if (args.plugin.empty()) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+                    "no process runs \"", args.name,
+                    "\", and a retry runs the projection's code: pass --plugin LIB.so")),
+                "or retry while the service runs it");
+  }
   absl::StatusOr<ProjectionDef> def = LoadDef(args.plugin, args.name);
   if (!def.ok()) return Fail(def.status());
   absl::StatusOr<std::unique_ptr<ProjectionRunner>> runner =
       ProjectionRunner::Start(store->get(), {*std::move(def)});
-  if (!runner.ok()) {
-    return Fail(runner.status(), "stop the service's runner of this projection first, or call "
-                                 "ProjectionRunner::RetryParked in the service");
-  }
+  if (!runner.ok()) return Fail(runner.status());
   size_t retried = 0;
   absl::Status first_error;
   for (uint64_t pos : *targets) {
@@ -364,12 +419,17 @@ void AddProjectionCommands(CLI::App& app, Action* action) {
 
   auto retry = std::make_shared<ProjArgs>();
   CLI::App* rt = AddNamed(proj, "retry",
-                          "Apply parked events again with the projection's code (--plugin); "
-                          "those that succeed leave the dead-letter table",
+                          "Apply parked events again: asks the running service, or runs the "
+                          "projection's code here with --plugin; those that succeed leave the "
+                          "dead-letter table",
                           retry);
   rt->add_option("POSITION", retry->position, "position of the parked event");
   rt->add_flag("--all", retry->all, "every parked event of the projection");
-  rt->add_option("--plugin", retry->plugin, "shared library defining rill_register_projections");
+  rt->add_option("--plugin", retry->plugin,
+                 "shared library defining rill_register_projections (used when no process "
+                 "runs the projection)");
+  rt->add_option("--timeout", retry->timeout_s,
+                 "seconds to wait for the running service's answer (default 60)");
   rt->callback([retry, action] { *action = [retry] { return RunRetry(*retry); }; });
 
   auto drop = std::make_shared<ProjArgs>();

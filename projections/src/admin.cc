@@ -159,6 +159,24 @@ absl::StatusOr<std::vector<ParkedEvent>> ReadParkedEvents(Store* store,
   return internal::ListDeadLetters(*d, projection);
 }
 
+absl::Status RequestRetryParked(Store* store, absl::string_view projection,
+                                uint64_t position) {
+  absl::StatusOr<internal::Derived> d = DerivedWith(store, projection);
+  if (!d.ok()) return d.status();
+  const std::string dead_key = internal::DeadLetterKey(projection, position);
+  return internal::WriteTxn(d->env, [&](MDB_txn* txn) -> absl::Status {
+    MDB_val k = internal::ToVal(dead_key), v;
+    const int rc = mdb_get(txn, d->dbs.dead, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+      return absl::NotFoundError(absl::StrCat("no parked event at position ", position,
+                                              " for projection \"", projection, "\""));
+    }
+    if (rc != 0) return internal::LmdbError(rc, "reading a dead letter");
+    return internal::Put(txn, d->dbs.requests, internal::RetryRequestKey(projection, position),
+                         internal::EncodeRebuildRequest(absl::ToUnixMicros(absl::Now())));
+  });
+}
+
 absl::Status DropParkedEvent(Store* store, absl::string_view projection, uint64_t position) {
   absl::StatusOr<internal::Derived> d = DerivedWith(store, projection);
   if (!d.ok()) return d.status();
@@ -214,6 +232,9 @@ absl::Status ResetProjection(Store* store, absl::string_view projection) {
       absl::StatusOr<size_t> n = internal::DeletePrefix(txn, dbi, prefix, all);
       if (!n.ok()) return n.status();
     }
+    absl::StatusOr<size_t> retries = internal::DeletePrefix(
+        txn, d->dbs.requests, internal::RetryRequestPrefix(projection), all);
+    if (!retries.ok()) return retries.status();
     MDB_val key = internal::ToVal(projection);
     int rc = mdb_del(txn, d->dbs.requests, &key, nullptr);
     if (rc != 0 && rc != MDB_NOTFOUND) return internal::LmdbError(rc, "deleting a request");

@@ -133,6 +133,14 @@ std::string DeadLetterKey(absl::string_view projection, uint64_t position) {
   return absl::StrCat(DeadLetterPrefix(projection), BigEndian(position));
 }
 
+std::string RetryRequestKey(absl::string_view projection, uint64_t position) {
+  return absl::StrCat(RetryRequestPrefix(projection), BigEndian(position));
+}
+
+std::string RetryRequestPrefix(absl::string_view projection) {
+  return absl::StrCat(projection, absl::string_view("\0retry", 6));
+}
+
 std::string DeadLetterPrefix(absl::string_view projection) {
   return absl::StrCat(projection, absl::string_view("\0", 1));
 }

@@ -64,6 +64,11 @@ absl::StatusOr<std::pair<GenerationRec, uint64_t>> DecodeAsOf(absl::string_view 
 // name 0x00 position(BE): dead letters of one projection sort by position.
 std::string DeadLetterKey(absl::string_view projection, uint64_t position);
 std::string DeadLetterPrefix(absl::string_view projection);
+// Retry requests in the `requests` database sort after the rebuild request
+// (key: the bare name): name 0x00 "retry" position(BE).
+std::string RetryRequestKey(absl::string_view projection, uint64_t position);
+std::string RetryRequestPrefix(absl::string_view projection);
+
 // name 0x00 label
 std::string AsOfKey(absl::string_view projection, absl::string_view label);
 // generation(BE) len(table) table [key]: a generation's rows of one table.

@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "keys.h"
 #include "overlay.h"
 
 namespace rill::internal {
@@ -212,8 +213,48 @@ absl::Status Worker::TakeRequests() {
       return LmdbError(rc, "reading rebuild requests");
     }
   }
+  if (absl::Status s = TakeRetryRequests(); !s.ok()) return s;
   if (!requested) return absl::OkStatus();
   return StartRebuild();
+}
+
+absl::Status Worker::TakeRetryRequests() {
+  std::vector<uint64_t> positions;
+  const std::string prefix = RetryRequestPrefix(def_.name);
+  {
+    absl::StatusOr<Txn> txn = env_->BeginRead();
+    if (!txn.ok()) return txn.status();
+    absl::StatusOr<CursorPtr> cursor = txn->OpenCursor(dbs_.requests);
+    if (!cursor.ok()) return cursor.status();
+    MDB_val k = ToVal(prefix), v;
+    for (int rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_SET_RANGE);
+         rc == 0 && absl::StartsWith(FromVal(k), prefix);
+         rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_NEXT)) {
+      if (k.mv_size == prefix.size() + 8) {
+        positions.push_back(
+            GetBigEndian64(static_cast<const uint8_t*>(k.mv_data) + prefix.size()));
+      }
+    }
+  }
+  for (uint64_t position : positions) {
+    // The outcome is in the dead-letter table: gone on success, its error
+    // and attempts updated on failure; NotFound (nothing parked there) too
+    // is an answer. Only a full disk leaves the request for the next round.
+    absl::Status s = RetryParkedNow(position);
+    if (s.code() == absl::StatusCode::kResourceExhausted) return absl::OkStatus();
+    const std::string request = RetryRequestKey(def_.name, position);
+    if (absl::Status d = WriteTxn(env_, [&](MDB_txn* txn) -> absl::Status {
+          MDB_val key = ToVal(request);
+          const int rc = mdb_del(txn, dbs_.requests, &key, nullptr);
+          if (rc == MDB_MAP_FULL) return absl::ResourceExhaustedError(kMapFullMessage);
+          return rc == 0 || rc == MDB_NOTFOUND ? absl::OkStatus()
+                                               : LmdbError(rc, "deleting a retry request");
+        });
+        !d.ok()) {
+      return d.code() == absl::StatusCode::kResourceExhausted ? absl::OkStatus() : d;
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Worker::StartRebuild() {
@@ -507,61 +548,76 @@ ProjectionStatus Worker::Status() {
 }
 
 absl::Status Worker::RetryParked(uint64_t position) {
-  return RunOnWorker([this, position]() -> absl::Status {
-    const std::string key = DeadLetterKey(def_.name, position);
-    uint64_t generation = 0;
-    {
-      absl::StatusOr<Txn> txn = env_->BeginRead();
-      if (!txn.ok()) return txn.status();
-      MDB_val k = ToVal(key), v;
-      int rc = mdb_get(txn->get(), dbs_.dead, &k, &v);
-      if (rc == MDB_NOTFOUND) {
-        return absl::NotFoundError(absl::StrCat("no parked event at position ", position,
-                                                " for projection \"", def_.name, "\""));
-      }
-      if (rc != 0) return LmdbError(rc, "reading a dead letter");
-      absl::StatusOr<DeadLetterRec> rec = DecodeDeadLetter(FromVal(v));
-      if (!rec.ok()) return rec.status();
-      generation = rec->generation;
+  return RunOnWorker([this, position] { return RetryParkedNow(position); });
+}
+
+absl::Status Worker::RetryParkedNow(uint64_t position) {
+  const std::string key = DeadLetterKey(def_.name, position);
+  uint64_t generation = 0;
+  DeadLetterRec rec;
+  {
+    absl::StatusOr<Txn> txn = env_->BeginRead();
+    if (!txn.ok()) return txn.status();
+    MDB_val k = ToVal(key), v;
+    int rc = mdb_get(txn->get(), dbs_.dead, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+      return absl::NotFoundError(absl::StrCat("no parked event at position ", position,
+                                              " for projection \"", def_.name, "\""));
     }
-    // The event goes into the generation that parked it: the serving one,
-    // or the one being rebuilt (which will serve after the swap).
-    bool live;
-    {
-      absl::MutexLock lock(&mu_);
-      live = generation == catalog_.active.id ||
-             (catalog_.building && generation == catalog_.building->id);
-    }
-    if (!live) {
-      // Its generation was replaced by one that applied or re-parked the
-      // event: there is nothing left to retry. Drop the stale letter.
-      absl::Status d = WriteTxn(env_, [&](MDB_txn* txn) { return Del(txn, dbs_.dead, key); });
-      if (!d.ok()) return d;
-      return absl::NotFoundError(absl::StrCat(
-          "the parked event at position ", position, " belonged to a replaced generation of \"",
-          def_.name, "\"; nothing to retry"));
-    }
-    RowChanges rows;
-    CommittedRows committed(env_, dbs_.rows);
-    absl::Status applied;
-    ReadOptions one;
-    one.limit = 1;
-    bool found = false;
-    absl::Status scan = store_->ScanAll(position, one, [&](const EventView& event) {
-      found = event.position() == position;
-      if (!found) return false;
-      EventTxn txn(&def_.tables, generation, &rows, &committed);
-      applied = CallApply(def_, event, txn);
-      if (applied.ok()) txn.MergeIntoBatch();
-      return false;
+    if (rc != 0) return LmdbError(rc, "reading a dead letter");
+    absl::StatusOr<DeadLetterRec> decoded = DecodeDeadLetter(FromVal(v));
+    if (!decoded.ok()) return decoded.status();
+    rec = *std::move(decoded);
+    generation = rec.generation;
+  }
+  // The event goes into the generation that parked it: the serving one,
+  // or the one being rebuilt (which will serve after the swap).
+  bool live;
+  {
+    absl::MutexLock lock(&mu_);
+    live = generation == catalog_.active.id ||
+           (catalog_.building && generation == catalog_.building->id);
+  }
+  if (!live) {
+    // Its generation was replaced by one that applied or re-parked the
+    // event: there is nothing left to retry. Drop the stale letter.
+    absl::Status d = WriteTxn(env_, [&](MDB_txn* txn) { return Del(txn, dbs_.dead, key); });
+    if (!d.ok()) return d;
+    return absl::NotFoundError(absl::StrCat(
+        "the parked event at position ", position, " belonged to a replaced generation of \"",
+        def_.name, "\"; nothing to retry"));
+  }
+  RowChanges rows;
+  CommittedRows committed(env_, dbs_.rows);
+  absl::Status applied;
+  ReadOptions one;
+  one.limit = 1;
+  bool found = false;
+  absl::Status scan = store_->ScanAll(position, one, [&](const EventView& event) {
+    found = event.position() == position;
+    if (!found) return false;
+    EventTxn txn(&def_.tables, generation, &rows, &committed);
+    applied = CallApply(def_, event, txn);
+    if (applied.ok()) txn.MergeIntoBatch();
+    return false;
+  });
+  if (!scan.ok()) return scan;
+  if (!found) return absl::NotFoundError(absl::StrCat("no event at position ", position));
+  if (!applied.ok()) {
+    // Still failing: the dead letter says so (for whoever asked from
+    // another process), and the event stays parked.
+    rec.error = applied.ToString();
+    ++rec.attempts;
+    rec.parked_us = absl::ToUnixMicros(absl::Now());
+    absl::Status w = WriteTxn(env_, [&](MDB_txn* txn) {
+      return Put(txn, dbs_.dead, key, EncodeDeadLetter(rec));
     });
-    if (!scan.ok()) return scan;
-    if (!found) return absl::NotFoundError(absl::StrCat("no event at position ", position));
-    if (!applied.ok()) return applied;
-    return WriteTxn(env_, [&](MDB_txn* txn) -> absl::Status {
-      if (absl::Status w = WriteChanges(txn, dbs_.rows, rows); !w.ok()) return w;
-      return Del(txn, dbs_.dead, key);
-    });
+    if (!w.ok()) return w;
+    return applied;
+  }
+  return WriteTxn(env_, [&](MDB_txn* txn) -> absl::Status {
+    if (absl::Status w = WriteChanges(txn, dbs_.rows, rows); !w.ok()) return w;
+    return Del(txn, dbs_.dead, key);
   });
 }
 

@@ -59,6 +59,9 @@ class Worker {
   // Runs `task` on the worker thread and returns its status.
   absl::Status RunOnWorker(std::function<absl::Status()> task);
   absl::Status RetryParked(uint64_t position);
+  // RetryParked's work, on the worker thread. A failed Apply is recorded in
+  // the dead letter (error, attempts + 1) and returned.
+  absl::Status RetryParkedNow(uint64_t position);
 
   // Applies the events after gen->checkpoint (at most `batch_size` log
   // records, none past `last_position`) to generation `gen` and commits the
@@ -76,6 +79,7 @@ class Worker {
   void Run();
   absl::Status Loop();
   absl::Status TakeRequests();
+  absl::Status TakeRetryRequests();
   absl::Status StartRebuild() ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status Step(bool* did_work);
   absl::Status DropRetired(bool* did_work);

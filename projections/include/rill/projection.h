@@ -187,6 +187,14 @@ class ProjectionRunner {
 [[nodiscard]] absl::StatusOr<std::vector<ParkedEvent>> ReadParkedEvents(
     Store* store, absl::string_view projection);
 
+// Records a request for whichever process runs `projection` to retry its
+// parked event at `position` (as ProjectionRunner::RetryParked, within its
+// poll interval or when it next starts). The outcome shows in the dead
+// letters: gone when Apply succeeded; otherwise still there with the new
+// error and one more attempt. NotFound when nothing is parked there.
+[[nodiscard]] absl::Status RequestRetryParked(Store* store, absl::string_view projection,
+                                              uint64_t position);
+
 // Deletes one dead letter (the event stays unapplied). NotFound when there
 // is none at `position`.
 [[nodiscard]] absl::Status DropParkedEvent(Store* store, absl::string_view projection,
