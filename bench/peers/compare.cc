@@ -250,11 +250,13 @@ void ConcurrentWorkload(std::vector<Peer*>& peers, double secs) {
       // A fresh set of streams per round: the threads' streams start at -1.
       if (round == 1) peers[j]->OpenFresh("concurrent16b");
       Figure f = Concurrent(peers[j], secs / 2);
+      const double epc = peers[j]->CloseAndCountEventsPerCommit(f.events);
+      if (epc > 0) figs[j].extra[absl::StrFormat("events_per_commit_round%d", round + 1)] = epc;
       figs[j].events += f.events;
       figs[j].calls += f.calls;
       figs[j].seconds += f.seconds;
       figs[j].lat_us.insert(figs[j].lat_us.end(), f.lat_us.begin(), f.lat_us.end());
-      figs[j].extra = f.extra;
+      for (const auto& [k, v] : f.extra) figs[j].extra[k] = v;
     }
   }
   for (size_t j = 0; j < peers.size(); ++j) Emit("concurrent16", peers[j]->name(), figs[j]);

@@ -91,6 +91,10 @@ class Peer {
   // rill only: seconds a new projection with a trivial Apply takes to catch
   // up with the read log; negative for peers without projections.
   virtual double ProjectionCatchUpSeconds() { return -1; }
+  // rill only: closes the store opened by the last OpenFresh and returns
+  // `events` (appended since) per write transaction it committed; negative
+  // for the other peers.
+  virtual double CloseAndCountEventsPerCommit(uint64_t /*events*/) { return -1; }
   // Frees the store (end of the run).
   virtual void Close() = 0;
 };

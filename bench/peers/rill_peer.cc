@@ -67,8 +67,24 @@ class RillPeer : public Peer {
 
   void OpenFresh(const std::string& tag) override {
     store_.reset();
-    store_ = OpenOrDie(absl::StrFormat("%s/%s-%d", dir_, tag, ++count_),
-                       Durability::kDurable);
+    fresh_dir_ = absl::StrFormat("%s/%s-%d", dir_, tag, ++count_);
+    store_ = OpenOrDie(fresh_dir_, Durability::kDurable);
+  }
+
+  double CloseAndCountEventsPerCommit(uint64_t events) override {
+    if (store_ == nullptr || fresh_dir_.empty()) return -1;
+    store_.reset();
+    // What opening and closing an empty store commits by itself (meta
+    // records), measured once on a scratch store.
+    if (open_close_commits_ < 0) {
+      const std::string scratch = absl::StrFormat("%s/calibrate-%d", dir_, ++count_);
+      OpenOrDie(scratch, Durability::kDurable).reset();
+      open_close_commits_ = static_cast<int64_t>(LastTxnId(scratch + "/log"));
+    }
+    const int64_t commits =
+        static_cast<int64_t>(LastTxnId(fresh_dir_ + "/log")) - open_close_commits_;
+    fresh_dir_.clear();
+    return commits > 0 ? static_cast<double>(events) / commits : -1;
   }
   std::unique_ptr<PeerWriter> NewWriter() override {
     return std::make_unique<RillWriter>(store_.get());
@@ -161,6 +177,8 @@ class RillPeer : public Peer {
   const std::string dir_;
   int count_ = 0;
   uint64_t events_ = 0;
+  std::string fresh_dir_;            // the store of the last OpenFresh
+  int64_t open_close_commits_ = -1;  // see CloseAndCountEventsPerCommit
   std::unique_ptr<Store> store_;
 };
 
