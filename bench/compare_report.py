@@ -456,6 +456,11 @@ def fill(text, res, machine):
         if kind in ("p50", "p99"):
             r = res.get((a, b))
             return rr._fmt_us(r.get(f"{kind}_us")) if r else "—"
+        if kind == "cycle":
+            r = res.get(("concurrent16", "rill")) or {}
+            v = [r[k] for k in ("events_per_commit_round1", "events_per_commit_round2") if k in r]
+            ev = r.get("events_per_s")
+            return rr._fmt_us(sum(v) / len(v) / ev * 1e6) if v and ev else "n/a"
         if kind == "epc":
             r = res.get(("concurrent16", "rill")) or {}
             v = [r[k] for k in ("events_per_commit_round1", "events_per_commit_round2") if k in r]
@@ -471,7 +476,7 @@ def fill(text, res, machine):
             f = machine.get(a) or {}
             return f"{f.get('p50_us', 0):.0f} µs"
         return m.group(0)
-    text = re.sub(r"\{(xxh3|xxh3ratio|epc)\}", lambda m: sub(re.match(r"(\w+)()()", m.group(1))),
+    text = re.sub(r"\{(xxh3|xxh3ratio|epc|cycle)\}", lambda m: sub(re.match(r"(\w+)()()", m.group(1))),
                   text)
     return re.sub(r"\{(rate|ratio|p50|p99|fsync):([a-z0-9_]+):?([a-z0-9_]*)\}", sub, text)
 
