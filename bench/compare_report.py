@@ -407,7 +407,7 @@ def render(args, machine, res, snap):
     w("## Reproduce")
     w("")
     w("```sh")
-    w("bench/compare            # as root: installs what it needs, ~10-15 min on 2 cores;")
+    w("bench/compare            # as root: installs what it needs, ~5 min on 2 cores;")
     w("                         # rewrites this file, docs/benchmarks.png, bench/results/latest.json")
     w("bench/compare --quick    # < 3 min; writes bench/results/quick/ and leaves docs/ alone")
     w("bench/compare --rt       # the run phase under SCHED_FIFO: on a machine others keep busy")
