@@ -1,7 +1,8 @@
 // Writes the seed corpus of the fuzz targets: real stored values, made by
 // the same encoders the engine and the projections write with.
 //
-// Usage: fuzz_make_corpus <tests/fuzz/corpus>
+// Usage: cmake --build build --target fuzz_make_corpus &&
+//        build/tests/fuzz/fuzz_make_corpus tests/fuzz/corpus
 // Writes <dir>/event_record/*, <dir>/snapshot_record/*, <dir>/log_records/*
 // (the latter prefixed with the byte that selects the decoder, see
 // log_records_fuzz.cc). Rerun it after a schema change and commit the files.
