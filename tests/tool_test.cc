@@ -175,6 +175,13 @@ TEST(ToolTest, AppendFileIsOneAtomicRequest) {
   EXPECT_EQ(r["first_version"], 0);
   EXPECT_EQ(r["last_version"], 2);
 
+  // Keys written with escapes mean what the JSON parser reads (a bug the
+  // import_line fuzz target found: "d\/ta" was not found as written).
+  const std::string escaped = dir.Sub("escaped.jsonl");
+  WriteFile(escaped, R"({"t\u0079pe":"E","d\u0061ta":{"x" : 1},"str\u0065am":"s-2"})" "\n");
+  ToolRun esc = RunTool({"append", store, "s-2", "--file", escaped, "--json"});
+  ASSERT_EQ(esc.exit_code, 0) << esc.Describe();
+
   const std::string bad = dir.Sub("bad.jsonl");
   WriteFile(bad, "{\"type\":\"A\",\"data\":{}}\n{\"type\":\"B\",\"data\":{}\n");
   ToolRun malformed = RunTool({"append", store, "s-1", "--file", bad});
@@ -182,7 +189,11 @@ TEST(ToolTest, AppendFileIsOneAtomicRequest) {
   EXPECT_THAT(malformed.err, HasSubstr("line 2"));
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> s, Store::Open(store));
   RILL_ASSERT_OK_AND_ASSIGN(uint64_t head, s->HeadPosition());
-  EXPECT_EQ(head, 3u) << "a malformed file appends nothing";
+  EXPECT_EQ(head, 4u) << "a malformed file appends nothing";
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> s2, s->ReadStream("s-2", 0));
+  ASSERT_EQ(s2.size(), 1u);
+  EXPECT_EQ(s2[0].type, "E");
+  EXPECT_EQ(s2[0].payload, R"({"x" : 1})");
 }
 
 // A store with three streams: a-1 (3 events), a-2 (2), b-1 (1), interleaved.

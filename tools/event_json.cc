@@ -172,12 +172,20 @@ std::optional<absl::string_view> RawJsonValue(absl::string_view json, absl::stri
     const size_t key_end = SkipString(json, i);
     if (key_end == kNpos) return std::nullopt;
     const absl::string_view k = json.substr(i + 1, key_end - i - 2);
+    // A key written with escapes ("d\u0061ta", "d\/ta") is compared as
+    // the JSON parser reads it.
+    bool match = k == key;
+    if (!match && k.find('\\') != absl::string_view::npos) {
+      const absl::string_view quoted = json.substr(i, key_end - i);
+      Json decoded = Json::parse(quoted.begin(), quoted.end(), nullptr, false);
+      match = decoded.is_string() && decoded.get_ref<const std::string&>() == key;
+    }
     i = SkipWs(json, key_end);
     if (i >= json.size() || json[i] != ':') return std::nullopt;
     i = SkipWs(json, i + 1);
     const size_t value_end = SkipValue(json, i);
     if (value_end == kNpos) return std::nullopt;
-    if (k == key) found = json.substr(i, value_end - i);
+    if (match) found = json.substr(i, value_end - i);
     i = SkipWs(json, value_end);
     if (i >= json.size()) return std::nullopt;
     if (json[i] == '}') return found;
