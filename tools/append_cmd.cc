@@ -1,5 +1,4 @@
 // rill append.
-#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -66,24 +65,16 @@ absl::StatusOr<EventData> EventFromOptions(const AppendArgs& args) {
 // The events of --file: one JSON event per line (the fields of `rill
 // export`; "stream", when present, must be the STREAM argument).
 absl::StatusOr<std::vector<EventData>> EventsFromFile(const AppendArgs& args) {
-  std::ifstream in(args.file);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", args.file));
   std::vector<EventData> events;
-  std::string line;
-  for (size_t n = 1; std::getline(in, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    absl::StatusOr<ParsedEvent> e = ParseEventLine(line);
-    if (!e.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(args.file, " line ", n, ": ", e.status().message()));
-    }
-    if (!e->stream.empty() && e->stream != args.stream) {
+  absl::Status s = ForEachEventLine(args.file, [&](size_t n, ParsedEvent e) -> absl::Status {
+    if (!e.stream.empty() && e.stream != args.stream) {
       return absl::InvalidArgumentError(absl::StrCat(args.file, " line ", n, ": stream \"",
-                                                     e->stream, "\" is not \"", args.stream, "\""));
+                                                     e.stream, "\" is not \"", args.stream, "\""));
     }
-    events.push_back(std::move(e->event));
-  }
-  if (in.bad()) return absl::DataLossError(absl::StrCat("cannot read ", args.file));
+    events.push_back(std::move(e.event));
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
   if (events.empty()) return absl::InvalidArgumentError(absl::StrCat(args.file, " holds no events"));
   return events;
 }

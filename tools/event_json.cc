@@ -1,5 +1,6 @@
 #include "event_json.h"
 
+#include <fstream>
 #include <limits>
 #include <utility>
 
@@ -247,6 +248,24 @@ std::string EventText(const EventView& e) {
   }
   if (payload.size() > kPreview) absl::StrAppend(&out, " ...");
   return out;
+}
+
+absl::Status ForEachEventLine(
+    const std::string& path,
+    absl::FunctionRef<absl::Status(size_t line_number, ParsedEvent event)> fn) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  std::string line;
+  for (size_t n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    absl::StatusOr<ParsedEvent> e = ParseEventLine(line);
+    if (!e.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, " line ", n, ": ", e.status().message()));
+    }
+    if (absl::Status s = fn(n, *std::move(e)); !s.ok()) return s;
+  }
+  if (in.bad()) return absl::UnknownError(absl::StrCat("cannot read ", path));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Metadata> ParseMetadataJson(absl::string_view text) {

@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "rill/event.h"
@@ -43,6 +44,15 @@ struct ParsedEvent {
 // above ("time" is ignored: the store records its own commit time).
 // InvalidArgument naming the problem (the caller adds the line number).
 absl::StatusOr<ParsedEvent> ParseEventLine(absl::string_view line);
+
+// Reads the JSON-lines file at `path` and calls fn(line number, event) for
+// each event line, in order (blank lines are skipped). Errors: NotFound when
+// the file cannot be opened; InvalidArgument "PATH line N: why" for a line
+// that does not parse; Unknown when reading fails; fn's own error, which
+// ends the reading.
+absl::Status ForEachEventLine(
+    const std::string& path,
+    absl::FunctionRef<absl::Status(size_t line_number, ParsedEvent event)> fn);
 
 // Parses a --metadata argument: {"correlation_id": ..., "causation_id": ...,
 // "headers": {...} or [[k, v], ...]}.

@@ -5,7 +5,6 @@
 #include <cstring>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -119,39 +118,36 @@ struct Line {
 // Pass 1: every line parses, names a stream, carries no event id twice, and
 // gives each stream's versions without gaps. Returns the number of events.
 absl::StatusOr<uint64_t> CheckFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
   absl::flat_hash_map<std::string, int64_t> versions;
   absl::flat_hash_map<std::string, size_t> ids;  // id bytes -> line
-  std::string text;
   uint64_t events = 0;
-  for (size_t n = 1; std::getline(in, text); ++n) {
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-    absl::StatusOr<ParsedEvent> e = ParseEventLine(text);
+  absl::Status s = ForEachEventLine(path, [&](size_t n, ParsedEvent e) -> absl::Status {
     auto bad = [&](absl::string_view why) {
-      return absl::InvalidArgumentError(absl::StrCat(path, " line ", n, ": ", why,
-                                                     "; nothing was imported"));
+      return absl::InvalidArgumentError(absl::StrCat(path, " line ", n, ": ", why));
     };
-    if (!e.ok()) return bad(e.status().message());
-    if (e->stream.empty()) return bad("the field \"stream\" is missing");
-    if (!e->event.id.IsNil()) {
-      const auto& b = e->event.id.bytes();
+    if (e.stream.empty()) return bad("the field \"stream\" is missing");
+    if (!e.event.id.IsNil()) {
+      const auto& b = e.event.id.bytes();
       auto [it, inserted] = ids.try_emplace(std::string(b.begin(), b.end()), n);
       if (!inserted) {
-        return bad(absl::StrCat("event id ", e->event.id.ToString(), " repeats line ", it->second));
+        return bad(absl::StrCat("event id ", e.event.id.ToString(), " repeats line ", it->second));
       }
     }
-    if (e->version.has_value()) {
-      auto it = versions.find(e->stream);
-      if (it != versions.end() && *e->version != it->second + 1) {
-        return bad(absl::StrCat("stream \"", e->stream, "\" jumps from version ", it->second,
-                                " to ", *e->version));
+    if (e.version.has_value()) {
+      auto it = versions.find(e.stream);
+      if (it != versions.end() && *e.version != it->second + 1) {
+        return bad(absl::StrCat("stream \"", e.stream, "\" jumps from version ", it->second,
+                                " to ", *e.version));
       }
-      versions[e->stream] = *e->version;
+      versions[e.stream] = *e.version;
     }
     ++events;
+    return absl::OkStatus();
+  });
+  if (s.code() == absl::StatusCode::kInvalidArgument) {
+    return absl::InvalidArgumentError(absl::StrCat(s.message(), "; nothing was imported"));
   }
-  if (in.bad()) return absl::UnknownError(absl::StrCat("cannot read ", path));
+  if (!s.ok()) return s;
   return events;
 }
 
@@ -220,29 +216,29 @@ int RunImport(const ImportArgs& args) {
 }
 
 int ImportInto(const ImportArgs& args, uint64_t total, Store* store, uint64_t* imported_out) {
-  std::ifstream in(args.file);
-  if (!in) return Fail(absl::NotFoundError(absl::StrCat("cannot open ", args.file)));
   Progress progress("import", total);
   uint64_t& imported = *imported_out;
   std::vector<Line> batch;
-  std::string text;
   const size_t batch_size = std::max<size_t>(args.batch, 1);
-  for (size_t n = 1; std::getline(in, text); ++n) {
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-    absl::StatusOr<ParsedEvent> e = ParseEventLine(text);
-    if (!e.ok()) {  // the file changed since it was checked
-      return Fail(absl::InvalidArgumentError(absl::StrCat(
-          args.file, " line ", n, ": ", e.status().message(), "; ", imported,
-          " events before this batch were imported")));
-    }
-    batch.push_back(Line{n, *std::move(e)});
-    if (batch.size() >= batch_size) {
-      if (absl::Status s = ImportBatch(store, args.file, batch, &imported); !s.ok()) return Fail(s);
-      batch.clear();
-      progress.Update(imported);
-    }
+  bool appending_failed = false;
+  absl::Status s = ForEachEventLine(args.file, [&](size_t n, ParsedEvent e) -> absl::Status {
+    batch.push_back(Line{n, std::move(e)});
+    if (batch.size() < batch_size) return absl::OkStatus();
+    absl::Status appended = ImportBatch(store, args.file, batch, &imported);
+    appending_failed = !appended.ok();
+    batch.clear();
+    progress.Update(imported);
+    return appended;
+  });
+  if (!s.ok() && !appending_failed && s.code() == absl::StatusCode::kInvalidArgument) {
+    // The file changed since it was checked.
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        s.message(), "; ", imported, " events before this batch were imported")));
   }
-  if (absl::Status s = ImportBatch(store, args.file, batch, &imported); !s.ok()) return Fail(s);
+  if (!s.ok()) return Fail(s);
+  if (absl::Status last = ImportBatch(store, args.file, batch, &imported); !last.ok()) {
+    return Fail(last);
+  }
   absl::StatusOr<uint64_t> head = store->HeadPosition();
   if (!head.ok()) return Fail(head.status());
   if (args.json) {
