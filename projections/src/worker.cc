@@ -202,40 +202,38 @@ absl::Status Worker::Loop() {
 
 absl::Status Worker::TakeRequests() {
   bool requested = rebuild_requested_.exchange(false);
-  {
-    absl::StatusOr<Txn> txn = env_->BeginRead();
-    if (!txn.ok()) return txn.status();
-    MDB_val key = ToVal(def_.name), value;
-    int rc = mdb_get(txn->get(), dbs_.requests, &key, &value);
-    if (rc == 0) {
-      requested = true;
-    } else if (rc != MDB_NOTFOUND) {
-      return LmdbError(rc, "reading rebuild requests");
-    }
-  }
-  if (absl::Status s = TakeRetryRequests(); !s.ok()) return s;
-  if (!requested) return absl::OkStatus();
-  return StartRebuild();
-}
-
-absl::Status Worker::TakeRetryRequests() {
-  std::vector<uint64_t> positions;
-  const std::string prefix = RetryRequestPrefix(def_.name);
+  // Both kinds of request in one read: the rebuild request's key is the bare
+  // name, and the retry requests' keys (name 0x00 "retry" position) sort
+  // right after it, before any other projection's.
+  std::vector<uint64_t> retries;
+  const std::string retry_prefix = RetryRequestPrefix(def_.name);
   {
     absl::StatusOr<Txn> txn = env_->BeginRead();
     if (!txn.ok()) return txn.status();
     absl::StatusOr<CursorPtr> cursor = txn->OpenCursor(dbs_.requests);
     if (!cursor.ok()) return cursor.status();
-    MDB_val k = ToVal(prefix), v;
-    for (int rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_SET_RANGE);
-         rc == 0 && absl::StartsWith(FromVal(k), prefix);
+    MDB_val k = ToVal(def_.name), v;
+    int rc;
+    for (rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_SET_RANGE); rc == 0;
          rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_NEXT)) {
-      if (k.mv_size == prefix.size() + 8) {
-        positions.push_back(
-            GetBigEndian64(static_cast<const uint8_t*>(k.mv_data) + prefix.size()));
+      const absl::string_view key = FromVal(k);
+      if (key == def_.name) {
+        requested = true;
+      } else if (!absl::StartsWith(key, retry_prefix)) {
+        break;
+      } else if (key.size() == retry_prefix.size() + 8) {
+        retries.push_back(
+            GetBigEndian64(reinterpret_cast<const uint8_t*>(key.data()) + retry_prefix.size()));
       }
     }
+    if (rc != 0 && rc != MDB_NOTFOUND) return LmdbError(rc, "reading requests");
   }
+  if (absl::Status s = RunRetryRequests(retries); !s.ok()) return s;
+  if (!requested) return absl::OkStatus();
+  return StartRebuild();
+}
+
+absl::Status Worker::RunRetryRequests(const std::vector<uint64_t>& positions) {
   for (uint64_t position : positions) {
     // The outcome is in the dead-letter table: gone on success, its error
     // and attempts updated on failure; NotFound (nothing parked there) too

@@ -20,6 +20,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "catalog.h"
@@ -79,7 +80,9 @@ class Worker {
   void Run();
   absl::Status Loop();
   absl::Status TakeRequests();
-  absl::Status TakeRetryRequests();
+  // Retries the parked events at `positions` (recorded retry requests) and
+  // deletes their requests.
+  absl::Status RunRetryRequests(const std::vector<uint64_t>& positions);
   absl::Status StartRebuild() ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status Step(bool* did_work);
   absl::Status DropRetired(bool* did_work);
