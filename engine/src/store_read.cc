@@ -3,6 +3,13 @@
 // memory inside the transaction, the transaction ends, and only then are the
 // records checked (checksum, verifier) and handed to the caller. So no user
 // code ever runs inside a transaction, and a long scan never pins old pages.
+//
+// Inside the transaction a chunk is first located (the cursor walk collects
+// where each record sits in the map) and then copied, prefetching a few
+// records ahead: the map's pages are scattered in physical memory, so the
+// CPU's own prefetcher stops at every 4 KiB page and each record's copy
+// waited for its cache misses. Located then prefetched, read_all went from
+// 3.4 M to 6.2 M events/s (bench/compare_reading.md).
 #include <algorithm>
 #include <cstring>
 #include <utility>
@@ -25,6 +32,29 @@ struct ChunkEntry {
   size_t size;
 };
 
+// A record found in the map, valid while its read transaction lives.
+struct Located {
+  uint64_t position;
+  MDB_val value;
+};
+
+// How many records ahead of the one being copied are prefetched.
+constexpr size_t kPrefetchRecords = 4;
+
+// Copies the located records into `arena`, appending them to `chunk`.
+void CopyLocated(const std::vector<Located>& located, AlignedBuffer* arena,
+                 std::vector<ChunkEntry>* chunk) {
+  for (size_t i = 0; i < located.size(); ++i) {
+    if (i + kPrefetchRecords < located.size()) {
+      const MDB_val& ahead = located[i + kPrefetchRecords].value;
+      const char* p = static_cast<const char*>(ahead.mv_data);
+      for (size_t off = 0; off < ahead.mv_size; off += 64) __builtin_prefetch(p + off);
+    }
+    const Located& l = located[i];
+    chunk->push_back({l.position, arena->Append(FromVal(l.value)), l.value.mv_size});
+  }
+}
+
 bool MatchesFilter(const EventFilter& filter, const EventView& event) {
   if (!filter.stream_prefix.empty() && !absl::StartsWith(event.stream(), filter.stream_prefix)) {
     return false;
@@ -35,14 +65,13 @@ bool MatchesFilter(const EventFilter& filter, const EventView& event) {
                      [type](const std::string& t) { return t == type; });
 }
 
-// Copies the event stored under `position` into the chunk, through `cursor`
-// on `events`. A stream's events mostly sit next to each other in the log
+// Locates the event stored under `position`, through `cursor` on `events`. A stream's events mostly sit next to each other in the log
 // (an append's events have consecutive positions): the next position is
 // tried with MDB_NEXT, and any other is found with MDB_SET_KEY, which LMDB
 // answers without a search from the root while the key is on the cursor's
 // current leaf page. (mdb_get searched from the root for every event.)
-absl::Status CopyEvent(MDB_cursor* cursor, uint64_t position, uint64_t* cursor_position,
-                       AlignedBuffer* arena, std::vector<ChunkEntry>* chunk) {
+absl::Status LocateEvent(MDB_cursor* cursor, uint64_t position, uint64_t* cursor_position,
+                         std::vector<Located>* located) {
   PositionKey pkey(position);
   MDB_val key, value;
   int rc = MDB_NOTFOUND;
@@ -63,7 +92,7 @@ absl::Status CopyEvent(MDB_cursor* cursor, uint64_t position, uint64_t* cursor_p
   }
   if (rc != 0) return LmdbError(rc, "reading an event");
   *cursor_position = position;
-  chunk->push_back({position, arena->Append(FromVal(value)), value.mv_size});
+  located->push_back({position, value});
   return absl::OkStatus();
 }
 
@@ -76,11 +105,13 @@ absl::Status StoreImpl::ScanChunked(uint64_t from_position, Direction direction,
   const bool forward = direction == Direction::kForward;
   AlignedBuffer arena;
   std::vector<ChunkEntry> chunk;
+  std::vector<Located> located;
   uint64_t next = from_position;
   while (progress->records < max_records) {
     if (!forward && next == 0) return absl::OkStatus();
     arena.Clear();
     chunk.clear();
+    located.clear();
     bool exhausted = false;
     {
       absl::StatusOr<Txn> txn = env_->BeginRead();
@@ -98,10 +129,11 @@ absl::Status StoreImpl::ScanChunked(uint64_t from_position, Direction direction,
         }
       }
       const size_t want = std::min(kChunkRecords, max_records - progress->records);
-      while (rc == 0 && chunk.size() < want && arena.used_bytes() < kChunkBytes) {
+      size_t bytes = 0;
+      while (rc == 0 && located.size() < want && bytes < kChunkBytes) {
         if (k.mv_size != 8) return absl::DataLossError("events database holds a malformed key");
-        chunk.push_back({GetBigEndian64(static_cast<const uint8_t*>(k.mv_data)),
-                         arena.Append(FromVal(v)), v.mv_size});
+        located.push_back({GetBigEndian64(static_cast<const uint8_t*>(k.mv_data)), v});
+        bytes += v.mv_size;
         rc = mdb_cursor_get(cursor->get(), &k, &v, forward ? MDB_NEXT : MDB_PREV);
       }
       if (rc == MDB_NOTFOUND) {
@@ -109,6 +141,7 @@ absl::Status StoreImpl::ScanChunked(uint64_t from_position, Direction direction,
       } else if (rc != 0) {
         return LmdbError(rc, "scanning the log");
       }
+      CopyLocated(located, &arena, &chunk);
     }  // the read transaction ends here, before any record is handed out
     for (const ChunkEntry& e : chunk) {
       absl::StatusOr<const schema::EventRecord*> record =
@@ -175,12 +208,14 @@ absl::Status StoreImpl::ScanStream(absl::string_view stream, int64_t from_versio
   const bool forward = options.direction == Direction::kForward;
   AlignedBuffer arena;
   std::vector<ChunkEntry> chunk;
+  std::vector<Located> located;
   size_t delivered = 0;
   int64_t next = forward ? std::max<int64_t>(from_version, 0) : from_version;
   for (;;) {
     if (delivered >= options.limit || next < 0) return absl::OkStatus();
     arena.Clear();
     chunk.clear();
+    located.clear();
     bool exhausted = false;
     int64_t chunk_start;
     {
@@ -206,16 +241,18 @@ absl::Status StoreImpl::ScanStream(absl::string_view stream, int64_t from_versio
                                                 "\" has no entry for version ", next));
       }
       const size_t want = std::min(kChunkRecords, options.limit - delivered);
-      while (rc == 0 && chunk.size() < want && arena.used_bytes() < kChunkBytes) {
+      size_t bytes = 0;
+      while (rc == 0 && located.size() < want && bytes < kChunkBytes) {
         if (k.mv_size != 16 || v.mv_size != 8 ||
             GetBigEndian64(static_cast<const uint8_t*>(k.mv_data)) != state->first_position) {
           break;  // past the stream's index entries
         }
         const uint64_t position = GetBigEndian64(static_cast<const uint8_t*>(v.mv_data));
-        if (absl::Status s = CopyEvent(events->get(), position, &events_at, &arena, &chunk);
+        if (absl::Status s = LocateEvent(events->get(), position, &events_at, &located);
             !s.ok()) {
           return s;
         }
+        bytes += located.back().value.mv_size;
         if (forward ? next == last : next == 0) {
           rc = MDB_NOTFOUND;
           break;
@@ -228,6 +265,7 @@ absl::Status StoreImpl::ScanStream(absl::string_view stream, int64_t from_versio
       } else if (rc != 0) {
         return LmdbError(rc, "reading the stream index");
       }
+      CopyLocated(located, &arena, &chunk);
     }
     int64_t expected_version = chunk_start;
     for (const ChunkEntry& e : chunk) {
