@@ -63,8 +63,12 @@ class Writer {
   // Applies one request to `txn`. Returns the request's own outcome in
   // request->result; returns non-OK only for an error that dooms the whole
   // transaction (`*lmdb_rc` holds the LMDB code then).
-  absl::Status Apply(MDB_txn* txn, AppendRequest* request, uint64_t* head,
-                     int64_t recorded_us, int* lmdb_rc);
+  struct WriteCursors {
+    MDB_cursor* events;
+    MDB_cursor* index;  // stream_index
+  };
+  absl::Status Apply(MDB_txn* txn, const WriteCursors& cursors, AppendRequest* request,
+                     uint64_t* head, int64_t recorded_us, int* lmdb_rc);
   absl::Status CheckIdempotency(MDB_txn* txn, AppendRequest* request, bool* found);
 
   StoreImpl* const store_;
