@@ -41,6 +41,19 @@ struct Located {
 // How many records ahead of the one being copied are prefetched.
 constexpr size_t kPrefetchRecords = 4;
 
+// Prefetches the whole 4 KiB page holding `p` the first time a walk touches
+// it (`*current` remembers the page): the cursor's next steps land on the
+// same leaf page's other nodes. Only a hint: a wrong guess costs nothing.
+inline void PrefetchPageOf(const void* p, uintptr_t* current) {
+  constexpr uintptr_t kPage = 4096;
+  const uintptr_t page = reinterpret_cast<uintptr_t>(p) & ~(kPage - 1);
+  if (page == *current) return;
+  *current = page;
+  for (uintptr_t off = 0; off < kPage; off += 64) {
+    __builtin_prefetch(reinterpret_cast<const void*>(page + off));
+  }
+}
+
 // Copies the located records into `arena`, appending them to `chunk`.
 void CopyLocated(const std::vector<Located>& located, AlignedBuffer* arena,
                  std::vector<ChunkEntry>* chunk) {
@@ -130,9 +143,11 @@ absl::Status StoreImpl::ScanChunked(uint64_t from_position, Direction direction,
       }
       const size_t want = std::min(kChunkRecords, max_records - progress->records);
       size_t bytes = 0;
+      uintptr_t page = 0;
       while (rc == 0 && located.size() < want && bytes < kChunkBytes) {
         if (k.mv_size != 8) return absl::DataLossError("events database holds a malformed key");
         located.push_back({GetBigEndian64(static_cast<const uint8_t*>(k.mv_data)), v});
+        PrefetchPageOf(v.mv_data, &page);
         bytes += v.mv_size;
         rc = mdb_cursor_get(cursor->get(), &k, &v, forward ? MDB_NEXT : MDB_PREV);
       }
@@ -242,6 +257,7 @@ absl::Status StoreImpl::ScanStream(absl::string_view stream, int64_t from_versio
       }
       const size_t want = std::min(kChunkRecords, options.limit - delivered);
       size_t bytes = 0;
+      uintptr_t page = 0;
       while (rc == 0 && located.size() < want && bytes < kChunkBytes) {
         if (k.mv_size != 16 || v.mv_size != 8 ||
             GetBigEndian64(static_cast<const uint8_t*>(k.mv_data)) != state->first_position) {
@@ -252,6 +268,7 @@ absl::Status StoreImpl::ScanStream(absl::string_view stream, int64_t from_versio
             !s.ok()) {
           return s;
         }
+        PrefetchPageOf(located.back().value.mv_data, &page);
         bytes += located.back().value.mv_size;
         if (forward ? next == last : next == 0) {
           rc = MDB_NOTFOUND;
