@@ -60,12 +60,19 @@ absl::Status PrepareDirectory(const std::string& dir, const StoreOptions& option
           absl::StrCat(dir, " is not a rill store (it is not a directory)"));
     }
     if (fs::exists(data_file, ec)) return absl::OkStatus();
-    // An empty directory, or one holding only our empty log/ directory left
-    // by an interrupted creation, may become a store.
+    // An empty directory, or one holding only what an interrupted creation
+    // leaves - our log/ directory, empty or with LMDB's lock.mdb alone
+    // (mdb_env_open creates lock.mdb before data.mdb) - may become a store.
     for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
-      const bool empty_log = entry.path().filename() == kLogDir &&
-                             entry.is_directory() && fs::is_empty(entry.path(), ec);
-      if (!empty_log) {
+      if (!(entry.path().filename() == kLogDir && entry.is_directory())) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            dir, " is not a rill store (it holds other files and no ", kLogDir, "/data.mdb)"));
+      }
+      bool only_lock_file = true;
+      for (const fs::directory_entry& f : fs::directory_iterator(entry.path(), ec)) {
+        if (f.path().filename() != "lock.mdb") only_lock_file = false;
+      }
+      if (!only_lock_file) {
         return absl::FailedPreconditionError(absl::StrCat(
             dir, " is not a rill store (it holds other files and no ", kLogDir, "/data.mdb)"));
       }
