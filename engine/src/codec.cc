@@ -29,14 +29,31 @@ const uint8_t* AlignedBuffer::Assign(absl::string_view bytes) {
   return data() + offset;
 }
 
+void AlignedBuffer::Grow(size_t words) {
+  if (words <= capacity_words_) return;
+  words = std::max(words, capacity_words_ * 2);
+  std::unique_ptr<uint64_t[]> grown(new uint64_t[words]);
+  if (used_words_ > 0) std::memcpy(grown.get(), words_.get(), used_words_ * 8);
+  words_ = std::move(grown);
+  capacity_words_ = words;
+}
+
+void AlignedBuffer::Reserve(size_t bytes, size_t records) {
+  Grow(used_words_ + (bytes + 7 * records + 7) / 8);
+}
+
 size_t AlignedBuffer::Append(absl::string_view bytes) {
   size_t words = (bytes.size() + 7) / 8;
-  if (used_words_ + words > words_.size()) {
-    words_.resize(std::max(words_.size() * 2, used_words_ + words));
-  }
+  if (used_words_ + words > capacity_words_) Grow(used_words_ + words);
   size_t offset = used_words_ * 8;
   if (!bytes.empty()) {
-    std::memcpy(reinterpret_cast<uint8_t*>(words_.data()) + offset, bytes.data(), bytes.size());
+    std::memcpy(reinterpret_cast<uint8_t*>(words_.get()) + offset, bytes.data(), bytes.size());
+  }
+  // A record shorter than its words leaves its last word's tail unwritten:
+  // zero it, so nothing uninitialized is ever readable through data().
+  if (bytes.size() % 8 != 0) {
+    std::memset(reinterpret_cast<uint8_t*>(words_.get()) + offset + bytes.size(), 0,
+                8 - bytes.size() % 8);
   }
   used_words_ += words;
   return offset;

@@ -9,6 +9,7 @@
 #define RILL_ENGINE_CODEC_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -37,12 +38,20 @@ class AlignedBuffer {
   // Appends `bytes` at the next 8-byte aligned offset; returns that offset.
   // Pointers returned by data() before an Append may be invalidated.
   size_t Append(absl::string_view bytes);
-  const uint8_t* data() const { return reinterpret_cast<const uint8_t*>(words_.data()); }
+  const uint8_t* data() const { return reinterpret_cast<const uint8_t*>(words_.get()); }
   void Clear() { used_words_ = 0; }
   size_t used_bytes() const { return used_words_ * 8; }
+  // Makes room for `bytes` more bytes (in records of any sizes, each rounded
+  // up to 8) without reallocating. Pointers from data() may be invalidated.
+  void Reserve(size_t bytes, size_t records);
 
  private:
-  std::vector<uint64_t> words_;
+  // Grows the capacity to at least `words` (not zero-filled: every byte
+  // handed out is first written by Append).
+  void Grow(size_t words);
+
+  std::unique_ptr<uint64_t[]> words_;
+  size_t capacity_words_ = 0;
   size_t used_words_ = 0;
 };
 

@@ -54,9 +54,12 @@ inline void PrefetchPageOf(const void* p, uintptr_t* current) {
   }
 }
 
-// Copies the located records into `arena`, appending them to `chunk`.
-void CopyLocated(const std::vector<Located>& located, AlignedBuffer* arena,
+// Copies the located records (`bytes` in all) into `arena`, appending them to
+// `chunk`.
+void CopyLocated(const std::vector<Located>& located, size_t bytes, AlignedBuffer* arena,
                  std::vector<ChunkEntry>* chunk) {
+  arena->Reserve(bytes, located.size());
+  chunk->reserve(chunk->size() + located.size());
   for (size_t i = 0; i < located.size(); ++i) {
     if (i + kPrefetchRecords < located.size()) {
       const MDB_val& ahead = located[i + kPrefetchRecords].value;
@@ -156,7 +159,7 @@ absl::Status StoreImpl::ScanChunked(uint64_t from_position, Direction direction,
       } else if (rc != 0) {
         return LmdbError(rc, "scanning the log");
       }
-      CopyLocated(located, &arena, &chunk);
+      CopyLocated(located, bytes, &arena, &chunk);
     }  // the read transaction ends here, before any record is handed out
     for (const ChunkEntry& e : chunk) {
       absl::StatusOr<const schema::EventRecord*> record =
@@ -282,7 +285,7 @@ absl::Status StoreImpl::ScanStream(absl::string_view stream, int64_t from_versio
       } else if (rc != 0) {
         return LmdbError(rc, "reading the stream index");
       }
-      CopyLocated(located, &arena, &chunk);
+      CopyLocated(located, bytes, &arena, &chunk);
     }
     int64_t expected_version = chunk_start;
     for (const ChunkEntry& e : chunk) {
