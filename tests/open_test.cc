@@ -2,6 +2,7 @@
 // format), read-only and permission errors, and opening one store twice in
 // one process.
 #include <grp.h>
+#include <signal.h>
 #include <lmdb.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -209,6 +210,48 @@ TEST(OpenTest, LockFileLeftByAnInterruptedCreationBecomesAStore) {
   RILL_ASSERT_OK_AND_ASSIGN(const AppendResult r,
                             (*store)->Append("s", ExpectedVersion::NoStream(), MakeEvents(1)));
   EXPECT_EQ(r.first_position, 1u);
+}
+
+// The same leftover while a live process has the store open is no
+// interrupted creation: the store's data file was deleted or moved. Open
+// must say so and create nothing (a new store there would hide the loss and
+// share the open store's locks); once the holder is gone, it is a leftover.
+TEST(OpenTest, DeletedDataFileOfAStoreOpenElsewhereIsRefusedNotRecreated) {
+  TempDir tmp;
+  {
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(tmp.path()));
+    ASSERT_TRUE(store->Append("s", ExpectedVersion::NoStream(), MakeEvents(2)).ok());
+  }
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  const pid_t holder = fork();
+  ASSERT_GE(holder, 0);
+  if (holder == 0) {
+    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(tmp.path());
+    const char c = store.ok() ? '1' : '0';
+    if (write(ready[1], &c, 1) != 1) _exit(1);
+    pause();
+    _exit(0);
+  }
+  char c = 0;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  ASSERT_EQ(c, '1');
+  close(ready[0]);
+  close(ready[1]);
+  fs::remove(tmp.Sub("log/data.mdb"));
+
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(tmp.path());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition) << store.status();
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr("data.mdb is missing"));
+  EXPECT_FALSE(fs::exists(tmp.Sub("log/data.mdb")));
+
+  kill(holder, SIGKILL);
+  int status = 0;
+  waitpid(holder, &status, 0);
+  store = Store::Open(tmp.path());
+  ASSERT_TRUE(store.ok()) << store.status();
+  RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, (*store)->HeadPosition());
+  EXPECT_EQ(head, 0u);
 }
 
 TEST(OpenTest, LogDirectoryHoldingOtherFilesIsNotAStore) {

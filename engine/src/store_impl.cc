@@ -45,6 +45,46 @@ absl::Status ErrnoStatus(const std::error_code& ec, absl::string_view what) {
   return LmdbError(ec.value(), what);
 }
 
+// How long Open waits for another process's creation of a store, or for an
+// exclusive lock on lock.mdb to go (see WaitForLockFile).
+constexpr absl::Duration kLockFileWait = absl::Seconds(2);
+
+// The pid of a process holding any lock on byte 0 of `lock_path` (LMDB holds
+// a shared one there for as long as the environment is open), or 0.
+pid_t LockFileHolder(const std::string& lock_path) {
+  const int fd = open(lock_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  struct flock probe = {};
+  probe.l_type = F_WRLCK;  // conflicts with every lock another process holds
+  probe.l_whence = SEEK_SET;
+  probe.l_start = 0;
+  probe.l_len = 1;
+  const bool held = fcntl(fd, F_GETLK, &probe) == 0 && probe.l_type != F_UNLCK;
+  close(fd);
+  return held ? probe.l_pid : 0;
+}
+
+// For a log directory holding lock.mdb but no data.mdb: OK once data.mdb
+// exists (a concurrent creator made it) or nobody holds the lock file (an
+// interrupted creation, the directory may become a store); FailedPrecondition
+// if a live process still holds it after kLockFileWait without a data file.
+absl::Status WaitForDataFileOrFreeLock(const std::string& log_dir) {
+  const absl::Time deadline = absl::Now() + kLockFileWait;
+  for (;;) {
+    std::error_code ec;
+    if (fs::exists(log_dir + "/data.mdb", ec)) return absl::OkStatus();
+    const pid_t holder = LockFileHolder(log_dir + "/lock.mdb");
+    if (holder == 0) return absl::OkStatus();
+    if (absl::Now() >= deadline) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          log_dir, "/data.mdb is missing while process ", holder,
+          " has the store open: its data file was deleted or moved; not creating a new "
+          "store over it"));
+    }
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+}
+
 // Decides whether `dir` holds a store, may hold a new one, or is something
 // else. Creates the directory when allowed.
 absl::Status PrepareDirectory(const std::string& dir, const StoreOptions& options) {
@@ -68,13 +108,26 @@ absl::Status PrepareDirectory(const std::string& dir, const StoreOptions& option
         return absl::FailedPreconditionError(absl::StrCat(
             dir, " is not a rill store (it holds other files and no ", kLogDir, "/data.mdb)"));
       }
-      bool only_lock_file = true;
+      bool only_lock_file = true, lock_file = false;
       for (const fs::directory_entry& f : fs::directory_iterator(entry.path(), ec)) {
-        if (f.path().filename() != "lock.mdb") only_lock_file = false;
+        if (f.path().filename() == "lock.mdb") {
+          lock_file = true;
+        } else {
+          only_lock_file = false;
+        }
       }
       if (!only_lock_file) {
         return absl::FailedPreconditionError(absl::StrCat(
             dir, " is not a rill store (it holds other files and no ", kLogDir, "/data.mdb)"));
+      }
+      // A lock file that a live process holds is no interrupted creation:
+      // either that process is creating the store right now (data.mdb
+      // appears in a moment) or the store is open there and its data file
+      // was deleted or moved - then creating a new store over it would
+      // hide the loss and share the old store's locks.
+      if (lock_file) {
+        if (absl::Status s = WaitForDataFileOrFreeLock(entry.path().string()); !s.ok()) return s;
+        if (fs::exists(data_file, ec)) return absl::OkStatus();
       }
     }
     if (ec) return ErrnoStatus(ec, absl::StrCat("cannot list ", dir));
@@ -176,8 +229,8 @@ LmdbEnvOptions EnvOptionsFor(const StoreOptions& options, unsigned sync_flag) {
 // lock.mdb while it sets the file up; everyone else waits for it in
 // fcntl(F_SETLKW) inside mdb_env_open, without a timeout. A lock that some
 // other program holds and never lets go (a stuck backup tool, a debugger)
-// would hang Open forever, so Open looks first and waits at most this long.
-constexpr absl::Duration kLockFileWait = absl::Seconds(2);
+// would hang Open forever, so Open looks first and waits at most
+// kLockFileWait.
 
 // OK once nobody holds a write lock on `env_dir`/lock.mdb (or it does not
 // exist yet); Unavailable naming the holder after kLockFileWait.
