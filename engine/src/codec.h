@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -32,6 +33,18 @@ inline constexpr size_t kChecksumBytes = 8;
 // read. Reused across records to avoid allocations.
 class AlignedBuffer {
  public:
+  AlignedBuffer() = default;
+  AlignedBuffer(AlignedBuffer&& other) noexcept
+      : words_(std::move(other.words_)),
+        capacity_words_(std::exchange(other.capacity_words_, 0)),
+        used_words_(std::exchange(other.used_words_, 0)) {}
+  AlignedBuffer& operator=(AlignedBuffer&& other) noexcept {
+    words_ = std::move(other.words_);
+    capacity_words_ = std::exchange(other.capacity_words_, 0);
+    used_words_ = std::exchange(other.used_words_, 0);
+    return *this;
+  }
+
   // Copies `bytes` in and returns a pointer to the (aligned) copy, valid
   // until the next Assign/Append or destruction.
   const uint8_t* Assign(absl::string_view bytes);

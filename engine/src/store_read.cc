@@ -81,8 +81,9 @@ bool MatchesFilter(const EventFilter& filter, const EventView& event) {
                      [type](const std::string& t) { return t == type; });
 }
 
-// Locates the event stored under `position`, through `cursor` on `events`. A stream's events mostly sit next to each other in the log
-// (an append's events have consecutive positions): the next position is
+// Locates the event stored under `position`, through `cursor` on `events`.
+// A stream's events mostly sit next to each other in the log (an append's
+// events have consecutive positions): the next position is
 // tried with MDB_NEXT, and any other is found with MDB_SET_KEY, which LMDB
 // answers without a search from the root while the key is on the cursor's
 // current leaf page. (mdb_get searched from the root for every event.)
