@@ -44,7 +44,7 @@ void AlignedBuffer::Reserve(size_t bytes, size_t records) {
 
 size_t AlignedBuffer::Append(absl::string_view bytes) {
   size_t words = (bytes.size() + 7) / 8;
-  if (used_words_ + words > capacity_words_) Grow(used_words_ + words);
+  Grow(used_words_ + words);
   size_t offset = used_words_ * 8;
   if (!bytes.empty()) {
     std::memcpy(reinterpret_cast<uint8_t*>(words_.get()) + offset, bytes.data(), bytes.size());

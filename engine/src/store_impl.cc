@@ -49,13 +49,16 @@ absl::Status ErrnoStatus(const std::error_code& ec, absl::string_view what) {
 // exclusive lock on lock.mdb to go (see WaitForLockFile).
 constexpr absl::Duration kLockFileWait = absl::Seconds(2);
 
-// The pid of a process holding any lock on byte 0 of `lock_path` (LMDB holds
-// a shared one there for as long as the environment is open), or 0.
-pid_t LockFileHolder(const std::string& lock_path) {
+// The pid of another process holding a lock on byte 0 of `lock_path` (the
+// byte LMDB locks) that conflicts with a lock of type `type`, or 0 (also when
+// the file does not exist). F_WRLCK finds any holder: LMDB holds a shared
+// lock there for as long as the environment is open. F_RDLCK finds only an
+// exclusive holder: LMDB's first opener while it sets the file up.
+pid_t LockFileHolder(const std::string& lock_path, short type) {
   const int fd = open(lock_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return 0;
   struct flock probe = {};
-  probe.l_type = F_WRLCK;  // conflicts with every lock another process holds
+  probe.l_type = type;
   probe.l_whence = SEEK_SET;
   probe.l_start = 0;
   probe.l_len = 1;
@@ -73,7 +76,7 @@ absl::Status WaitForDataFileOrFreeLock(const std::string& log_dir) {
   for (;;) {
     std::error_code ec;
     if (fs::exists(log_dir + "/data.mdb", ec)) return absl::OkStatus();
-    const pid_t holder = LockFileHolder(log_dir + "/lock.mdb");
+    const pid_t holder = LockFileHolder(log_dir + "/lock.mdb", F_WRLCK);
     if (holder == 0) return absl::OkStatus();
     if (absl::Now() >= deadline) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -104,19 +107,18 @@ absl::Status PrepareDirectory(const std::string& dir, const StoreOptions& option
     // leaves - our log/ directory, empty or with LMDB's lock.mdb alone
     // (mdb_env_open creates lock.mdb before data.mdb) - may become a store.
     for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
-      if (!(entry.path().filename() == kLogDir && entry.is_directory())) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            dir, " is not a rill store (it holds other files and no ", kLogDir, "/data.mdb)"));
-      }
-      bool only_lock_file = true, lock_file = false;
-      for (const fs::directory_entry& f : fs::directory_iterator(entry.path(), ec)) {
-        if (f.path().filename() == "lock.mdb") {
-          lock_file = true;
-        } else {
-          only_lock_file = false;
+      bool leftover = entry.path().filename() == kLogDir && entry.is_directory();
+      bool lock_file = false;
+      if (leftover) {
+        for (const fs::directory_entry& f : fs::directory_iterator(entry.path(), ec)) {
+          if (f.path().filename() == "lock.mdb") {
+            lock_file = true;
+          } else {
+            leftover = false;
+          }
         }
       }
-      if (!only_lock_file) {
+      if (!leftover) {
         return absl::FailedPreconditionError(absl::StrCat(
             dir, " is not a rill store (it holds other files and no ", kLogDir, "/data.mdb)"));
       }
@@ -236,27 +238,19 @@ LmdbEnvOptions EnvOptionsFor(const StoreOptions& options, unsigned sync_flag) {
 // exist yet); Unavailable naming the holder after kLockFileWait.
 absl::Status WaitForLockFile(const std::string& env_dir) {
   const std::string path = absl::StrCat(env_dir, "/lock.mdb");
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::OkStatus();  // LMDB creates it, or reports why not
   const absl::Time deadline = absl::Now() + kLockFileWait;
   for (;;) {
-    struct flock probe = {};
-    probe.l_type = F_RDLCK;  // what LMDB's readers and writers share
-    probe.l_whence = SEEK_SET;
-    probe.l_start = 0;
-    probe.l_len = 1;  // the byte LMDB locks
-    if (fcntl(fd, F_GETLK, &probe) != 0 || probe.l_type == F_UNLCK) break;
+    // An exclusive holder only: LMDB's readers and writers share the lock.
+    const pid_t holder = LockFileHolder(path, F_RDLCK);
+    if (holder == 0) return absl::OkStatus();  // or no file: LMDB creates it
     if (absl::Now() >= deadline) {
-      close(fd);
       return absl::UnavailableError(absl::StrCat(
-          path, " is locked exclusively by process ", probe.l_pid, " for more than ",
+          path, " is locked exclusively by process ", holder, " for more than ",
           absl::FormatDuration(kLockFileWait),
           "; LMDB cannot open the store until that process lets go of it"));
     }
     absl::SleepFor(absl::Milliseconds(5));
   }
-  close(fd);
-  return absl::OkStatus();
 }
 
 StreamInfo MakeStreamInfo(absl::string_view name, const StreamState& state) {
