@@ -551,7 +551,6 @@ absl::Status Worker::RetryParked(uint64_t position) {
 
 absl::Status Worker::RetryParkedNow(uint64_t position) {
   const std::string key = DeadLetterKey(def_.name, position);
-  uint64_t generation = 0;
   DeadLetterRec rec;
   {
     absl::StatusOr<Txn> txn = env_->BeginRead();
@@ -566,15 +565,14 @@ absl::Status Worker::RetryParkedNow(uint64_t position) {
     absl::StatusOr<DeadLetterRec> decoded = DecodeDeadLetter(FromVal(v));
     if (!decoded.ok()) return decoded.status();
     rec = *std::move(decoded);
-    generation = rec.generation;
   }
   // The event goes into the generation that parked it: the serving one,
   // or the one being rebuilt (which will serve after the swap).
   bool live;
   {
     absl::MutexLock lock(&mu_);
-    live = generation == catalog_.active.id ||
-           (catalog_.building && generation == catalog_.building->id);
+    live = rec.generation == catalog_.active.id ||
+           (catalog_.building && rec.generation == catalog_.building->id);
   }
   if (!live) {
     // Its generation was replaced by one that applied or re-parked the
@@ -594,7 +592,7 @@ absl::Status Worker::RetryParkedNow(uint64_t position) {
   absl::Status scan = store_->ScanAll(position, one, [&](const EventView& event) {
     found = event.position() == position;
     if (!found) return false;
-    EventTxn txn(&def_.tables, generation, &rows, &committed);
+    EventTxn txn(&def_.tables, rec.generation, &rows, &committed);
     applied = CallApply(def_, event, txn);
     if (applied.ok()) txn.MergeIntoBatch();
     return false;
