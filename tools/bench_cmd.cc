@@ -31,6 +31,7 @@ struct BenchArgs {
   uint64_t events = 10000;
   size_t batch = 100;
   int threads = 16;
+  int64_t group_commit_wait_us = -1;  // -1: the store's default
   size_t streams = 100;
   size_t size = 256;
   bool keep = false;
@@ -237,7 +238,12 @@ int RunBench(const BenchArgs& args) {
   }
   absl::StatusOr<Result> result;
   {
-    absl::StatusOr<std::unique_ptr<Store>> store = OpenStore(store_dir, OpenMode::kCreate);
+    StoreOptions options;
+    if (args.group_commit_wait_us >= 0) {
+      options.group_commit_wait = absl::Microseconds(args.group_commit_wait_us);
+    }
+    absl::StatusOr<std::unique_ptr<Store>> store =
+        OpenStore(store_dir, OpenMode::kCreate, options);
     if (!store.ok()) return Fail(store.status());
     Progress progress(absl::StrCat("bench ", args.workload), args.events);
     Store* s = store->get();
@@ -317,6 +323,10 @@ void AddBenchCommands(CLI::App& app, Action* action) {
   bench->add_option("--batch", b->batch,
                     "events per append (append-batch) or per read (read-all); default 100");
   bench->add_option("--threads", b->threads, "appending threads (concurrent; default 16)");
+  bench->add_option("--group-commit-wait-us", b->group_commit_wait_us,
+                    "StoreOptions::group_commit_wait in microseconds (default: the store's "
+                    "default, 100; 0 turns the wait off)")
+      ->check(CLI::NonNegativeNumber);
   bench->add_option("--streams", b->streams, "streams written round robin (default 100)");
   bench->add_option("--size", b->size, "payload bytes per event (default 256)");
   bench->add_flag("--keep", b->keep, "keep the store afterwards");

@@ -68,14 +68,14 @@ int Fail(const absl::Status& status, absl::string_view hint) {
   return ExitCodeFor(status);
 }
 
-absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& dir, OpenMode mode) {
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& dir, OpenMode mode,
+                                                 StoreOptions options) {
   std::error_code ec;
   if (mode != OpenMode::kCreate && !fs::exists(fs::path(dir) / "log" / "data.mdb", ec)) {
     return absl::NotFoundError(absl::StrCat(
         "no rill store at ", dir,
         fs::exists(dir, ec) ? " (the directory holds no log/data.mdb)" : " (no such directory)"));
   }
-  StoreOptions options;
   options.read_only = mode == OpenMode::kRead;
   options.create_if_missing = mode == OpenMode::kCreate;
   return Store::Open(dir, options);

@@ -60,9 +60,11 @@ enum class OpenMode {
   kCreate,  // read-write; created when the directory does not exist yet
 };
 
-// Opens the store in `dir`. A missing store is NotFound ("no rill store at
-// DIR") and nothing is created, except with kCreate.
-absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& dir, OpenMode mode);
+// Opens the store in `dir` with `options` (their read_only and
+// create_if_missing are set from `mode`). A missing store is NotFound ("no
+// rill store at DIR") and nothing is created, except with kCreate.
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& dir, OpenMode mode,
+                                                 StoreOptions options = {});
 
 // A progress bar on stderr, drawn only when stderr is a terminal, at most
 // ten times a second. Thread-safe.

@@ -35,14 +35,35 @@ absl::Status VersionMismatch(absl::string_view stream, ExpectedVersion expected,
       actual < 0 ? "does not exist" : absl::StrCat("is at version ", actual)));
 }
 
+// The batch that completed this thread's last request, to recognise a caller
+// of the last batch coming back (see Writer::AwaitReleasedCallers).
+struct LastBatch {
+  const void* writer = nullptr;
+  uint64_t number = 0;
+};
+thread_local LastBatch last_batch;
+
+// Below this the group commit wait is not worth a timed wait: it drops to zero.
+constexpr absl::Duration kMinGroupCommitWait = absl::Microseconds(5);
+// Batches after which a wait that fell to zero is tried again at full length.
+constexpr int kGroupCommitRetryBatches = 64;
+
 }  // namespace
 
 Writer::Writer(StoreImpl* store, LmdbEnv* env, const LogDbs& dbs, const StoreOptions& options)
-    : store_(store), env_(env), dbs_(dbs), options_(options), fbb_(4096) {}
+    : store_(store),
+      env_(env),
+      dbs_(dbs),
+      options_(options),
+      fbb_(4096),
+      wait_(std::max(options.group_commit_wait, absl::ZeroDuration())) {}
 
 void Writer::Submit(AppendRequest* request) {
   std::vector<AppendRequest*> batch;
   mu_.Lock();
+  if (last_batch.writer == this && last_batch.number == completed_batches_ && released_ > 0) {
+    --released_;  // a caller of the last batch is back
+  }
   queue_.push_back(request);
   // Wait until a leader has completed this request, or until it is at the
   // front of the queue with no batch in flight: then this thread leads.
@@ -51,10 +72,12 @@ void Writer::Submit(AppendRequest* request) {
   };
   mu_.Await(absl::Condition(&ready));
   if (request->completed) {
+    last_batch = {this, request->batch};
     mu_.Unlock();
     return;
   }
   leading_ = true;
+  AwaitReleasedCallers();
   size_t bytes = 0;
   while (!queue_.empty() && batch.size() < options_.max_batch_requests &&
          (batch.empty() || bytes + queue_.front()->bytes <= options_.max_batch_bytes)) {
@@ -67,9 +90,41 @@ void Writer::Submit(AppendRequest* request) {
   ProcessBatch(batch);  // one transaction, one commit, outside the queue lock
 
   mu_.Lock();
-  for (AppendRequest* r : batch) r->completed = true;
+  ++completed_batches_;
+  for (AppendRequest* r : batch) {
+    r->completed = true;
+    r->batch = completed_batches_;
+  }
+  released_ = batch.size();
+  last_batch = {this, completed_batches_};
   leading_ = false;
   mu_.Unlock();  // wakes the followers of this batch and the next leader
+}
+
+void Writer::AwaitReleasedCallers() {
+  if (released_ == 0) return;
+  bool retry = false;
+  if (wait_ == absl::ZeroDuration()) {
+    if (options_.group_commit_wait <= absl::ZeroDuration() ||
+        ++batches_without_wait_ < kGroupCommitRetryBatches) {
+      return;
+    }
+    batches_without_wait_ = 0;
+    wait_ = options_.group_commit_wait;
+    retry = true;
+  }
+  auto back = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return released_ == 0 || queue_.size() >= options_.max_batch_requests;
+  };
+  if (mu_.AwaitWithTimeout(absl::Condition(&back), wait_)) {
+    wait_ = options_.group_commit_wait;
+  } else {
+    // They did not come back in time: these callers are not appending in a
+    // loop (or not right now). Wait less next time; a failed retry goes
+    // straight back to not waiting.
+    wait_ = retry ? absl::ZeroDuration() : wait_ / 2;
+    if (wait_ < kMinGroupCommitWait) wait_ = absl::ZeroDuration();
+  }
 }
 
 void Writer::ProcessBatch(std::vector<AppendRequest*>& batch) {

@@ -44,6 +44,17 @@ struct StoreOptions {
   size_t max_batch_requests = 4096;
   // Most payload bytes the writer drains into one transaction.
   size_t max_batch_bytes = size_t{64} << 20;  // 64 MiB
+  // Group commit: how long the next batch may wait for the callers that the
+  // last commit just released to append again (threads that append in a
+  // loop, each waiting for its own acknowledgement). Without it those callers
+  // miss the batch that starts right after their commit and the threads split
+  // into two groups that take turns, each paying its own fsync. The wait ends
+  // as soon as they are all back (or the batch is full); a lone caller never
+  // waits for itself. When they do not come back in time the wait halves,
+  // down to none, and is tried again at full length every 64 batches, so
+  // callers that are not looping pay a few short waits, then ~1.5 us per
+  // batch. Zero: never wait (docs/architecture.md, "Group commit wait").
+  absl::Duration group_commit_wait = absl::Microseconds(100);
   // Maximum number of reader slots (concurrent read transactions across all
   // processes that open the store). Fixed when the lock file is created.
   unsigned max_readers = 256;
