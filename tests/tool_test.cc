@@ -354,6 +354,14 @@ TEST(ToolTest, BenchRunsEveryWorkloadAndRemovesItsStore) {
     EXPECT_GE(j["p999_us"].get<double>(), j["p99_us"].get<double>()) << w;
   }
   EXPECT_TRUE(fs::is_empty(dir.path()));
+  ToolRun off = RunTool({"bench", dir.path(), "--workload", "concurrent", "--events", "200",
+                         "--threads", "4", "--group-commit-wait-us", "0", "--json"});
+  ASSERT_EQ(off.exit_code, 0) << off.Describe();
+  EXPECT_EQ(Json::parse(off.out)["group_commit_wait_us"], 0);
+  EXPECT_EQ(Json::parse(RunTool({"bench", dir.path(), "--events", "20", "--json"}).out)
+                ["group_commit_wait_us"],
+            100);
+  EXPECT_EQ(RunTool({"bench", dir.path(), "--group-commit-wait-us", "-5"}).exit_code, 2);
   ToolRun text = RunTool({"bench", dir.path(), "--events", "20"});
   EXPECT_EQ(text.exit_code, 0) << text.Describe();
   EXPECT_THAT(text.out, HasSubstr("events/s"));

@@ -237,11 +237,13 @@ int RunBench(const BenchArgs& args) {
     return Fail(absl::InvalidArgumentError("--events and --streams must be at least 1"));
   }
   absl::StatusOr<Result> result;
+  absl::Duration group_commit_wait;
   {
     StoreOptions options;
     if (args.group_commit_wait_us >= 0) {
       options.group_commit_wait = absl::Microseconds(args.group_commit_wait_us);
     }
+    group_commit_wait = options.group_commit_wait;
     absl::StatusOr<std::unique_ptr<Store>> store =
         OpenStore(store_dir, OpenMode::kCreate, options);
     if (!store.ok()) return Fail(store.status());
@@ -290,6 +292,7 @@ int RunBench(const BenchArgs& args) {
                    {"p999_us", p999},
                    {"batch", args.batch},
                    {"threads", args.threads},
+                   {"group_commit_wait_us", absl::ToInt64Microseconds(group_commit_wait)},
                    {"streams", args.streams},
                    {"size", args.size}}
                   .dump());
