@@ -1,12 +1,13 @@
 // The group commit wait (StoreOptions::group_commit_wait): a new batch waits
 // for the callers the last commit released, so threads that append in a loop
-// share one commit instead of taking turns; a lone caller never waits for
-// itself; callers that do not come back cost a few shrinking waits, not one
-// full wait per commit.
+// share one commit instead of taking turns; a caller never waits for itself
+// (also when it appends to several stores); callers that do not come back
+// make the wait shrink to nothing and it is retried only every 64 batches.
 //
 // A batch is counted by its commit time: every event of one transaction gets
 // the same recorded time, and two durable commits are never within the same
-// microsecond.
+// microsecond. The writer's wait counters (Writer::wait_stats) say whether a
+// leader waited and who came back.
 #include <algorithm>
 #include <cstdint>
 #include <map>
@@ -19,14 +20,21 @@
 #include "absl/synchronization/barrier.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "absl/synchronization/notification.h"
 #include "rill/store.h"
+#include "store_impl.h"
 #include "test_util.h"
+#include "writer.h"
 
 namespace rill {
 namespace {
 
 using ::rill::testing::MakeEvents;
 using ::rill::testing::TempDir;
+
+internal::Writer::WaitStats WaitStats(Store& store) {
+  return static_cast<internal::StoreImpl&>(store).writer()->wait_stats();
+}
 
 StoreOptions WithWait(absl::Duration wait) {
   StoreOptions options;
@@ -103,36 +111,87 @@ TEST(GroupCommitTest, CallersAppendingInALoopShareOneCommitPerRound) {
     ++full;
   }
   EXPECT_GT(full, 0) << "the threads never appended at the same time";
+  const internal::Writer::WaitStats stats = WaitStats(*store);
+  EXPECT_GT(stats.all_back, 0u);
+  EXPECT_EQ(stats.none_back, 0u);
 }
 
 TEST(GroupCommitTest, ALoneCallerNeverWaitsForItself) {
   TempDir dir;
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(dir.Sub("store"), WithWait(absl::Seconds(10))));
-  const absl::Time start = absl::Now();
+                            Store::Open(dir.Sub("store"), WithWait(absl::Seconds(1))));
   for (int i = 0; i < 20; ++i) AppendOne(*store, "alone");
-  // Waiting for itself even once would take 10 s.
-  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
   const Batches b = CountBatches(*store);
   EXPECT_EQ(b.events, 20u);
   EXPECT_EQ(b.commits, 20u);
+  const internal::Writer::WaitStats stats = WaitStats(*store);
+  EXPECT_EQ(stats.batches, 20u);
+  EXPECT_EQ(stats.waits, 0u);
 }
 
-TEST(GroupCommitTest, CallersThatDoNotComeBackCostAFewShrinkingWaits) {
-  constexpr int kCallers = 12;
+TEST(GroupCommitTest, ACallerOfSeveralStoresNeverWaitsForItself) {
+  TempDir dir;
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> a,
+                            Store::Open(dir.Sub("a"), WithWait(absl::Seconds(1))));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> b,
+                            Store::Open(dir.Sub("b"), WithWait(absl::Seconds(1))));
+  for (int i = 0; i < 10; ++i) {
+    AppendOne(*a, "s");
+    AppendOne(*b, "s");
+  }
+  EXPECT_EQ(WaitStats(*a).batches, 10u);
+  EXPECT_EQ(WaitStats(*a).waits, 0u);
+  EXPECT_EQ(WaitStats(*b).batches, 10u);
+  EXPECT_EQ(WaitStats(*b).waits, 0u);
+}
+
+TEST(GroupCommitTest, CallersThatDoNotComeBackMakeTheWaitFallToNothing) {
+  // 70 callers, one after the other, each appending once from its own thread
+  // and then staying alive without appending again: every batch after the
+  // first has released a caller that does not come back. With the default
+  // wait of 100 us the leaders wait 100, 50, 25, 12.5 and 6.25 us (each time
+  // for a quarter of that, nobody returning), then not at all; after 64
+  // batches without a wait one retry at full length, which fails and drops
+  // the wait to nothing at once.
+  constexpr int kCallers = 70;
+  TempDir dir;
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(dir.Sub("store")));
+  absl::Notification finish;
+  std::vector<std::thread> callers;
+  for (int i = 0; i < kCallers; ++i) {
+    absl::Notification appended;
+    callers.emplace_back([&, i] {
+      AppendOne(*store, absl::StrCat("once-", i));
+      appended.Notify();
+      finish.WaitForNotification();
+    });
+    appended.WaitForNotification();
+  }
+  finish.Notify();
+  for (std::thread& t : callers) t.join();
+  EXPECT_EQ(CountBatches(*store).events, size_t{kCallers});
+  const internal::Writer::WaitStats stats = WaitStats(*store);
+  EXPECT_EQ(stats.batches, size_t{kCallers});
+  EXPECT_EQ(stats.waits, 6u);
+  EXPECT_EQ(stats.none_back, 6u);
+  EXPECT_EQ(stats.all_back, 0u);
+}
+
+TEST(GroupCommitTest, ZeroTurnsTheWaitOff) {
   TempDir dir;
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(dir.Sub("store"), WithWait(absl::Seconds(1))));
-  const absl::Time start = absl::Now();
-  // Each caller appends once from its own thread and is gone: every commit
-  // after the first waits for a caller that never returns. The wait halves
-  // each time (1 s + 0.5 s + ... < 2 s in all); a wait that did not adapt
-  // would take kCallers - 1 seconds, one that did not end would hang.
-  for (int i = 0; i < kCallers; ++i) {
-    std::thread([&, i] { AppendOne(*store, absl::StrCat("once-", i)); }).join();
+                            Store::Open(dir.Sub("store"), WithWait(absl::ZeroDuration())));
+  absl::Barrier start(4);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      start.Block();
+      for (int i = 0; i < 20; ++i) AppendOne(*store, absl::StrCat("loop-", t));
+    });
   }
-  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
-  EXPECT_EQ(CountBatches(*store).events, size_t{kCallers});
+  for (std::thread& th : threads) th.join();
+  EXPECT_EQ(CountBatches(*store).events, 80u);
+  EXPECT_EQ(WaitStats(*store).waits, 0u);
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // StoreImpl: the Store behind the public interface.
 //
-// Threads: the caller threads (validation, fingerprints, reads), one writer
-// thread (writer.h; absent when read-only) and one thread per subscription.
+// Threads: the caller threads (validation, fingerprints, reads; one of them
+// at a time leads a group commit, writer.h) and one thread per subscription.
 // Reads never take a lock other than the env's shared resize lock for the
 // length of one short transaction.
 #ifndef RILL_ENGINE_STORE_IMPL_H_
@@ -107,6 +107,8 @@ class StoreImpl final : public Store {
   // The log environment and its databases, for VerifyStore and BackupStore.
   LmdbEnv* log_env() const { return env_.get(); }
   const LogDbs& dbs() const { return dbs_; }
+  // The group commit writer (null when read-only), for tests.
+  const Writer* writer() const { return writer_.get(); }
 
  private:
   StoreImpl(std::string dir, std::string registry_key, const StoreOptions& options, std::unique_ptr<LmdbEnv> env,

@@ -35,14 +35,6 @@ absl::Status VersionMismatch(absl::string_view stream, ExpectedVersion expected,
       actual < 0 ? "does not exist" : absl::StrCat("is at version ", actual)));
 }
 
-// The batch that completed this thread's last request, to recognise a caller
-// of the last batch coming back (see Writer::AwaitReleasedCallers).
-struct LastBatch {
-  const void* writer = nullptr;
-  uint64_t number = 0;
-};
-thread_local LastBatch last_batch;
-
 // Below this the group commit wait is not worth a timed wait: it drops to zero.
 constexpr absl::Duration kMinGroupCommitWait = absl::Microseconds(5);
 // Batches after which a wait that fell to zero is tried again at full length.
@@ -56,14 +48,20 @@ Writer::Writer(StoreImpl* store, LmdbEnv* env, const LogDbs& dbs, const StoreOpt
       dbs_(dbs),
       options_(options),
       fbb_(4096),
-      wait_(std::max(options.group_commit_wait, absl::ZeroDuration())) {}
+      max_wait_(std::clamp(options.group_commit_wait, absl::ZeroDuration(), kMaxGroupCommitWait)),
+      wait_(max_wait_) {}
+
+Writer::WaitStats Writer::wait_stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
 
 void Writer::Submit(AppendRequest* request) {
   std::vector<AppendRequest*> batch;
+  request->caller = std::this_thread::get_id();
   mu_.Lock();
-  if (last_batch.writer == this && last_batch.number == completed_batches_ && released_ > 0) {
-    --released_;  // a caller of the last batch is back
-  }
+  if (!released_.empty()) released_.erase(request->caller);  // a caller of the last batch is back
+  queued_bytes_ += request->bytes;
   queue_.push_back(request);
   // Wait until a leader has completed this request, or until it is at the
   // front of the queue with no batch in flight: then this thread leads.
@@ -72,7 +70,6 @@ void Writer::Submit(AppendRequest* request) {
   };
   mu_.Await(absl::Condition(&ready));
   if (request->completed) {
-    last_batch = {this, request->batch};
     mu_.Unlock();
     return;
   }
@@ -85,46 +82,70 @@ void Writer::Submit(AppendRequest* request) {
     batch.push_back(queue_.front());
     queue_.pop_front();
   }
+  queued_bytes_ -= bytes;
+  ++stats_.batches;
   mu_.Unlock();
 
   ProcessBatch(batch);  // one transaction, one commit, outside the queue lock
 
   mu_.Lock();
-  ++completed_batches_;
+  released_.clear();
   for (AppendRequest* r : batch) {
     r->completed = true;
-    r->batch = completed_batches_;
+    released_.insert(r->caller);
   }
-  released_ = batch.size();
-  last_batch = {this, completed_batches_};
   leading_ = false;
   mu_.Unlock();  // wakes the followers of this batch and the next leader
 }
 
 void Writer::AwaitReleasedCallers() {
-  if (released_ == 0) return;
+  if (released_.empty()) return;
   bool retry = false;
   if (wait_ == absl::ZeroDuration()) {
-    if (options_.group_commit_wait <= absl::ZeroDuration() ||
-        ++batches_without_wait_ < kGroupCommitRetryBatches) {
+    if (max_wait_ == absl::ZeroDuration() || ++batches_without_wait_ < kGroupCommitRetryBatches) {
       return;
     }
     batches_without_wait_ = 0;
-    wait_ = options_.group_commit_wait;
+    wait_ = max_wait_;
     retry = true;
   }
-  auto back = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return released_ == 0 || queue_.size() >= options_.max_batch_requests;
-  };
-  if (mu_.AwaitWithTimeout(absl::Condition(&back), wait_)) {
-    wait_ = options_.group_commit_wait;
-  } else {
-    // They did not come back in time: these callers are not appending in a
-    // loop (or not right now). Wait less next time; a failed retry goes
-    // straight back to not waiting.
+  ++stats_.waits;
+  // Callers that append in a loop come back within microseconds of each
+  // other: once none has come back for a quarter of the wait, the rest are
+  // not coming (a caller that went on to other work, or exited).
+  const absl::Duration gap = std::max(wait_ / 4, kMinGroupCommitWait);
+  const absl::Time deadline = absl::Now() + wait_;
+  const size_t outstanding = released_.size();
+  bool all_back = false;
+  for (;;) {
+    const size_t before = released_.size();
+    auto moved = [this, before]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return released_.size() < before || queue_.size() >= options_.max_batch_requests ||
+             queued_bytes_ >= options_.max_batch_bytes;
+    };
+    const absl::Duration slice = std::min(gap, deadline - absl::Now());
+    if (slice <= absl::ZeroDuration() || !mu_.AwaitWithTimeout(absl::Condition(&moved), slice)) {
+      break;
+    }
+    if (released_.empty() || queue_.size() >= options_.max_batch_requests ||
+        queued_bytes_ >= options_.max_batch_bytes) {
+      all_back = true;
+      break;
+    }
+  }
+  if (all_back) {
+    ++stats_.all_back;
+    wait_ = max_wait_;
+  } else if (released_.size() == outstanding) {
+    // None came back: these callers are not appending in a loop (or not
+    // right now). Wait less next time; a failed retry goes straight back
+    // to not waiting.
+    ++stats_.none_back;
     wait_ = retry ? absl::ZeroDuration() : wait_ / 2;
     if (wait_ < kMinGroupCommitWait) wait_ = absl::ZeroDuration();
   }
+  // Some came back and the rest did not (looping callers and one-off ones
+  // in one batch): the wait was worth it, keep it as it is.
 }
 
 void Writer::ProcessBatch(std::vector<AppendRequest*>& batch) {

@@ -19,6 +19,8 @@
 // previous commit released (StoreOptions::group_commit_wait): callers that
 // append in a loop are back within microseconds, and waiting for them puts
 // all of them into one commit instead of two alternating half-sized ones.
+// The wait ends when they are all back, the batch is full, no further one
+// has come back for a quarter of the wait, or the wait is over.
 //
 // Why a leader rather than a dedicated writer thread: a lone append then
 // runs on its caller's thread with no hand-off (two thread wake-ups per
@@ -30,11 +32,15 @@
 #define RILL_ENGINE_WRITER_H_
 
 #include <deque>
+#include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "codec.h"
 #include "fingerprint.h"
 #include "lmdb_env.h"
@@ -53,7 +59,7 @@ struct AppendRequest {
 
   absl::StatusOr<std::vector<AppendResult>> result;
   bool completed = false;  // guarded by Writer::mu_
-  uint64_t batch = 0;       // the batch that completed it; guarded by Writer::mu_
+  std::thread::id caller;  // the thread that submitted it (set by Submit)
 };
 
 class Writer {
@@ -63,6 +69,18 @@ class Writer {
   // Queues `request` and blocks until it is committed or rejected; the
   // outcome is in request->result.
   void Submit(AppendRequest* request);
+
+  // Counters of the group commit wait, for tests.
+  struct WaitStats {
+    uint64_t batches = 0;    // batches led
+    uint64_t waits = 0;      // leaders that waited for released callers
+    uint64_t all_back = 0;   // ... and saw all of them back
+    uint64_t none_back = 0;  // ... and saw none of them back
+  };
+  WaitStats wait_stats() const;
+
+  // The longest group commit wait: larger settings are cut to this.
+  static constexpr absl::Duration kMaxGroupCommitWait = absl::Seconds(1);
 
  private:
   // Called by a new leader: waits (releasing mu_) up to wait_ for the
@@ -88,17 +106,20 @@ class Writer {
   flatbuffers::FlatBufferBuilder fbb_;
   AlignedBuffer last_buffer_;
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::deque<AppendRequest*> queue_ ABSL_GUARDED_BY(mu_);
   bool leading_ ABSL_GUARDED_BY(mu_) = false;  // a batch is in flight
-  // Group commit wait: the number of the last completed batch, how many of
-  // its callers have not queued a request since, the current wait (adapted
-  // between zero and options_.group_commit_wait) and the batches led since
-  // it fell to zero.
-  uint64_t completed_batches_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t released_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Group commit wait: the threads whose requests the last batch completed
+  // and that have not submitted since, the longest wait (the option, cut to
+  // kMaxGroupCommitWait), the current one (adapted between zero and
+  // max_wait_) and the batches led since it fell to zero.
+  absl::flat_hash_set<std::thread::id, std::hash<std::thread::id>> released_
+      ABSL_GUARDED_BY(mu_);
+  const absl::Duration max_wait_;
   absl::Duration wait_ ABSL_GUARDED_BY(mu_);
   int batches_without_wait_ ABSL_GUARDED_BY(mu_) = 0;
+  WaitStats stats_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace rill::internal

@@ -49,11 +49,13 @@ struct StoreOptions {
   // loop, each waiting for its own acknowledgement). Without it those callers
   // miss the batch that starts right after their commit and the threads split
   // into two groups that take turns, each paying its own fsync. The wait ends
-  // as soon as they are all back (or the batch is full); a lone caller never
-  // waits for itself. When they do not come back in time the wait halves,
-  // down to none, and is tried again at full length every 64 batches, so
-  // callers that are not looping pay a few short waits, then ~1.5 us per
-  // batch. Zero: never wait (docs/architecture.md, "Group commit wait").
+  // as soon as they are all back, the batch is full, or none has come back
+  // for a quarter of this time; a thread never waits for itself (on any
+  // store). When none of them come back the wait halves, down to none, and
+  // is tried again at full length every 64 batches, so callers that are not
+  // looping pay a few short waits, then ~0.4 us per batch on average. At
+  // most 1 s (longer settings are cut). Zero: never wait
+  // (docs/architecture.md, "Group commit wait").
   absl::Duration group_commit_wait = absl::Microseconds(100);
   // Maximum number of reader slots (concurrent read transactions across all
   // processes that open the store). Fixed when the lock file is created.
