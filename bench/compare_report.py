@@ -266,8 +266,9 @@ def render(args, machine, res, snap):
     w("")
     w("**Workloads.** Payloads are 256 bytes of JSON. Appends: a fresh store per workload, 1000 "
       f"streams round robin, each request to one stream with its expected version, "
-      f"{'1' if args.quick else '4'} s per system split in two rounds (the second in reverse "
-      "system order, so that a slow minute of the shared disk is shared). `concurrent16`: 16 "
+      f"{'1' if args.quick else '4'} s per system split in four rounds (every other one in "
+      "reverse system order, so that a slow stretch of the shared disk is shared). "
+      "`concurrent16`: 16 "
       "threads, each with its own connection/handle and 4 streams of its own, single events. "
       "`idempotent`: one event per request, each with an idempotency key; every 10th request is "
       "a retry of the request sent 5 before it (so 10% are retries, and every one of them must "
@@ -458,12 +459,12 @@ def fill(text, res, machine):
             return rr._fmt_us(r.get(f"{kind}_us")) if r else "—"
         if kind == "cycle":
             r = res.get(("concurrent16", "rill")) or {}
-            v = [r[k] for k in ("events_per_commit_round1", "events_per_commit_round2") if k in r]
+            v = [r[k] for k in r if k.startswith("events_per_commit_round")]
             ev = r.get("events_per_s")
             return rr._fmt_us(sum(v) / len(v) / ev * 1e6) if v and ev else "n/a"
         if kind == "epc":
             r = res.get(("concurrent16", "rill")) or {}
-            v = [r[k] for k in ("events_per_commit_round1", "events_per_commit_round2") if k in r]
+            v = [r[k] for k in r if k.startswith("events_per_commit_round")]
             return f"{sum(v) / len(v):.1f}" if v else "n/a"
         if kind == "xxh3" or kind == "xxh3ratio":
             r = res.get(("read_all", "lmdb")) or {}

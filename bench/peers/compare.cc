@@ -8,8 +8,9 @@
 //                [--workloads append_b1,...]
 //
 // Appends are timed for S seconds per system (default 4; --quick 1), split
-// into two rounds whose system order is reversed, so that a slow minute of
-// the shared disk falls on every system alike. Reads: one untimed warm-up
+// into kRounds rounds whose system order alternates (forwards, backwards,
+// ...), so that a slow stretch of the shared disk falls on every system
+// alike. Reads: one untimed warm-up
 // pass, then passes until S seconds have gone by.
 #include <time.h>
 
@@ -167,6 +168,11 @@ void RunIdempotent(SerialRun& r, std::vector<Request>& sent, double secs) {
   r.fig.seconds += Secs(start);
 }
 
+// Rounds per append figure; the system order of odd rounds is reversed.
+constexpr int kRounds = 4;
+
+size_t InRound(int round, size_t k, size_t n) { return round % 2 == 0 ? k : n - 1 - k; }
+
 void SerialWorkload(const std::string& workload, std::vector<Peer*>& peers, int batch,
                     double secs) {
   std::fprintf(stderr, "== %s\n", workload.c_str());
@@ -179,13 +185,13 @@ void SerialWorkload(const std::string& workload, std::vector<Peer*>& peers, int 
   std::vector<std::string> payloads;
   for (int i = 0; i < std::max(batch, 1); ++i) payloads.push_back(Payload(i));
   std::vector<std::vector<Request>> sent(runs.size());
-  for (int round = 0; round < 2; ++round) {
+  for (int round = 0; round < kRounds; ++round) {
     for (size_t k = 0; k < runs.size(); ++k) {
-      const size_t j = round == 0 ? k : runs.size() - 1 - k;
+      const size_t j = InRound(round, k, runs.size());
       if (batch > 0) {
-        RunBatches(runs[j], payloads, secs / 2);
+        RunBatches(runs[j], payloads, secs / kRounds);
       } else {
-        RunIdempotent(runs[j], sent[j], secs / 2);
+        RunIdempotent(runs[j], sent[j], secs / kRounds);
       }
     }
   }
@@ -244,12 +250,12 @@ void ConcurrentWorkload(std::vector<Peer*>& peers, double secs) {
   std::fprintf(stderr, "== concurrent16\n");
   std::vector<Figure> figs(peers.size());
   for (Peer* p : peers) p->OpenFresh("concurrent16");
-  for (int round = 0; round < 2; ++round) {
+  for (int round = 0; round < kRounds; ++round) {
     for (size_t k = 0; k < peers.size(); ++k) {
-      const size_t j = round == 0 ? k : peers.size() - 1 - k;
+      const size_t j = InRound(round, k, peers.size());
       // A fresh set of streams per round: the threads' streams start at -1.
-      if (round == 1) peers[j]->OpenFresh("concurrent16b");
-      Figure f = Concurrent(peers[j], secs / 2);
+      if (round > 0) peers[j]->OpenFresh(absl::StrFormat("concurrent16-%d", round + 1));
+      Figure f = Concurrent(peers[j], secs / kRounds);
       const double epc = peers[j]->CloseAndCountEventsPerCommit(f.events);
       if (epc > 0) figs[j].extra[absl::StrFormat("events_per_commit_round%d", round + 1)] = epc;
       figs[j].events += f.events;
