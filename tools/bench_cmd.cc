@@ -236,14 +236,12 @@ int RunBench(const BenchArgs& args) {
   if (args.streams == 0 || args.events == 0) {
     return Fail(absl::InvalidArgumentError("--events and --streams must be at least 1"));
   }
+  StoreOptions options;
+  if (args.group_commit_wait_us >= 0) {
+    options.group_commit_wait = absl::Microseconds(args.group_commit_wait_us);
+  }
   absl::StatusOr<Result> result;
-  absl::Duration group_commit_wait;
   {
-    StoreOptions options;
-    if (args.group_commit_wait_us >= 0) {
-      options.group_commit_wait = absl::Microseconds(args.group_commit_wait_us);
-    }
-    group_commit_wait = options.group_commit_wait;
     absl::StatusOr<std::unique_ptr<Store>> store =
         OpenStore(store_dir, OpenMode::kCreate, options);
     if (!store.ok()) return Fail(store.status());
@@ -292,7 +290,7 @@ int RunBench(const BenchArgs& args) {
                    {"p999_us", p999},
                    {"batch", args.batch},
                    {"threads", args.threads},
-                   {"group_commit_wait_us", absl::ToInt64Microseconds(group_commit_wait)},
+                   {"group_commit_wait_us", absl::ToInt64Microseconds(options.group_commit_wait)},
                    {"streams", args.streams},
                    {"size", args.size}}
                   .dump());

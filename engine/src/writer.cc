@@ -98,6 +98,11 @@ void Writer::Submit(AppendRequest* request) {
   mu_.Unlock();  // wakes the followers of this batch and the next leader
 }
 
+bool Writer::QueueFillsABatch() const {
+  return queue_.size() >= options_.max_batch_requests ||
+         queued_bytes_ >= options_.max_batch_bytes;
+}
+
 void Writer::AwaitReleasedCallers() {
   if (released_.empty()) return;
   bool retry = false;
@@ -120,15 +125,13 @@ void Writer::AwaitReleasedCallers() {
   for (;;) {
     const size_t before = released_.size();
     auto moved = [this, before]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return released_.size() < before || queue_.size() >= options_.max_batch_requests ||
-             queued_bytes_ >= options_.max_batch_bytes;
+      return released_.size() < before || QueueFillsABatch();
     };
     const absl::Duration slice = std::min(gap, deadline - absl::Now());
     if (slice <= absl::ZeroDuration() || !mu_.AwaitWithTimeout(absl::Condition(&moved), slice)) {
       break;
     }
-    if (released_.empty() || queue_.size() >= options_.max_batch_requests ||
-        queued_bytes_ >= options_.max_batch_bytes) {
+    if (released_.empty() || QueueFillsABatch()) {
       all_back = true;
       break;
     }

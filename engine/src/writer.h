@@ -86,6 +86,8 @@ class Writer {
   // Called by a new leader: waits (releasing mu_) up to wait_ for the
   // callers of the last batch to queue their next requests, and adapts wait_.
   void AwaitReleasedCallers() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether the queue already holds a full batch (by requests or bytes).
+  bool QueueFillsABatch() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ProcessBatch(std::vector<AppendRequest*>& batch);
   // Applies one request to `txn`. Returns the request's own outcome in
   // request->result; returns non-OK only for an error that dooms the whole
