@@ -43,6 +43,7 @@
 #include "process_util.h"
 #include "projector_defs.h"
 #include "rill/projection.h"
+#include "rill/projection_admin.h"
 #include "rill/store.h"
 #include "test_util.h"
 

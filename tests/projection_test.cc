@@ -12,6 +12,7 @@
 //
 // Exactly-once across real crashes is projection_crash_test.cc.
 #include "rill/projection.h"
+#include "rill/projection_admin.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -38,7 +39,7 @@
 #include "process_util.h"
 #include "projector_defs.h"
 #include "rill/store.h"
-#include "store_impl.h"
+#include "store_core.h"
 #include "test_util.h"
 
 namespace rill {
@@ -193,9 +194,7 @@ bool RebuildDone(const ProjectionStatus& st) {
 // generation id (u64 big-endian). Used to see that a swapped-out
 // generation's tables are really dropped.
 absl::StatusOr<std::set<uint64_t>> GenerationsWithRows(Store* store) {
-  auto* impl = dynamic_cast<internal::StoreImpl*>(store);
-  if (impl == nullptr) return absl::InternalError("not a StoreImpl");
-  absl::StatusOr<internal::LmdbEnv*> env = impl->DerivedEnv();
+  absl::StatusOr<internal::LmdbEnv*> env = store->core()->DerivedEnv();
   if (!env.ok()) return env.status();
   absl::StatusOr<MDB_dbi> rows = (*env)->OpenDb("rm", /*create=*/false);
   if (!rows.ok()) return rows.status();

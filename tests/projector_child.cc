@@ -43,6 +43,7 @@
 #include "absl/time/clock.h"
 #include "projector_defs.h"
 #include "rill/projection.h"
+#include "rill/projection_admin.h"
 #include "rill/store.h"
 
 namespace rill::testing {

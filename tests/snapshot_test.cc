@@ -26,7 +26,7 @@
 #include "keys.h"
 #include "process_util.h"
 #include "rill/store.h"
-#include "store_impl.h"
+#include "store_core.h"
 #include "test_util.h"
 
 namespace rill {
@@ -528,9 +528,7 @@ TEST_F(SnapshotTest, TheDerivedMapGrowsForBigSnapshots) {
   ASSERT_TRUE(latest.has_value());
   EXPECT_EQ(latest->version, 3);
   EXPECT_TRUE(latest->data == datas[3]);
-  auto* impl = dynamic_cast<internal::StoreImpl*>(store_.get());
-  ASSERT_NE(impl, nullptr);
-  RILL_ASSERT_OK_AND_ASSIGN(internal::LmdbEnv * env, impl->DerivedEnv());
+  RILL_ASSERT_OK_AND_ASSIGN(internal::LmdbEnv * env, store_->core()->DerivedEnv());
   EXPECT_GT(env->map_size(), size_t{6} << 20);
 }
 

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "projector_defs.h"
-#include "rill/projection.h"
+#include "rill/projection_plugin.h"
 
 extern "C" void rill_register_projections(std::vector<rill::ProjectionDef>* out) {
   *out = rill::testing::CrashProjections(1);

@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "rill/projection.h"
+#include "rill/projection_admin.h"
 #include "rill/store.h"
 #include "test_util.h"
 #include "tool_util.h"

@@ -9,6 +9,7 @@
 #include "common.h"
 #include "nlohmann/json.hpp"
 #include "rill/projection.h"
+#include "rill/projection_admin.h"
 
 namespace rill::tool {
 namespace {

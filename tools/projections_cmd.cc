@@ -19,6 +19,8 @@
 #include "common.h"
 #include "nlohmann/json.hpp"
 #include "rill/projection.h"
+#include "rill/projection_admin.h"
+#include "rill/projection_plugin.h"
 
 namespace rill::tool {
 namespace {

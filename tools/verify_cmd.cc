@@ -8,6 +8,7 @@
 #include "nlohmann/json.hpp"
 #include "rill/admin.h"
 #include "rill/projection.h"
+#include "rill/projection_admin.h"
 #include "rill/snapshot.h"
 
 namespace rill::tool {

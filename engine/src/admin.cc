@@ -14,8 +14,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "codec.h"
 #include "keys.h"
-#include "store_impl.h"
+#include "store_core.h"
 
 namespace rill {
 namespace {
@@ -48,12 +49,12 @@ struct PositionInfo {
 
 class Verifier {
  public:
-  Verifier(internal::StoreImpl* store, const VerifyOptions& options)
-      : store_(store), options_(options) {}
+  Verifier(internal::StoreCore* core, const VerifyOptions& options)
+      : core_(core), options_(options) {}
 
   absl::StatusOr<VerifyReport> Run() {
-    internal::LmdbEnv* env = store_->log_env();
-    const internal::LogDbs& dbs = store_->dbs();
+    internal::LmdbEnv* env = core_->log_env();
+    const internal::LogDbs& dbs = core_->dbs();
     absl::StatusOr<internal::Txn> txn = env->BeginRead();
     if (!txn.ok()) return txn.status();
     MDB_stat st;
@@ -291,7 +292,7 @@ class Verifier {
            positions_[position - 1].stream_id == kUnreadable;
   }
 
-  internal::StoreImpl* store_;
+  internal::StoreCore* core_;
   const VerifyOptions& options_;
   VerifyReport report_;
   uint64_t total_ = 0;
@@ -300,12 +301,6 @@ class Verifier {
   std::vector<PositionInfo> positions_;
   std::vector<uint64_t> unreadable_;  // positions of unreadable events, ascending
 };
-
-absl::StatusOr<internal::StoreImpl*> Impl(Store* store) {
-  auto* impl = dynamic_cast<internal::StoreImpl*>(store);
-  if (impl == nullptr) return absl::InvalidArgumentError("not a store opened by Store::Open");
-  return impl;
-}
 
 absl::Status SyncPath(const std::string& path, int flags) {
   int fd = open(path.c_str(), flags | O_CLOEXEC);
@@ -355,17 +350,17 @@ uint64_t UsedBytes(internal::LmdbEnv* env) {
   return (info.me_last_pgno + 1) * uint64_t{st.ms_psize};
 }
 
-absl::StatusOr<BackupResult> CopyStore(internal::StoreImpl* impl, const std::string& dest,
+absl::StatusOr<BackupResult> CopyStore(internal::StoreCore* core, const std::string& dest,
                                        const BackupOptions& options) {
   BackupResult result;
   internal::LmdbEnv* derived = nullptr;
   std::error_code ec;
-  if (fs::exists(impl->dir() + "/derived/data.mdb", ec)) {
-    absl::StatusOr<internal::LmdbEnv*> env = impl->DerivedEnv();
+  if (fs::exists(core->dir() + "/derived/data.mdb", ec)) {
+    absl::StatusOr<internal::LmdbEnv*> env = core->DerivedEnv();
     if (!env.ok()) return env.status();
     derived = *env;
   }
-  const uint64_t total = UsedBytes(impl->log_env()) + (derived ? UsedBytes(derived) : 0);
+  const uint64_t total = UsedBytes(core->log_env()) + (derived ? UsedBytes(derived) : 0);
   if (derived != nullptr) {
     absl::StatusOr<uint64_t> bytes =
         CopyEnv(derived, dest + "/derived", options.compact, 0, total, options);
@@ -374,9 +369,9 @@ absl::StatusOr<BackupResult> CopyStore(internal::StoreImpl* impl, const std::str
   }
   // The head is read before the copy's transaction starts: the copy holds
   // at least this much (commits made meanwhile may be in it too).
-  absl::StatusOr<uint64_t> head = impl->HeadPosition();
+  absl::StatusOr<uint64_t> head = core->ReadHead();
   if (!head.ok()) return head.status();
-  absl::StatusOr<uint64_t> bytes = CopyEnv(impl->log_env(), dest + "/log", options.compact,
+  absl::StatusOr<uint64_t> bytes = CopyEnv(core->log_env(), dest + "/log", options.compact,
                                            result.derived_bytes, total, options);
   if (!bytes.ok()) return bytes.status();
   result.log_bytes = *bytes;
@@ -398,15 +393,15 @@ absl::StatusOr<BackupResult> CopyStore(internal::StoreImpl* impl, const std::str
 }  // namespace
 
 absl::StatusOr<VerifyReport> VerifyStore(Store* store, const VerifyOptions& options) {
-  absl::StatusOr<internal::StoreImpl*> impl = Impl(store);
-  if (!impl.ok()) return impl.status();
-  return Verifier(*impl, options).Run();
+  absl::StatusOr<internal::StoreCore*> core = internal::CoreOf(store, "VerifyStore");
+  if (!core.ok()) return core.status();
+  return Verifier(*core, options).Run();
 }
 
 absl::StatusOr<BackupResult> BackupStore(Store* store, const std::string& dest,
                                          const BackupOptions& options) {
-  absl::StatusOr<internal::StoreImpl*> impl = Impl(store);
-  if (!impl.ok()) return impl.status();
+  absl::StatusOr<internal::StoreCore*> core = internal::CoreOf(store, "BackupStore");
+  if (!core.ok()) return core.status();
   if (dest.empty()) return absl::InvalidArgumentError("backup destination is empty");
   std::error_code ec;
   const bool existed = fs::exists(dest, ec);
@@ -416,7 +411,7 @@ absl::StatusOr<BackupResult> BackupStore(Store* store, const std::string& dest,
   }
   fs::create_directories(dest, ec);
   if (ec) return LmdbError(ec.value(), absl::StrCat("cannot create ", dest));
-  absl::StatusOr<BackupResult> result = CopyStore(*impl, dest, options);
+  absl::StatusOr<BackupResult> result = CopyStore(*core, dest, options);
   if (!result.ok()) {
     // Leave nothing that could be mistaken for a backup.
     if (existed) {

@@ -9,7 +9,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace rill::internal {
 namespace {
@@ -17,37 +20,16 @@ namespace {
 // A short write with less room than this left is taken for a full disk.
 constexpr uint64_t kDiskFullSlack = uint64_t{64} << 20;
 
-}  // namespace
+// The payload of a status that carries an LMDB or errno code.
+constexpr char kLmdbCodeUrl[] = "rill/lmdb-code";
 
-absl::Status WriteError(int rc, absl::string_view context, const std::string& path) {
-  if (rc == EIO) {
-    // LMDB 0.9.24 reports a short write as EIO. A short write is what a full
-    // disk (or a file size limit) produces, so tell that apart from a real
-    // I/O error by looking at the room left.
-    bool full = false;
-    struct statvfs vfs;
-    if (statvfs(path.c_str(), &vfs) == 0) {
-      full = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize < kDiskFullSlack;
-    }
-    struct rlimit limit;
-    struct stat st;
-    if (!full && getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
-        stat((path + "/data.mdb").c_str(), &st) == 0) {
-      full = static_cast<uint64_t>(st.st_size) + kDiskFullSlack > limit.rlim_cur;
-    }
-    if (full) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          context, ": ", mdb_strerror(rc), " (a short write: the disk or file size limit is full)"));
-    }
-  }
-  return LmdbError(rc, context);
+absl::Status WithCode(absl::Status status, int rc) {
+  status.SetPayload(kLmdbCodeUrl, absl::Cord(absl::StrCat(rc)));
+  return status;
 }
 
-absl::Status LmdbError(int rc, absl::string_view context) {
-  std::string msg = absl::StrCat(context, ": ", mdb_strerror(rc));
+absl::Status CodeToStatus(int rc, const std::string& msg) {
   switch (rc) {
-    case 0:
-      return absl::OkStatus();
     case ENOSPC:
     case EFBIG:
     case EDQUOT:
@@ -76,6 +58,46 @@ absl::Status LmdbError(int rc, absl::string_view context) {
     default:
       return absl::InternalError(msg);
   }
+}
+
+}  // namespace
+
+absl::Status WriteError(int rc, absl::string_view context, const std::string& path) {
+  if (rc == EIO) {
+    // LMDB 0.9.24 reports a short write as EIO. A short write is what a full
+    // disk (or a file size limit) produces, so tell that apart from a real
+    // I/O error by looking at the room left.
+    bool full = false;
+    struct statvfs vfs;
+    if (statvfs(path.c_str(), &vfs) == 0) {
+      full = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize < kDiskFullSlack;
+    }
+    struct rlimit limit;
+    struct stat st;
+    if (!full && getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
+        stat((path + "/data.mdb").c_str(), &st) == 0) {
+      full = static_cast<uint64_t>(st.st_size) + kDiskFullSlack > limit.rlim_cur;
+    }
+    if (full) {
+      return WithCode(absl::ResourceExhaustedError(absl::StrCat(
+                          context, ": ", mdb_strerror(rc),
+                          " (a short write: the disk or file size limit is full)")),
+                      rc);
+    }
+  }
+  return LmdbError(rc, context);
+}
+
+int LmdbCode(const absl::Status& status) {
+  absl::optional<absl::Cord> payload = status.GetPayload(kLmdbCodeUrl);
+  int rc = 0;
+  if (!payload.has_value() || !absl::SimpleAtoi(std::string(*payload), &rc)) return 0;
+  return rc;
+}
+
+absl::Status LmdbError(int rc, absl::string_view context) {
+  if (rc == 0) return absl::OkStatus();
+  return WithCode(CodeToStatus(rc, absl::StrCat(context, ": ", mdb_strerror(rc))), rc);
 }
 
 Txn::Txn(Txn&& other) noexcept
@@ -235,22 +257,41 @@ absl::Status LmdbEnv::AdoptMapSize() {
 }
 
 absl::Status LmdbEnv::Write(absl::string_view what,
-                            absl::FunctionRef<absl::Status(MDB_txn*, int*)> fn) {
+                            absl::FunctionRef<absl::Status(MDB_txn*)> fn) {
+  return Write(what, fn, [] {});
+}
+
+absl::Status LmdbEnv::Write(absl::string_view what,
+                            absl::FunctionRef<absl::Status(MDB_txn*)> fn,
+                            absl::FunctionRef<void()> on_commit) {
+  SweepStaleReaders();
   for (int attempt = 0;; ++attempt) {
     absl::StatusOr<Txn> txn = BeginWrite();
     if (!txn.ok()) return txn.status();
-    int rc = 0;
-    absl::Status s = fn(txn->get(), &rc);
+    absl::Status s = fn(txn->get());
     if (s.ok()) {
-      rc = txn->Commit();
-      if (rc == 0) return absl::OkStatus();
+      const int rc = txn->Commit();
+      if (rc == 0) {
+        on_commit();
+        return absl::OkStatus();
+      }
       s = WriteError(rc, what, path_);
     } else {
       txn->Abort();
     }
-    if (rc != MDB_MAP_FULL || attempt >= 64) return s;
+    if (LmdbCode(s) != MDB_MAP_FULL || attempt >= 64) return s;
     if (absl::Status grown = Grow(); !grown.ok()) return grown;
   }
+}
+
+void LmdbEnv::SweepStaleReaders() {
+  const int64_t now_us = absl::ToUnixMicros(absl::Now());
+  int64_t last_us = last_sweep_us_.load(std::memory_order_relaxed);
+  if (now_us - last_us < 1000000 || !last_sweep_us_.compare_exchange_strong(last_us, now_us)) {
+    return;
+  }
+  int dead = 0;
+  mdb_reader_check(env_, &dead);
 }
 
 absl::Status LmdbEnv::Grow() {
@@ -277,15 +318,23 @@ absl::StatusOr<MDB_dbi> LmdbEnv::OpenDb(const char* name, bool create) {
   // LMDB forbids opening databases from concurrent transactions of one
   // process; handles, once open, are shared by all threads.
   absl::MutexLock lock(&dbi_mu_);
-  absl::StatusOr<Txn> txn = create ? BeginWrite() : BeginRead();
-  if (!txn.ok()) return txn.status();
+  const std::string what = absl::StrCat("opening database ", name);
   MDB_dbi dbi;
-  int rc = mdb_dbi_open(txn->get(), name, create ? MDB_CREATE : 0, &dbi);
-  if (rc != 0) return LmdbError(rc, absl::StrCat("opening database ", name));
+  if (create) {
+    absl::Status s = Write(what, [&](MDB_txn* txn) {
+      return LmdbError(mdb_dbi_open(txn, name, MDB_CREATE, &dbi), what);
+    });
+    if (!s.ok()) return s;
+    return dbi;
+  }
+  absl::StatusOr<Txn> txn = BeginRead();
+  if (!txn.ok()) return txn.status();
+  int rc = mdb_dbi_open(txn->get(), name, 0, &dbi);
+  if (rc != 0) return LmdbError(rc, what);
   // The handle outlives the transaction only if it commits (read-only
   // transactions too); an abort would close it.
   rc = txn->Commit();
-  if (rc != 0) return LmdbError(rc, absl::StrCat("opening database ", name));
+  if (rc != 0) return LmdbError(rc, what);
   return dbi;
 }
 

@@ -31,11 +31,17 @@
 
 namespace rill::internal {
 
-// Maps an LMDB or errno return code to the most specific status code.
+// Maps an LMDB or errno return code to the most specific status code. The
+// code itself travels with the status as a payload (see LmdbCode), so code
+// that runs inside LmdbEnv::Write can return the status as it is and Write
+// still recognises MDB_MAP_FULL.
 absl::Status LmdbError(int rc, absl::string_view context);
 // Like LmdbError, for a failed write or commit in the environment directory
 // `path`: a short write (EIO) on a full disk is ResourceExhausted.
 absl::Status WriteError(int rc, absl::string_view context, const std::string& path);
+// The LMDB or errno code a status made by LmdbError or WriteError carries;
+// 0 for any other status.
+int LmdbCode(const absl::Status& status);
 
 inline MDB_val ToVal(const void* data, size_t size) {
   return MDB_val{size, const_cast<void*>(data)};
@@ -65,7 +71,7 @@ class Txn {
 
   MDB_txn* get() const { return txn_; }
   // Commits; the Txn is finished afterwards whatever the outcome. Returns
-  // the raw LMDB code so the writer can tell MDB_MAP_FULL apart.
+  // the raw LMDB code.
   int Commit();
   void Abort();
   absl::StatusOr<CursorPtr> OpenCursor(MDB_dbi dbi) const;
@@ -101,17 +107,28 @@ class LmdbEnv {
   bool read_only() const { return (options_.flags & MDB_RDONLY) != 0; }
 
   absl::StatusOr<Txn> BeginRead();
-  absl::StatusOr<Txn> BeginWrite();
 
   // Opens (creating when `create`) a named database.
   absl::StatusOr<MDB_dbi> OpenDb(const char* name, bool create);
 
-  // Runs `fn` in a write transaction and commits it. When `fn` or the
-  // commit meets MDB_MAP_FULL (`fn` reports LMDB codes through *rc), the
-  // transaction is aborted, the map grown, and `fn` run again from scratch.
-  // A failed commit is mapped by WriteError (`what` names the work).
-  absl::Status Write(absl::string_view what,
-                     absl::FunctionRef<absl::Status(MDB_txn* txn, int* rc)> fn);
+  // The one way to write: runs `fn` in a write transaction, commits it, and
+  // then runs `on_commit` (the writer publishes the new head there). When
+  // `fn` or the commit fails with MDB_MAP_FULL (LmdbCode of its status), the
+  // transaction is aborted, the map grown and `fn` run again from scratch, so
+  // `fn` must start over each time it is called. Any other failure of `fn`
+  // aborts the transaction and is returned as it is; a failed commit is
+  // mapped by WriteError (`what` names the work). Before it begins, frees
+  // the reader slots of dead processes (at most once a second, see
+  // SweepStaleReaders).
+  absl::Status Write(absl::string_view what, absl::FunctionRef<absl::Status(MDB_txn* txn)> fn,
+                     absl::FunctionRef<void()> on_commit);
+  absl::Status Write(absl::string_view what, absl::FunctionRef<absl::Status(MDB_txn* txn)> fn);
+
+  // Frees the reader slots of processes that died in a read transaction
+  // (they pin pages, so the file would grow without bound while such a slot
+  // lives), at most once a second: a scan of the reader table, cheap.
+  // Best effort: an error changes nothing.
+  void SweepStaleReaders();
 
   // Grows the map after MDB_MAP_FULL: doubles it, or adds map_growth_step
   // once it is larger than that. REQUIRES: the caller holds no Txn.
@@ -125,6 +142,8 @@ class LmdbEnv {
   LmdbEnv(MDB_env* env, std::string path, const LmdbEnvOptions& options)
       : env_(env), path_(std::move(path)), options_(options) {}
   absl::StatusOr<Txn> Begin(unsigned flags);
+  // Only Write (and OpenDb) begin write transactions.
+  absl::StatusOr<Txn> BeginWrite();
   // Adopts a map size grown by another process (after MDB_MAP_RESIZED).
   absl::Status AdoptMapSize();
 
@@ -153,6 +172,8 @@ class LmdbEnv {
   };
   ResizeLock resize_mu_;
   absl::Mutex dbi_mu_;
+  // When SweepStaleReaders last ran (microseconds since the epoch).
+  std::atomic<int64_t> last_sweep_us_{0};
 };
 
 }  // namespace rill::internal

@@ -14,7 +14,7 @@
 #include "codec.h"
 #include "lmdb_env.h"
 #include "snapshot_records.h"
-#include "store_impl.h"
+#include "store_core.h"
 #include "validate.h"
 
 namespace rill {
@@ -25,6 +25,7 @@ using internal::CursorPtr;
 using internal::DecodeSnapshot;
 using internal::FromVal;
 using internal::LmdbEnv;
+using internal::OpenCursor;
 using internal::SnapshotKey;
 using internal::SnapshotKeyPrefix;
 using internal::SnapshotKeyStream;
@@ -36,25 +37,14 @@ absl::Status ReadOnlyError(absl::string_view what) {
       "cannot ", what, " snapshots: the store was opened read-only"));
 }
 
-absl::StatusOr<CursorPtr> OpenCursor(MDB_txn* txn, MDB_dbi dbi) {
-  MDB_cursor* cursor = nullptr;
-  if (int rc = mdb_cursor_open(txn, dbi, &cursor); rc != 0) {
-    return internal::LmdbError(rc, "mdb_cursor_open");
-  }
-  return CursorPtr(cursor);
-}
-
 bool HasPrefix(const MDB_val& key, absl::string_view prefix) {
   return absl::StartsWith(FromVal(key), prefix);
 }
 
-// Runs `fn` in a write transaction and commits. On MDB_MAP_FULL (which `fn`
-// reports through *rc, like the commit does) the transaction is aborted, the
-// map grown and `fn` run again from scratch.
 // Deletes all but the last `keep_last` (> 0) keys that start with `prefix`
 // (empty: for each stream). Adds the count to *deleted.
 absl::Status PruneIn(MDB_txn* txn, MDB_dbi dbi, absl::string_view prefix,
-                     int keep_last, size_t* deleted, int* rc) {
+                     int keep_last, size_t* deleted) {
   absl::StatusOr<CursorPtr> cursor = OpenCursor(txn, dbi);
   if (!cursor.ok()) return cursor.status();
   // Collect the doomed keys first: deleting while walking a cursor is easy to
@@ -89,8 +79,8 @@ absl::Status PruneIn(MDB_txn* txn, MDB_dbi dbi, absl::string_view prefix,
   close_group();
   for (const std::string& key : doomed) {
     MDB_val dk = ToVal(key);
-    if ((*rc = mdb_del(txn, dbi, &dk, nullptr)) != 0) {
-      return internal::LmdbError(*rc, "deleting a snapshot");
+    if (int rc = mdb_del(txn, dbi, &dk, nullptr); rc != 0) {
+      return internal::LmdbError(rc, "deleting a snapshot");
     }
   }
   *deleted += doomed.size();
@@ -103,8 +93,8 @@ absl::Status PruneIn(MDB_txn* txn, MDB_dbi dbi, absl::string_view prefix,
 // read-only store may not have yet.
 class SnapshotStore::Impl {
  public:
-  Impl(internal::StoreImpl* store, bool read_only)
-      : store_(store), read_only_(read_only) {}
+  Impl(internal::StoreCore* core, bool read_only)
+      : core_(core), read_only_(read_only) {}
 
   bool read_only() const { return read_only_; }
 
@@ -112,7 +102,7 @@ class SnapshotStore::Impl {
   absl::Status Get(LmdbEnv** env, MDB_dbi* dbi) {
     absl::MutexLock lock(&mu_);
     if (env_ == nullptr) {
-      absl::StatusOr<LmdbEnv*> derived = store_->DerivedEnv();
+      absl::StatusOr<LmdbEnv*> derived = core_->DerivedEnv();
       absl::StatusOr<MDB_dbi> opened =
           derived.ok() ? (*derived)->OpenDb(internal::kSnapshotsDb, !read_only_)
                        : derived.status();
@@ -133,7 +123,7 @@ class SnapshotStore::Impl {
   }
 
  private:
-  internal::StoreImpl* const store_;
+  internal::StoreCore* const core_;
   const bool read_only_;
   absl::Mutex mu_;
   LmdbEnv* env_ ABSL_GUARDED_BY(mu_) = nullptr;
@@ -142,17 +132,15 @@ class SnapshotStore::Impl {
 
 absl::StatusOr<std::unique_ptr<SnapshotStore>> SnapshotStore::Open(
     Store* store, SnapshotPolicy policy) {
-  auto* impl = dynamic_cast<internal::StoreImpl*>(store);
-  if (impl == nullptr) {
-    return absl::InvalidArgumentError(
-        "SnapshotStore::Open needs a Store from Store::Open");
-  }
+  absl::StatusOr<internal::StoreCore*> core =
+      internal::CoreOf(store, "SnapshotStore::Open");
+  if (!core.ok()) return core.status();
   if (policy.every_n_events < 0 || policy.keep_last < 0) {
     return absl::InvalidArgumentError(
         "snapshot policy: every_n_events and keep_last must be >= 0");
   }
   auto snapshots = std::unique_ptr<SnapshotStore>(new SnapshotStore(
-      store, policy, std::make_unique<Impl>(impl, impl->options().read_only)));
+      store, policy, std::make_unique<Impl>(*core, (*core)->options().read_only)));
   LmdbEnv* env;
   MDB_dbi dbi;
   if (absl::Status s = snapshots->impl_->Get(&env, &dbi); !s.ok()) return s;
@@ -193,14 +181,14 @@ absl::Status SnapshotStore::Save(absl::string_view stream, int64_t version,
   const std::string value = internal::EncodeSnapshot(
       stream, version, schema_version, absl::Now(), data);
   const std::string prefix = SnapshotKeyPrefix(stream);
-  return env->Write("saving a snapshot", [&](MDB_txn* txn, int* rc) {
+  return env->Write("saving a snapshot", [&](MDB_txn* txn) {
     MDB_val k = ToVal(key), v = ToVal(value);
-    if ((*rc = mdb_put(txn, dbi, &k, &v, 0)) != 0) {
-      return internal::WriteError(*rc, "saving a snapshot", env->path());
+    if (int rc = mdb_put(txn, dbi, &k, &v, 0); rc != 0) {
+      return internal::WriteError(rc, "saving a snapshot", env->path());
     }
     if (policy_.keep_last == 0) return absl::OkStatus();
     size_t deleted = 0;
-    return PruneIn(txn, dbi, prefix, policy_.keep_last, &deleted, rc);
+    return PruneIn(txn, dbi, prefix, policy_.keep_last, &deleted);
   });
 }
 
@@ -296,9 +284,9 @@ absl::StatusOr<size_t> SnapshotStore::Prune(absl::string_view stream,
       stream.empty() ? std::string() : SnapshotKeyPrefix(stream);
   size_t deleted = 0;
   absl::Status s =
-      env->Write("pruning snapshots", [&](MDB_txn* txn, int* rc) {
+      env->Write("pruning snapshots", [&](MDB_txn* txn) {
         deleted = 0;
-        return PruneIn(txn, dbi, prefix, keep_last, &deleted, rc);
+        return PruneIn(txn, dbi, prefix, keep_last, &deleted);
       });
   if (!s.ok()) return s;
   return deleted;
@@ -318,18 +306,15 @@ absl::StatusOr<size_t> SnapshotStore::Drop(absl::string_view stream) {
       stream.empty() ? std::string() : SnapshotKeyPrefix(stream);
   size_t deleted = 0;
   absl::Status s =
-      env->Write("dropping snapshots", [&](MDB_txn* txn, int* rc) {
+      env->Write("dropping snapshots", [&](MDB_txn* txn) {
         deleted = 0;
         if (prefix.empty()) {
           MDB_stat st;
-          if ((*rc = mdb_stat(txn, dbi, &st)) != 0) {
-            return internal::LmdbError(*rc, "mdb_stat");
+          if (int rc = mdb_stat(txn, dbi, &st); rc != 0) {
+            return internal::LmdbError(rc, "mdb_stat");
           }
           deleted = st.ms_entries;
-          if ((*rc = mdb_drop(txn, dbi, 0)) != 0) {
-            return internal::LmdbError(*rc, "dropping snapshots");
-          }
-          return absl::OkStatus();
+          return internal::LmdbError(mdb_drop(txn, dbi, 0), "dropping snapshots");
         }
         absl::StatusOr<CursorPtr> cursor = OpenCursor(txn, dbi);
         if (!cursor.ok()) return cursor.status();
@@ -345,8 +330,8 @@ absl::StatusOr<size_t> SnapshotStore::Drop(absl::string_view stream) {
         }
         for (const std::string& key : doomed) {
           MDB_val dk = ToVal(key);
-          if ((*rc = mdb_del(txn, dbi, &dk, nullptr)) != 0) {
-            return internal::LmdbError(*rc, "deleting a snapshot");
+          if (int rc = mdb_del(txn, dbi, &dk, nullptr); rc != 0) {
+            return internal::LmdbError(rc, "deleting a snapshot");
           }
         }
         deleted = doomed.size();

@@ -115,7 +115,7 @@ absl::Status LocateEvent(MDB_cursor* cursor, uint64_t position, uint64_t* cursor
 
 }  // namespace
 
-absl::Status StoreImpl::ScanChunked(uint64_t from_position, Direction direction,
+absl::Status StoreCore::ScanChunked(uint64_t from_position, Direction direction,
                                     const EventFilter& filter, size_t max_records,
                                     absl::FunctionRef<bool(const EventView&)> fn,
                                     ScanProgress* progress) {
@@ -131,7 +131,7 @@ absl::Status StoreImpl::ScanChunked(uint64_t from_position, Direction direction,
     located.clear();
     bool exhausted = false;
     {
-      absl::StatusOr<Txn> txn = env_->BeginRead();
+      absl::StatusOr<Txn> txn = log_->BeginRead();
       if (!txn.ok()) return txn.status();
       absl::StatusOr<CursorPtr> cursor = txn->OpenCursor(dbs_.events);
       if (!cursor.ok()) return cursor.status();
@@ -188,7 +188,7 @@ absl::Status StoreImpl::ScanAll(uint64_t from_position, const ReadOptions& optio
   // copies one record, not a whole chunk).
   const size_t max_records =
       options.filter.empty() ? options.limit : std::numeric_limits<size_t>::max();
-  return ScanChunked(
+  return core_.ScanChunked(
       from_position, options.direction, options.filter, max_records,
       [&](const EventView& e) {
         stopped = !fn(e);
@@ -213,7 +213,7 @@ absl::StatusOr<StreamState> StoreImpl::ReadStreamState(MDB_txn* txn, absl::strin
     return absl::NotFoundError(absl::StrCat("stream \"", stream, "\" does not exist"));
   }
   MDB_val key = ToVal(stream), value;
-  int rc = mdb_get(txn, dbs_.streams, &key, &value);
+  int rc = mdb_get(txn, core_.dbs().streams, &key, &value);
   if (rc == MDB_NOTFOUND) {
     return absl::NotFoundError(absl::StrCat("stream \"", stream, "\" does not exist"));
   }
@@ -238,16 +238,16 @@ absl::Status StoreImpl::ScanStream(absl::string_view stream, int64_t from_versio
     bool exhausted = false;
     int64_t chunk_start;
     {
-      absl::StatusOr<Txn> txn = env_->BeginRead();
+      absl::StatusOr<Txn> txn = core_.log_env()->BeginRead();
       if (!txn.ok()) return txn.status();
       absl::StatusOr<StreamState> state = ReadStreamState(txn->get(), stream);
       if (!state.ok()) return state.status();
       if (!forward) next = std::min(next, state->last_version);
       chunk_start = next;
       const int64_t last = forward ? state->last_version : 0;
-      absl::StatusOr<CursorPtr> cursor = txn->OpenCursor(dbs_.stream_index);
+      absl::StatusOr<CursorPtr> cursor = txn->OpenCursor(core_.dbs().stream_index);
       if (!cursor.ok()) return cursor.status();
-      absl::StatusOr<CursorPtr> events = txn->OpenCursor(dbs_.events);
+      absl::StatusOr<CursorPtr> events = txn->OpenCursor(core_.dbs().events);
       if (!events.ok()) return events.status();
       uint64_t events_at = 0;  // where `events` stands; 0: nowhere yet
       StreamIndexKey ikey(state->first_position, next);

@@ -7,15 +7,16 @@
 
 #include "absl/synchronization/mutex.h"
 #include "store_impl.h"
+#include "store_core.h"
 
 namespace rill::internal {
 namespace {
 
 class SubscriptionImpl final : public Subscription {
  public:
-  SubscriptionImpl(StoreImpl* store, uint64_t after_position, SubscriptionOptions options,
+  SubscriptionImpl(StoreCore* core, uint64_t after_position, SubscriptionOptions options,
                    SubscriptionHandler handler)
-      : store_(store),
+      : core_(core),
         options_(std::move(options)),
         handler_(std::move(handler)),
         position_(after_position) {
@@ -27,7 +28,7 @@ class SubscriptionImpl final : public Subscription {
 
   void Stop() override {
     stop_.store(true);
-    store_->Wake();
+    core_->head().Wake();
     if (std::this_thread::get_id() == thread_.get_id()) return;  // from the handler
     absl::MutexLock lock(&join_mu_);
     if (thread_.joinable()) thread_.join();
@@ -56,7 +57,7 @@ class SubscriptionImpl final : public Subscription {
     while (!stop_.load()) {
       ScanProgress progress;
       absl::Status handler_status;
-      absl::Status s = store_->ScanChunked(
+      absl::Status s = core_->ScanChunked(
           position_.load() + 1, Direction::kForward, options_.filter, options_.batch_size,
           [&](const EventView& event) {
             if (stop_.load()) return false;
@@ -73,7 +74,7 @@ class SubscriptionImpl final : public Subscription {
       if (progress.last_scanned > position_.load()) position_.store(progress.last_scanned);
       if (progress.records == options_.batch_size) continue;  // more to catch up on
       if (!live_.exchange(true) && options_.on_live) options_.on_live();
-      absl::StatusOr<uint64_t> head = store_->WaitForHeadOrCancel(
+      absl::StatusOr<uint64_t> head = core_->head().Wait(
           std::max(known_head, position_.load()), absl::Seconds(1), options_.poll_interval,
           &stop_);
       if (!head.ok()) return head.status();
@@ -82,7 +83,7 @@ class SubscriptionImpl final : public Subscription {
     return absl::OkStatus();
   }
 
-  StoreImpl* const store_;
+  StoreCore* const core_;
   SubscriptionOptions options_;
   SubscriptionHandler handler_;
   std::atomic<uint64_t> position_;
@@ -102,7 +103,7 @@ absl::StatusOr<std::unique_ptr<Subscription>> StoreImpl::Subscribe(uint64_t afte
                                                                    SubscriptionHandler handler) {
   if (!handler) return absl::InvalidArgumentError("subscription has no handler");
   return std::unique_ptr<Subscription>(
-      new SubscriptionImpl(this, after_position, std::move(options), std::move(handler)));
+      new SubscriptionImpl(&core_, after_position, std::move(options), std::move(handler)));
 }
 
 }  // namespace rill::internal

@@ -7,7 +7,6 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "keys.h"
-#include "store_impl.h"
 
 namespace rill::internal {
 namespace {
@@ -42,10 +41,10 @@ constexpr int kGroupCommitRetryBatches = 64;
 
 }  // namespace
 
-Writer::Writer(StoreImpl* store, LmdbEnv* env, const LogDbs& dbs, const StoreOptions& options)
-    : store_(store),
-      env_(env),
+Writer::Writer(LmdbEnv* env, const LogDbs& dbs, Head* head, const StoreOptions& options)
+    : env_(env),
       dbs_(dbs),
+      head_(head),
       options_(options),
       fbb_(4096),
       max_wait_(std::clamp(options.group_commit_wait, absl::ZeroDuration(), kMaxGroupCommitWait)),
@@ -152,73 +151,49 @@ void Writer::AwaitReleasedCallers() {
 }
 
 void Writer::ProcessBatch(std::vector<AppendRequest*>& batch) {
-  absl::Status failure;
-  for (int attempt = 0;; ++attempt) {
-    absl::StatusOr<Txn> txn = env_->BeginWrite();
-    if (!txn.ok()) {
-      failure = txn.status();
-      break;
-    }
-    uint64_t head = 0;
-    int64_t last_recorded_us = 0;
-    // One cursor per database written per event, for the whole batch: LMDB
-    // then finds the place of the next key from the cursor's leaf page
-    // instead of searching from the root for every put.
-    absl::StatusOr<CursorPtr> events = txn->OpenCursor(dbs_.events);
-    absl::StatusOr<CursorPtr> index = txn->OpenCursor(dbs_.stream_index);
-    if (!events.ok() || !index.ok()) {
-      failure = events.ok() ? index.status() : events.status();
-      break;
-    }
-    const WriteCursors cursors{events->get(), index->get()};
-    {
-      MDB_val k, v;
-      int rc = mdb_cursor_get(cursors.events, &k, &v, MDB_LAST);
-      if (rc == 0 && k.mv_size == 8) {
-        head = GetBigEndian64(static_cast<const uint8_t*>(k.mv_data));
-        // Recorded times never go backwards in the log, even if the clock
-        // does (or another process's clock differs): replay by time relies
-        // on it. A corrupt last record is left for readers to report.
-        absl::StatusOr<const schema::EventRecord*> last =
-            DecodeEvent(last_buffer_.Assign(FromVal(v)), v.mv_size, head);
-        if (last.ok()) last_recorded_us = (*last)->recorded_us();
-      } else if (rc != MDB_NOTFOUND) {
-        failure = rc == 0 ? absl::DataLossError("events database holds a malformed key")
-                          : LmdbError(rc, "finding the head of the log");
-        break;
-      }
-    }
-    const int64_t now_us = std::max(absl::ToUnixMicros(absl::Now()), last_recorded_us);
-    int rc = 0;
-    absl::Status fatal;
-    for (AppendRequest* r : batch) {
-      fatal = Apply(txn->get(), cursors, r, &head, now_us, &rc);
-      if (!fatal.ok()) break;
-    }
-    // A write transaction's cursors must be closed while it is live.
-    events->reset();
-    index->reset();
-    if (fatal.ok()) {
-      rc = txn->Commit();
-      if (rc == 0) {
-        store_->PublishHead(head);
-        return;
-      }
-      fatal = WriteError(rc, "committing appends", env_->path());
-    } else {
-      txn->Abort();
-    }
-    if (rc == MDB_MAP_FULL && attempt < 64) {
-      absl::Status grown = env_->Grow();
-      if (grown.ok()) continue;  // retry the whole batch in a bigger map
-      fatal = grown;
-    }
-    failure = fatal;
-    break;
-  }
+  uint64_t head = 0;
+  absl::Status s = env_->Write(
+      "committing appends", [&](MDB_txn* txn) { return WriteBatch(txn, batch, &head); },
+      [&] { head_->Publish(head); });
+  if (s.ok()) return;
   // Nothing of this batch was written: every request gets the failure, also
   // those whose checks had failed (their checks saw writes that are gone).
-  for (AppendRequest* r : batch) r->result = failure;
+  for (AppendRequest* r : batch) r->result = s;
+}
+
+absl::Status Writer::WriteBatch(MDB_txn* txn, std::vector<AppendRequest*>& batch,
+                                uint64_t* head) {
+  *head = 0;
+  int64_t last_recorded_us = 0;
+  // One cursor per database written per event, for the whole batch: LMDB
+  // then finds the place of the next key from the cursor's leaf page
+  // instead of searching from the root for every put. A write transaction's
+  // cursors must be closed while it is live: these close when this returns,
+  // before LmdbEnv::Write commits.
+  absl::StatusOr<CursorPtr> events = OpenCursor(txn, dbs_.events);
+  if (!events.ok()) return events.status();
+  absl::StatusOr<CursorPtr> index = OpenCursor(txn, dbs_.stream_index);
+  if (!index.ok()) return index.status();
+  const WriteCursors cursors{events->get(), index->get()};
+  MDB_val k, v;
+  int rc = mdb_cursor_get(cursors.events, &k, &v, MDB_LAST);
+  if (rc == 0 && k.mv_size == 8) {
+    *head = GetBigEndian64(static_cast<const uint8_t*>(k.mv_data));
+    // Recorded times never go backwards in the log, even if the clock
+    // does (or another process's clock differs): replay by time relies
+    // on it. A corrupt last record is left for readers to report.
+    absl::StatusOr<const schema::EventRecord*> last =
+        DecodeEvent(last_buffer_.Assign(FromVal(v)), v.mv_size, *head);
+    if (last.ok()) last_recorded_us = (*last)->recorded_us();
+  } else if (rc != MDB_NOTFOUND) {
+    return rc == 0 ? absl::DataLossError("events database holds a malformed key")
+                   : LmdbError(rc, "finding the head of the log");
+  }
+  const int64_t now_us = std::max(absl::ToUnixMicros(absl::Now()), last_recorded_us);
+  for (AppendRequest* r : batch) {
+    if (absl::Status fatal = Apply(txn, cursors, r, head, now_us); !fatal.ok()) return fatal;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Writer::CheckIdempotency(MDB_txn* txn, AppendRequest* request, bool* found) {
@@ -244,7 +219,7 @@ absl::Status Writer::CheckIdempotency(MDB_txn* txn, AppendRequest* request, bool
 }
 
 absl::Status Writer::Apply(MDB_txn* txn, const WriteCursors& cursors, AppendRequest* request,
-                           uint64_t* head, int64_t recorded_us, int* lmdb_rc) {
+                           uint64_t* head, int64_t recorded_us) {
   if (!request->idempotency_key.empty()) {
     bool found = false;
     if (absl::Status s = CheckIdempotency(txn, request, &found); !s.ok()) {
@@ -296,19 +271,13 @@ absl::Status Writer::Apply(MDB_txn* txn, const WriteCursors& cursors, AppendRequ
       MDB_val key = ToVal(pkey.bytes.data(), pkey.bytes.size());
       MDB_val value{EventValueSize(fbb_), nullptr};
       int rc = mdb_cursor_put(cursors.events, &key, &value, MDB_APPEND | MDB_RESERVE);
-      if (rc != 0) {
-        *lmdb_rc = rc;
-        return WriteError(rc, "writing an event", env_->path());
-      }
+      if (rc != 0) return WriteError(rc, "writing an event", env_->path());
       WriteEventValue(fbb_, value.mv_data);
       StreamIndexKey ikey(state.first_position, version);
       MDB_val index_key = ToVal(ikey.bytes.data(), ikey.bytes.size());
       MDB_val index_value = ToVal(pkey.bytes.data(), pkey.bytes.size());
       rc = mdb_cursor_put(cursors.index, &index_key, &index_value, 0);
-      if (rc != 0) {
-        *lmdb_rc = rc;
-        return WriteError(rc, "writing the stream index", env_->path());
-      }
+      if (rc != 0) return WriteError(rc, "writing the stream index", env_->path());
     }
     state.last_position = *head;
     state.last_recorded_us = recorded_us;
@@ -317,10 +286,7 @@ absl::Status Writer::Apply(MDB_txn* txn, const WriteCursors& cursors, AppendRequ
     std::string record = EncodeStreamState(state);
     MDB_val key = ToVal(part.stream), value = ToVal(record);
     int rc = mdb_put(txn, dbs_.streams, &key, &value, 0);
-    if (rc != 0) {
-      *lmdb_rc = rc;
-      return WriteError(rc, "writing a stream record", env_->path());
-    }
+    if (rc != 0) return WriteError(rc, "writing a stream record", env_->path());
   }
 
   if (!request->idempotency_key.empty()) {
@@ -328,10 +294,7 @@ absl::Status Writer::Apply(MDB_txn* txn, const WriteCursors& cursors, AppendRequ
     std::string record = EncodeIdempotency(entry);
     MDB_val key = ToVal(request->idempotency_key), value = ToVal(record);
     int rc = mdb_put(txn, dbs_.idempotency, &key, &value, 0);
-    if (rc != 0) {
-      *lmdb_rc = rc;
-      return WriteError(rc, "writing an idempotency key", env_->path());
-    }
+    if (rc != 0) return WriteError(rc, "writing an idempotency key", env_->path());
   }
   request->result = std::move(results);
   return absl::OkStatus();

@@ -10,10 +10,11 @@
 // other), writes the accepted ones, and commits once - one fsync for the
 // whole batch - before completing every request of the batch and handing
 // leadership to the next request in the queue. A rejected request writes
-// nothing and does not affect its neighbours. When the map fills up the
-// transaction is aborted, the map grown, and the batch retried from scratch;
-// a commit that fails (disk full) fails every request of the batch and
-// leaves the store as it was.
+// nothing and does not affect its neighbours. The transaction is one
+// LmdbEnv::Write: when the map fills up it is aborted, the map grown, and
+// the batch retried from scratch; a commit that fails (disk full) fails
+// every request of the batch and leaves the store as it was. After the
+// commit the writer publishes the new head (head.h).
 //
 // Before taking its batch the leader may wait a little for the callers the
 // previous commit released (StoreOptions::group_commit_wait): callers that
@@ -43,13 +44,12 @@
 #include "absl/time/time.h"
 #include "codec.h"
 #include "fingerprint.h"
+#include "head.h"
 #include "lmdb_env.h"
 #include "rill/store.h"
+#include "store_core.h"
 
 namespace rill::internal {
-
-class StoreImpl;
-struct LogDbs;
 
 struct AppendRequest {
   std::vector<RequestPart> parts;
@@ -64,7 +64,9 @@ struct AppendRequest {
 
 class Writer {
  public:
-  Writer(StoreImpl* store, LmdbEnv* env, const LogDbs& dbs, const StoreOptions& options);
+  // Writes to `env`'s databases `dbs` and publishes to `head`, which must
+  // outlive the writer.
+  Writer(LmdbEnv* env, const LogDbs& dbs, Head* head, const StoreOptions& options);
 
   // Queues `request` and blocks until it is committed or rejected; the
   // outcome is in request->result.
@@ -88,21 +90,27 @@ class Writer {
   void AwaitReleasedCallers() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether the queue already holds a full batch (by requests or bytes).
   bool QueueFillsABatch() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes and commits the batch (one LmdbEnv::Write); every request gets
+  // its outcome in request->result.
   void ProcessBatch(std::vector<AppendRequest*>& batch);
+  // One attempt at the batch's transaction: applies every request to `txn`
+  // and sets *head to the new head. Non-OK only for an error that dooms the
+  // whole transaction.
+  absl::Status WriteBatch(MDB_txn* txn, std::vector<AppendRequest*>& batch, uint64_t* head);
   // Applies one request to `txn`. Returns the request's own outcome in
   // request->result; returns non-OK only for an error that dooms the whole
-  // transaction (`*lmdb_rc` holds the LMDB code then).
+  // transaction.
   struct WriteCursors {
     MDB_cursor* events;
     MDB_cursor* index;  // stream_index
   };
   absl::Status Apply(MDB_txn* txn, const WriteCursors& cursors, AppendRequest* request,
-                     uint64_t* head, int64_t recorded_us, int* lmdb_rc);
+                     uint64_t* head, int64_t recorded_us);
   absl::Status CheckIdempotency(MDB_txn* txn, AppendRequest* request, bool* found);
 
-  StoreImpl* const store_;
   LmdbEnv* const env_;
-  const LogDbs& dbs_;
+  const LogDbs dbs_;
+  Head* const head_;
   const StoreOptions options_;
   // Used by the leader only, one batch at a time.
   flatbuffers::FlatBufferBuilder fbb_;

@@ -11,56 +11,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "catalog.h"
+#include "dead_letters.h"
 #include "keys.h"
-#include "rill/projection.h"
+#include "rill/projection_admin.h"
 
 namespace rill {
-namespace internal {
-
-absl::StatusOr<std::vector<ParkedEvent>> ListDeadLetters(const Derived& d,
-                                                                absl::string_view projection) {
-  std::vector<ParkedEvent> out;
-  absl::StatusOr<Txn> txn = d.env->BeginRead();
-  if (!txn.ok()) return txn.status();
-  absl::StatusOr<CursorPtr> cursor = txn->OpenCursor(d.dbs.dead);
-  if (!cursor.ok()) return cursor.status();
-  const std::string prefix = DeadLetterPrefix(projection);
-  MDB_val k = ToVal(prefix), v;
-  int rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_SET_RANGE);
-  for (; rc == 0; rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_NEXT)) {
-    absl::string_view key = FromVal(k);
-    if (!absl::StartsWith(key, prefix) || key.size() != prefix.size() + 8) break;
-    absl::StatusOr<DeadLetterRec> rec = DecodeDeadLetter(FromVal(v));
-    if (!rec.ok()) return rec.status();
-    ParkedEvent p;
-    p.position = GetBigEndian64(reinterpret_cast<const uint8_t*>(key.data() + prefix.size()));
-    p.stream = rec->stream;
-    p.type = rec->type;
-    p.error = rec->error;
-    p.attempts = rec->attempts;
-    p.parked_at = absl::FromUnixMicros(rec->parked_us);
-    out.push_back(std::move(p));
-  }
-  if (rc != 0 && rc != MDB_NOTFOUND) return LmdbError(rc, "listing dead letters");
-  return out;
-}
-
-absl::Status DropDeadLetter(const Derived& d, absl::string_view projection,
-                                   uint64_t position) {
-  const std::string key = DeadLetterKey(projection, position);
-  return WriteTxn(d.env, [&](MDB_txn* txn) -> absl::Status {
-    MDB_val k = ToVal(key);
-    int rc = mdb_del(txn, d.dbs.dead, &k, nullptr);
-    if (rc == MDB_NOTFOUND) {
-      return absl::NotFoundError(absl::StrCat("no parked event at position ", position,
-                                              " for projection \"", projection, "\""));
-    }
-    if (rc == MDB_MAP_FULL) return absl::ResourceExhaustedError(kMapFullMessage);
-    return LmdbError(rc, "dropping a dead letter");
-  });
-}
-
-}  // namespace internal
 
 absl::Status RequestRebuild(Store* store, absl::string_view projection) {
   if (absl::Status s = internal::ValidateName("projection name", projection,
@@ -70,7 +25,7 @@ absl::Status RequestRebuild(Store* store, absl::string_view projection) {
   }
   absl::StatusOr<internal::Derived> d = internal::OpenDerived(store);
   if (!d.ok()) return d.status();
-  return internal::WriteTxn(d->env, [&](MDB_txn* txn) {
+  return d->env->Write(internal::kCommitDerived, [&](MDB_txn* txn) {
     return internal::Put(txn, d->dbs.requests, projection,
                          internal::EncodeRebuildRequest(absl::ToUnixMicros(absl::Now())));
   });
@@ -163,18 +118,7 @@ absl::Status RequestRetryParked(Store* store, absl::string_view projection,
                                 uint64_t position) {
   absl::StatusOr<internal::Derived> d = DerivedWith(store, projection);
   if (!d.ok()) return d.status();
-  const std::string dead_key = internal::DeadLetterKey(projection, position);
-  return internal::WriteTxn(d->env, [&](MDB_txn* txn) -> absl::Status {
-    MDB_val k = internal::ToVal(dead_key), v;
-    const int rc = mdb_get(txn, d->dbs.dead, &k, &v);
-    if (rc == MDB_NOTFOUND) {
-      return absl::NotFoundError(absl::StrCat("no parked event at position ", position,
-                                              " for projection \"", projection, "\""));
-    }
-    if (rc != 0) return internal::LmdbError(rc, "reading a dead letter");
-    return internal::Put(txn, d->dbs.requests, internal::RetryRequestKey(projection, position),
-                         internal::EncodeRebuildRequest(absl::ToUnixMicros(absl::Now())));
-  });
+  return internal::RecordRetryRequest(*d, projection, position);
 }
 
 absl::Status DropParkedEvent(Store* store, absl::string_view projection, uint64_t position) {
@@ -196,7 +140,7 @@ absl::Status ResetProjection(Store* store, absl::string_view projection) {
         absl::StrCat("projection \"", projection,
                      "\" is running in another process; stop it first, or rebuild it online"));
   }
-  absl::Status s = internal::WriteTxn(d->env, [&](MDB_txn* txn) -> absl::Status {
+  absl::Status s = d->env->Write(internal::kCommitDerived, [&](MDB_txn* txn) -> absl::Status {
     absl::StatusOr<std::optional<internal::CatalogRec>> rec =
         internal::ReadCatalog(txn, d->dbs, projection);
     if (!rec.ok()) return rec.status();
@@ -235,9 +179,7 @@ absl::Status ResetProjection(Store* store, absl::string_view projection) {
     absl::StatusOr<size_t> retries = internal::DeletePrefix(
         txn, d->dbs.requests, internal::RetryRequestPrefix(projection), all);
     if (!retries.ok()) return retries.status();
-    MDB_val key = internal::ToVal(projection);
-    int rc = mdb_del(txn, d->dbs.requests, &key, nullptr);
-    if (rc != 0 && rc != MDB_NOTFOUND) return internal::LmdbError(rc, "deleting a request");
+    if (absl::Status del = internal::Del(txn, d->dbs.requests, projection); !del.ok()) return del;
     return internal::Del(txn, d->dbs.catalog, projection);
   });
   close(*lock);

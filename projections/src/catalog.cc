@@ -33,13 +33,13 @@ GenerationRec ReadGeneration(const schema::Generation* g) {
   return GenerationRec{g->id(), g->version(), g->checkpoint()};
 }
 
-std::string BigEndian(uint64_t v) {
+}  // namespace
+
+std::string BigEndianKey(uint64_t v) {
   std::string s(8, '\0');
   PutBigEndian64(v, reinterpret_cast<uint8_t*>(s.data()));
   return s;
 }
-
-}  // namespace
 
 absl::StatusOr<ProjectionDbs> ProjectionDbs::Open(LmdbEnv* env) {
   ProjectionDbs dbs;
@@ -91,24 +91,6 @@ absl::StatusOr<CatalogRec> DecodeCatalog(absl::string_view value) {
   return rec;
 }
 
-std::string EncodeDeadLetter(const DeadLetterRec& rec) {
-  flatbuffers::FlatBufferBuilder fbb(128);
-  auto stream = fbb.CreateString(rec.stream);
-  auto type = fbb.CreateString(rec.type);
-  auto error = fbb.CreateString(rec.error);
-  fbb.Finish(schema::CreateDeadLetter(fbb, stream, type, error, rec.attempts, rec.parked_us,
-                                      rec.generation));
-  return Finish(fbb);
-}
-
-absl::StatusOr<DeadLetterRec> DecodeDeadLetter(absl::string_view value) {
-  AlignedBuffer buf;
-  auto root = VerifiedRoot<schema::DeadLetter>(&buf, value, "dead letter");
-  if (!root.ok()) return root.status();
-  return DeadLetterRec{Str((*root)->stream()), Str((*root)->type()), Str((*root)->error()),
-                       (*root)->attempts(), (*root)->parked_us(), (*root)->generation()};
-}
-
 std::string EncodeRebuildRequest(int64_t requested_us) {
   flatbuffers::FlatBufferBuilder fbb(32);
   fbb.Finish(schema::CreateRebuildRequest(fbb, requested_us));
@@ -129,28 +111,12 @@ absl::StatusOr<std::pair<GenerationRec, uint64_t>> DecodeAsOf(absl::string_view 
                    (*root)->position()};
 }
 
-std::string DeadLetterKey(absl::string_view projection, uint64_t position) {
-  return absl::StrCat(DeadLetterPrefix(projection), BigEndian(position));
-}
-
-std::string RetryRequestKey(absl::string_view projection, uint64_t position) {
-  return absl::StrCat(RetryRequestPrefix(projection), BigEndian(position));
-}
-
-std::string RetryRequestPrefix(absl::string_view projection) {
-  return absl::StrCat(projection, absl::string_view("\0retry", 6));
-}
-
-std::string DeadLetterPrefix(absl::string_view projection) {
-  return absl::StrCat(projection, absl::string_view("\0", 1));
-}
-
 std::string AsOfKey(absl::string_view projection, absl::string_view label) {
   return absl::StrCat(projection, absl::string_view("\0", 1), label);
 }
 
 std::string RowKey(uint64_t generation, absl::string_view table, absl::string_view key) {
-  std::string out = BigEndian(generation);
+  std::string out = BigEndianKey(generation);
   out.push_back(static_cast<char>(table.size()));
   out.append(table.data(), table.size());
   out.append(key.data(), key.size());
@@ -194,25 +160,10 @@ absl::StatusOr<uint64_t> NextGeneration(MDB_txn* txn, const ProjectionDbs& dbs) 
     return rc == 0 ? absl::DataLossError("malformed generation counter")
                    : LmdbError(rc, "reading the generation counter");
   }
-  if (absl::Status s = Put(txn, dbs.meta, kNextGenerationKey, BigEndian(next + 1)); !s.ok()) {
+  if (absl::Status s = Put(txn, dbs.meta, kNextGenerationKey, BigEndianKey(next + 1)); !s.ok()) {
     return s;
   }
   return next;
-}
-
-absl::StatusOr<uint64_t> CountDeadLetters(MDB_txn* txn, const ProjectionDbs& dbs,
-                                          absl::string_view projection) {
-  absl::StatusOr<CursorPtr> cursor = OpenCursor(txn, dbs.dead);
-  if (!cursor.ok()) return cursor.status();
-  const std::string prefix = DeadLetterPrefix(projection);
-  MDB_val k = ToVal(prefix), v;
-  uint64_t n = 0;
-  for (int rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_SET_RANGE);
-       rc == 0 && absl::StartsWith(FromVal(k), prefix);
-       rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_NEXT)) {
-    ++n;
-  }
-  return n;
 }
 
 absl::StatusOr<size_t> DeletePrefix(MDB_txn* txn, MDB_dbi dbi, absl::string_view prefix,
@@ -229,7 +180,6 @@ absl::StatusOr<size_t> DeletePrefix(MDB_txn* txn, MDB_dbi dbi, absl::string_view
       continue;
     }
     rc = mdb_cursor_del(cursor->get(), 0);
-    if (rc == MDB_MAP_FULL) return absl::ResourceExhaustedError(kMapFullMessage);
     if (rc != 0) return LmdbError(rc, "deleting derived data");
     ++deleted;
     // After a delete the cursor stands on the next row (or past the end).
@@ -245,7 +195,6 @@ absl::Status Put(MDB_txn* txn, MDB_dbi dbi, absl::string_view key, absl::string_
   MDB_val k = ToVal(key), v = ToVal(value);
   int rc = mdb_put(txn, dbi, &k, &v, 0);
   if (rc == 0) return absl::OkStatus();
-  if (rc == MDB_MAP_FULL) return absl::ResourceExhaustedError(kMapFullMessage);
   if (rc == MDB_BAD_VALSIZE) {
     return absl::InvalidArgumentError(
         absl::StrCat("key of ", key.size(), " bytes or value of ", value.size(),
@@ -258,28 +207,17 @@ absl::Status Del(MDB_txn* txn, MDB_dbi dbi, absl::string_view key) {
   MDB_val k = ToVal(key);
   int rc = mdb_del(txn, dbi, &k, nullptr);
   if (rc == 0 || rc == MDB_NOTFOUND) return absl::OkStatus();
-  if (rc == MDB_MAP_FULL) return absl::ResourceExhaustedError(kMapFullMessage);
   return LmdbError(rc, "deleting derived data");
 }
 
-absl::Status WriteTxn(LmdbEnv* env, const std::function<absl::Status(MDB_txn*)>& fn) {
-  return env->Write("committing derived data", [&](MDB_txn* txn, int* rc) {
-    absl::Status s = fn(txn);
-    if (s.code() == absl::StatusCode::kResourceExhausted && s.message() == kMapFullMessage) {
-      *rc = MDB_MAP_FULL;  // LmdbEnv::Write grows the map and runs fn again
-    }
-    return s;
-  });
-}
-
 absl::StatusOr<Derived> OpenDerived(Store* store) {
-  auto* impl = dynamic_cast<StoreImpl*>(store);
-  if (impl == nullptr) return absl::InvalidArgumentError("not a store opened by rill::Store::Open");
-  absl::StatusOr<LmdbEnv*> env = impl->DerivedEnv();
+  absl::StatusOr<StoreCore*> core = CoreOf(store, "projections");
+  if (!core.ok()) return core.status();
+  absl::StatusOr<LmdbEnv*> env = (*core)->DerivedEnv();
   if (!env.ok()) return env.status();
   absl::StatusOr<ProjectionDbs> dbs = ProjectionDbs::Open(*env);
   if (!dbs.ok()) return dbs.status();
-  return Derived{impl, *env, *dbs};
+  return Derived{store, *core, *env, *dbs};
 }
 
 std::string ProjectionLockPath(const LmdbEnv* env, absl::string_view projection) {

@@ -1,5 +1,8 @@
-// The projections' records in the derived environment and their keys
-// (schema/projections.fbs, docs/format.md).
+// The projections' catalog in the derived environment: its databases, the
+// catalog entry of each projection with its generations, as-of sets, row
+// keys, the runner's lock file, and the small write helpers every part of
+// the projections uses (schema/projections.fbs, docs/format.md). Dead
+// letters and retry requests: dead_letters.h.
 #ifndef RILL_PROJECTIONS_CATALOG_H_
 #define RILL_PROJECTIONS_CATALOG_H_
 
@@ -14,7 +17,7 @@
 #include "absl/strings/string_view.h"
 #include "lmdb_env.h"
 #include "rill/projection.h"
-#include "store_impl.h"
+#include "store_core.h"
 
 namespace rill::internal {
 
@@ -29,15 +32,6 @@ struct CatalogRec {
   GenerationRec active;
   std::optional<GenerationRec> building;
   std::vector<uint64_t> retired;
-};
-
-struct DeadLetterRec {
-  std::string stream;
-  std::string type;
-  std::string error;
-  int attempts = 0;
-  int64_t parked_us = 0;
-  uint64_t generation = 0;
 };
 
 // The named databases the projections use in the derived environment.
@@ -55,19 +49,12 @@ struct ProjectionDbs {
 
 std::string EncodeCatalog(const CatalogRec& rec);
 absl::StatusOr<CatalogRec> DecodeCatalog(absl::string_view value);
-std::string EncodeDeadLetter(const DeadLetterRec& rec);
-absl::StatusOr<DeadLetterRec> DecodeDeadLetter(absl::string_view value);
 std::string EncodeRebuildRequest(int64_t requested_us);
 std::string EncodeAsOf(const GenerationRec& gen, uint64_t position);
 absl::StatusOr<std::pair<GenerationRec, uint64_t>> DecodeAsOf(absl::string_view value);
 
-// name 0x00 position(BE): dead letters of one projection sort by position.
-std::string DeadLetterKey(absl::string_view projection, uint64_t position);
-std::string DeadLetterPrefix(absl::string_view projection);
-// Retry requests in the `requests` database sort after the rebuild request
-// (key: the bare name): name 0x00 "retry" position(BE).
-std::string RetryRequestKey(absl::string_view projection, uint64_t position);
-std::string RetryRequestPrefix(absl::string_view projection);
+// `v` as 8 big-endian bytes (keys sort by number).
+std::string BigEndianKey(uint64_t v);
 
 // name 0x00 label
 std::string AsOfKey(absl::string_view projection, absl::string_view label);
@@ -79,8 +66,9 @@ inline std::string GenerationPrefix(uint64_t generation) {
 
 // The derived environment of a store with the projections' databases open.
 struct Derived {
-  StoreImpl* store;
-  LmdbEnv* env;
+  Store* store;      // as the caller gave it: public reads go through it
+  StoreCore* core;   // scans that report progress, the head and wake-ups
+  LmdbEnv* env;      // core->DerivedEnv()
   ProjectionDbs dbs;
 };
 // Opens (creating on a writable store) the derived environment of `store`.
@@ -100,11 +88,6 @@ absl::StatusOr<int> LockProjection(const std::string& lock_path, absl::string_vi
 // Whether some process holds the lock now.
 absl::StatusOr<bool> ProjectionLockHeld(const std::string& lock_path);
 
-// The dead letters of `projection`, and deleting one (NotFound when absent).
-absl::StatusOr<std::vector<ParkedEvent>> ListDeadLetters(const Derived& d,
-                                                         absl::string_view projection);
-absl::Status DropDeadLetter(const Derived& d, absl::string_view projection, uint64_t position);
-
 // Validates a projection or table name: 1..max bytes of [A-Za-z0-9_.-].
 absl::Status ValidateName(absl::string_view what, absl::string_view name, size_t max);
 
@@ -113,18 +96,12 @@ absl::StatusOr<std::optional<CatalogRec>> ReadCatalog(MDB_txn* txn, const Projec
                                                       absl::string_view projection);
 // Takes the next generation id (in a write transaction).
 absl::StatusOr<uint64_t> NextGeneration(MDB_txn* txn, const ProjectionDbs& dbs);
-// Counts a projection's dead letters.
-absl::StatusOr<uint64_t> CountDeadLetters(MDB_txn* txn, const ProjectionDbs& dbs,
-                                          absl::string_view projection);
-
-// Runs `fn` in a write transaction of `env` and commits, growing the map and
-// retrying from scratch on MDB_MAP_FULL. `fn` returns a status; an LMDB error
-// from a put inside it should be returned as is (see PutOrStatus).
-absl::Status WriteTxn(LmdbEnv* env, const std::function<absl::Status(MDB_txn*)>& fn);
-
-// The message of the ResourceExhausted status that Put/Del return on
-// MDB_MAP_FULL, which WriteTxn recognises and retries after growing the map.
-inline constexpr char kMapFullMessage[] = "derived environment map is full";
+// What LmdbEnv::Write names a failed commit of derived data with. Every
+// write of the projections is one LmdbEnv::Write of the derived
+// environment, which grows the map and runs the work again on MDB_MAP_FULL:
+// return the LMDB errors below (LmdbError, Put, Del, DeletePrefix) as they
+// are.
+inline constexpr char kCommitDerived[] = "committing derived data";
 
 // Deletes up to `max_rows` rows of `dbi` whose keys start with `prefix`,
 // skipping those whose value `keep` (when given) wants kept. Returns how many
@@ -133,7 +110,8 @@ absl::StatusOr<size_t> DeletePrefix(MDB_txn* txn, MDB_dbi dbi, absl::string_view
                                     size_t max_rows,
                                     const std::function<bool(absl::string_view)>& keep = {});
 
-// mdb_put / mdb_del with the error mapped (MDB_MAP_FULL as above).
+// mdb_put / mdb_del with the error mapped by LmdbError (a too large key or
+// value is InvalidArgument; a missing key is no error for Del).
 absl::Status Put(MDB_txn* txn, MDB_dbi dbi, absl::string_view key, absl::string_view value);
 absl::Status Del(MDB_txn* txn, MDB_dbi dbi, absl::string_view key);
 

@@ -8,7 +8,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "apply_batch.h"
 #include "catalog.h"
+#include "dead_letters.h"
 #include "keys.h"
 #include "rill/projection.h"
 #include "worker.h"
@@ -109,8 +111,7 @@ class RunnerImpl final : public ProjectionRunner {
             absl::StrCat("projection \"", def.name, "\" is given twice"));
       }
       std::string name = def.name;
-      workers_[name] = std::make_unique<Worker>(derived_.store, derived_.env, derived_.dbs,
-                                                std::move(def), options_);
+      workers_[name] = std::make_unique<Worker>(derived_, std::move(def), options_);
       order_.push_back(name);
     }
     for (const std::string& name : order_) {
@@ -172,7 +173,7 @@ class RunnerImpl final : public ProjectionRunner {
     if (absl::Status s = ValidateName("as-of label", label, kMaxTableName); !s.ok()) return s;
     const ProjectionDef& def = (*w)->def();
     GenerationRec gen;
-    absl::Status s = WriteTxn(derived_.env, [&](MDB_txn* txn) -> absl::Status {
+    absl::Status s = derived_.env->Write(kCommitDerived, [&](MDB_txn* txn) -> absl::Status {
       absl::StatusOr<uint64_t> id = NextGeneration(txn, derived_.dbs);
       if (!id.ok()) return id.status();
       gen = GenerationRec{*id, def.version, 0};
@@ -180,18 +181,21 @@ class RunnerImpl final : public ProjectionRunner {
     });
     if (!s.ok()) return s;
     const std::string key = AsOfKey(projection, label);
-    auto write_none = [](MDB_txn*) { return absl::OkStatus(); };
     // Failing events are handled as the projection's policy says, except
-    // that an as-of set keeps no dead letters of its own.
-    const bool park = def.error_policy == ErrorPolicy::kPark;
+    // that an as-of set keeps no dead letters of its own. The set has no
+    // catalog entry until it is complete.
+    BatchSpec spec;
+    spec.batch_size = options_.batch_size;
+    spec.last_position = position;
+    spec.park = def.error_policy == ErrorPolicy::kPark;
+    spec.record_dead_letters = false;
+    auto no_catalog = [](MDB_txn*, const GenerationRec&) { return absl::OkStatus(); };
     for (;;) {
-      absl::StatusOr<BatchOutcome> out = Worker::ApplyBatch(
-          derived_.store, derived_.env, derived_.dbs, def, &gen, options_.batch_size, position,
-          park, /*record_dead_letters=*/false, nullptr, write_none);
+      absl::StatusOr<BatchOutcome> out = ApplyBatch(derived_, def, &gen, spec, no_catalog);
       absl::Status failure = !out.ok() ? out.status() : out->failed ? out->error : absl::OkStatus();
       if (!failure.ok()) {
         // Leave no rows of the unfinished set behind.
-        absl::Status cleaned = WriteTxn(derived_.env, [&](MDB_txn* txn) {
+        absl::Status cleaned = derived_.env->Write(kCommitDerived, [&](MDB_txn* txn) {
           return DeleteRows(txn, gen.id);
         });
         return cleaned.ok() ? failure : cleaned;
@@ -200,7 +204,7 @@ class RunnerImpl final : public ProjectionRunner {
     }
     // Publish the set; a set of the same label is replaced (its rows are
     // deleted here: nobody else writes as-of sets).
-    return WriteTxn(derived_.env, [&](MDB_txn* txn) -> absl::Status {
+    return derived_.env->Write(kCommitDerived, [&](MDB_txn* txn) -> absl::Status {
       MDB_val k = ToVal(key), v;
       int rc = mdb_get(txn, derived_.dbs.asof, &k, &v);
       if (rc == 0) {

@@ -11,8 +11,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "apply_batch.h"
+#include "dead_letters.h"
 #include "keys.h"
-#include "overlay.h"
 
 namespace rill::internal {
 namespace {
@@ -20,21 +21,10 @@ namespace {
 // Rows of swapped-out generations deleted per transaction.
 constexpr size_t kDropChunk = 10000;
 
-absl::Status CallApply(const ProjectionDef& def, const EventView& event, ReadModelTxn& txn) {
-  try {
-    return def.apply(event, txn);
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("Apply threw: ", e.what()));
-  } catch (...) {
-    return absl::InternalError("Apply threw a non-standard exception");
-  }
-}
-
 }  // namespace
 
-Worker::Worker(StoreImpl* store, LmdbEnv* env, const ProjectionDbs& dbs, ProjectionDef def,
-               const RunnerOptions& options)
-    : store_(store), env_(env), dbs_(dbs), def_(std::move(def)), options_(options) {}
+Worker::Worker(const Derived& derived, ProjectionDef def, const RunnerOptions& options)
+    : d_(derived), def_(std::move(def)), options_(options) {}
 
 Worker::~Worker() {
   Stop();
@@ -42,29 +32,29 @@ Worker::~Worker() {
 }
 
 absl::Status Worker::Start() {
-  absl::StatusOr<int> lock = LockProjection(ProjectionLockPath(env_, def_.name), def_.name);
+  absl::StatusOr<int> lock = LockProjection(ProjectionLockPath(d_.env, def_.name), def_.name);
   if (!lock.ok()) return lock.status();
   lock_fd_ = *lock;
   CatalogRec rec;
-  absl::Status s = WriteTxn(env_, [&](MDB_txn* txn) -> absl::Status {
-    absl::StatusOr<std::optional<CatalogRec>> existing = ReadCatalog(txn, dbs_, def_.name);
+  absl::Status s = d_.env->Write(kCommitDerived, [&](MDB_txn* txn) -> absl::Status {
+    absl::StatusOr<std::optional<CatalogRec>> existing = ReadCatalog(txn, d_.dbs, def_.name);
     if (!existing.ok()) return existing.status();
     if (existing->has_value()) {
       rec = **existing;
     } else {
-      absl::StatusOr<uint64_t> gen = NextGeneration(txn, dbs_);
+      absl::StatusOr<uint64_t> gen = NextGeneration(txn, d_.dbs);
       if (!gen.ok()) return gen.status();
       rec = CatalogRec{def_.name, GenerationRec{*gen, def_.version, 0}, std::nullopt, {}};
     }
     // A rebuild for another version than the one we run is of no use.
     if (rec.building && rec.building->version != def_.version) {
-      if (absl::Status d = DropDeadLettersOf(txn, rec.building->id); !d.ok()) return d;
+      if (absl::Status d = DropDeadLettersOf(txn, d_.dbs, def_.name, rec.building->id); !d.ok()) return d;
       rec.retired.push_back(rec.building->id);
       rec.building.reset();
     }
     // A version bump: build the new version next to the old one.
     if (rec.active.version != def_.version && !rec.building) {
-      absl::StatusOr<uint64_t> gen = NextGeneration(txn, dbs_);
+      absl::StatusOr<uint64_t> gen = NextGeneration(txn, d_.dbs);
       if (!gen.ok()) return gen.status();
       rec.building = GenerationRec{*gen, def_.version, 0};
     }
@@ -82,7 +72,7 @@ absl::Status Worker::Start() {
 
 void Worker::Stop() {
   stop_.store(true);
-  store_->Wake();
+  d_.core->head().Wake();
   {
     absl::MutexLock lock(&mu_);
     cv_.SignalAll();
@@ -91,7 +81,7 @@ void Worker::Stop() {
 }
 
 absl::Status Worker::WriteCatalog(MDB_txn* txn, const CatalogRec& rec) {
-  return Put(txn, dbs_.catalog, def_.name, EncodeCatalog(rec));
+  return Put(txn, d_.dbs.catalog, def_.name, EncodeCatalog(rec));
 }
 
 void Worker::Run() {
@@ -126,7 +116,7 @@ absl::Status Worker::Loop() {
   while (!stop_.load()) {
     // Read before the tasks and flags are looked at: a Wake() after this
     // point ends the wait below at once (tests/lost_wakeup_test.cc).
-    const uint64_t epoch = store_->WakeEpoch();
+    const uint64_t epoch = d_.core->head().WakeEpoch();
     // Tasks from other threads (retry of a parked event ...).
     for (;;) {
       Task* task = nullptr;
@@ -176,7 +166,7 @@ absl::Status Worker::Loop() {
       }
       retry_pause = std::min(std::max(retry_pause * 2, absl::Milliseconds(10)),
                              std::min(options_.poll_interval, absl::Seconds(1)));
-      absl::StatusOr<uint64_t> head = store_->WaitForHeadOrCancel(
+      absl::StatusOr<uint64_t> head = d_.core->head().Wait(
           known_head, retry_pause, retry_pause, &stop_, epoch);
       if (!head.ok()) return head.status();
       known_head = *head;
@@ -192,7 +182,7 @@ absl::Status Worker::Loop() {
       cv_.SignalAll();
       if (!tasks_.empty()) continue;
     }
-    absl::StatusOr<uint64_t> head = store_->WaitForHeadOrCancel(
+    absl::StatusOr<uint64_t> head = d_.core->head().Wait(
         known_head, options_.poll_interval, options_.poll_interval, &stop_, epoch);
     if (!head.ok()) return head.status();
     known_head = *head;
@@ -208,9 +198,9 @@ absl::Status Worker::TakeRequests() {
   std::vector<uint64_t> retries;
   const std::string retry_prefix = RetryRequestPrefix(def_.name);
   {
-    absl::StatusOr<Txn> txn = env_->BeginRead();
+    absl::StatusOr<Txn> txn = d_.env->BeginRead();
     if (!txn.ok()) return txn.status();
-    absl::StatusOr<CursorPtr> cursor = txn->OpenCursor(dbs_.requests);
+    absl::StatusOr<CursorPtr> cursor = txn->OpenCursor(d_.dbs.requests);
     if (!cursor.ok()) return cursor.status();
     MDB_val k = ToVal(def_.name), v;
     int rc;
@@ -240,15 +230,7 @@ absl::Status Worker::RunRetryRequests(const std::vector<uint64_t>& positions) {
     // is an answer. Only a full disk leaves the request for the next round.
     absl::Status s = RetryParkedNow(position);
     if (s.code() == absl::StatusCode::kResourceExhausted) return absl::OkStatus();
-    const std::string request = RetryRequestKey(def_.name, position);
-    if (absl::Status d = WriteTxn(env_, [&](MDB_txn* txn) -> absl::Status {
-          MDB_val key = ToVal(request);
-          const int rc = mdb_del(txn, dbs_.requests, &key, nullptr);
-          if (rc == MDB_MAP_FULL) return absl::ResourceExhaustedError(kMapFullMessage);
-          return rc == 0 || rc == MDB_NOTFOUND ? absl::OkStatus()
-                                               : LmdbError(rc, "deleting a retry request");
-        });
-        !d.ok()) {
+    if (absl::Status d = DeleteRetryRequest(d_, def_.name, position); !d.ok()) {
       return d.code() == absl::StatusCode::kResourceExhausted ? absl::OkStatus() : d;
     }
   }
@@ -264,14 +246,14 @@ absl::Status Worker::StartRebuild() {
     failed_ = false;
     last_error_.clear();
   }
-  absl::Status s = WriteTxn(env_, [&](MDB_txn* txn) -> absl::Status {
+  absl::Status s = d_.env->Write(kCommitDerived, [&](MDB_txn* txn) -> absl::Status {
     CatalogRec next = rec;
     if (!next.building) {
-      absl::StatusOr<uint64_t> gen = NextGeneration(txn, dbs_);
+      absl::StatusOr<uint64_t> gen = NextGeneration(txn, d_.dbs);
       if (!gen.ok()) return gen.status();
       next.building = GenerationRec{*gen, def_.version, 0};
     }
-    if (absl::Status d = Del(txn, dbs_.requests, def_.name); !d.ok()) return d;
+    if (absl::Status d = Del(txn, d_.dbs.requests, def_.name); !d.ok()) return d;
     if (absl::Status w = WriteCatalog(txn, next); !w.ok()) return w;
     rec = std::move(next);
     return absl::OkStatus();
@@ -284,93 +266,16 @@ absl::Status Worker::StartRebuild() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<BatchOutcome> Worker::ApplyBatch(
-    StoreImpl* store, LmdbEnv* env, const ProjectionDbs& dbs, const ProjectionDef& def,
-    GenerationRec* gen, size_t batch_size, uint64_t last_position, bool park,
-    bool record_dead_letters, const std::atomic<bool>* stop,
-    const std::function<absl::Status(MDB_txn*)>& write_catalog) {
-  BatchOutcome out;
-  out.checkpoint = gen->checkpoint;
-  if (gen->checkpoint >= last_position) return out;
-  RowChanges rows;
-  CommittedRows committed(env, dbs.rows);
-  std::vector<std::pair<uint64_t, DeadLetterRec>> dead;
-  uint64_t unprocessed = 0;  // first position the batch did not process
-  ScanProgress progress;
-  absl::Status scan = store->ScanChunked(
-      gen->checkpoint + 1, Direction::kForward, def.filter, batch_size,
-      [&](const EventView& event) {
-        if (event.position() > last_position || (stop && stop->load())) {
-          unprocessed = event.position();
-          return false;
-        }
-        EventTxn txn(&def.tables, gen->id, &rows, &committed);
-        absl::Status s;
-        absl::Duration backoff = def.retry_backoff;
-        int attempts = 0;
-        while (attempts < std::max(def.max_attempts, 1)) {
-          ++attempts;
-          s = CallApply(def, event, txn);
-          if (s.ok()) break;
-          txn.Discard();
-          ++out.errors;
-          if (attempts < def.max_attempts) {
-            absl::SleepFor(backoff);
-            backoff *= 2;
-          }
-        }
-        if (s.ok()) {
-          txn.MergeIntoBatch();
-          ++out.applied;
-          return true;
-        }
-        out.error = s;
-        if (!park) {
-          out.failed = true;
-          unprocessed = event.position();
-          return false;
-        }
-        if (record_dead_letters) dead.push_back({event.position(),
-                        DeadLetterRec{std::string(event.stream()), std::string(event.type()),
-                                      s.ToString(), attempts,
-                                      absl::ToUnixMicros(absl::Now()), gen->id}});
-        ++out.parked;
-        return true;
-      },
-      &progress);
-  if (!scan.ok()) return scan;
-  out.records = progress.records;
-  uint64_t checkpoint = unprocessed != 0 ? unprocessed - 1 : progress.last_scanned;
-  checkpoint = std::min(std::max(checkpoint, gen->checkpoint), last_position);
-  if (checkpoint == gen->checkpoint && rows.empty() && dead.empty()) return out;
-  GenerationRec next = *gen;
-  next.checkpoint = checkpoint;
-  absl::Status s = WriteTxn(env, [&](MDB_txn* txn) -> absl::Status {
-    if (absl::Status w = WriteChanges(txn, dbs.rows, rows); !w.ok()) return w;
-    for (const auto& [position, rec] : dead) {
-      absl::Status p = Put(txn, dbs.dead, DeadLetterKey(def.name, position), EncodeDeadLetter(rec));
-      if (!p.ok()) return p;
-    }
-    GenerationRec saved = *gen;
-    *gen = next;  // write_catalog reads it
-    absl::Status c = write_catalog(txn);
-    *gen = saved;
-    return c;
-  });
-  if (!s.ok()) return s;
-  *gen = next;
-  out.checkpoint = checkpoint;
-  return out;
-}
-
 absl::Status Worker::Step(bool* did_work) {
   CatalogRec rec;
   {
     absl::MutexLock lock(&mu_);
     rec = catalog_;
   }
-  const bool park = def_.error_policy == ErrorPolicy::kPark;
-  auto write_catalog = [&](MDB_txn* txn) { return WriteCatalog(txn, rec); };
+  BatchSpec spec;
+  spec.batch_size = options_.batch_size;
+  spec.park = def_.error_policy == ErrorPolicy::kPark;
+  spec.stop = &stop_;
   auto publish = [&](const BatchOutcome& out) {
     absl::MutexLock lock(&mu_);
     catalog_ = rec;
@@ -389,7 +294,7 @@ absl::Status Worker::Step(bool* did_work) {
 
   // Busy from the moment there is something to apply, not only once a batch
   // has committed (a slow batch is "running", not "caught up").
-  if (absl::StatusOr<uint64_t> head = store_->HeadPosition();
+  if (absl::StatusOr<uint64_t> head = d_.store->HeadPosition();
       head.ok() && (rec.building || (rec.active.version == def_.version &&
                                      *head > rec.active.checkpoint))) {
     absl::MutexLock lock(&mu_);
@@ -400,18 +305,24 @@ absl::Status Worker::Step(bool* did_work) {
   // The serving generation follows the log, unless it was built by another
   // version (then it serves as it is until the rebuild swaps it out).
   if (rec.active.version == def_.version) {
-    absl::StatusOr<BatchOutcome> out =
-        ApplyBatch(store_, env_, dbs_, def_, &rec.active, options_.batch_size, kLogEnd, park,
-                   /*record_dead_letters=*/true, &stop_, write_catalog);
+    absl::StatusOr<BatchOutcome> out = ApplyBatch(
+        d_, def_, &rec.active, spec, [&](MDB_txn* txn, const GenerationRec& next) {
+          CatalogRec with = rec;
+          with.active = next;
+          return WriteCatalog(txn, with);
+        });
     if (!out.ok()) return out.status();
     publish(*out);
     if (out->records > 0) *did_work = true;
     if (out->failed) return absl::OkStatus();
   }
   if (!rec.building) return absl::OkStatus();
-  absl::StatusOr<BatchOutcome> out =
-      ApplyBatch(store_, env_, dbs_, def_, &*rec.building, options_.batch_size, kLogEnd, park,
-                 /*record_dead_letters=*/true, &stop_, write_catalog);
+  absl::StatusOr<BatchOutcome> out = ApplyBatch(
+      d_, def_, &*rec.building, spec, [&](MDB_txn* txn, const GenerationRec& next) {
+        CatalogRec with = rec;
+        with.building = next;
+        return WriteCatalog(txn, with);
+      });
   if (!out.ok()) return out.status();
   publish(*out);
   if (out->records > 0) *did_work = true;
@@ -429,8 +340,8 @@ absl::Status Worker::Step(bool* did_work) {
   // The old generation's dead letters go with it: the new generation either
   // applied those events or parked them again under its own id.
   const uint64_t old_generation = rec.active.id;
-  absl::Status s = WriteTxn(env_, [&](MDB_txn* txn) -> absl::Status {
-    if (absl::Status d = DropDeadLettersOf(txn, old_generation); !d.ok()) return d;
+  absl::Status s = d_.env->Write(kCommitDerived, [&](MDB_txn* txn) -> absl::Status {
+    if (absl::Status d = DropDeadLettersOf(txn, d_.dbs, def_.name, old_generation); !d.ok()) return d;
     return WriteCatalog(txn, swapped);
   });
   if (!s.ok()) return s;
@@ -452,12 +363,12 @@ absl::Status Worker::DropRetired(bool* did_work) {
   const uint64_t gen = rec.retired.front();
   const std::string prefix = GenerationPrefix(gen);
   bool finished = false;
-  absl::Status s = WriteTxn(env_, [&](MDB_txn* txn) -> absl::Status {
-    absl::StatusOr<size_t> deleted = DeletePrefix(txn, dbs_.rows, prefix, kDropChunk);
+  absl::Status s = d_.env->Write(kCommitDerived, [&](MDB_txn* txn) -> absl::Status {
+    absl::StatusOr<size_t> deleted = DeletePrefix(txn, d_.dbs.rows, prefix, kDropChunk);
     if (!deleted.ok()) return deleted.status();
     finished = *deleted < kDropChunk;
     if (!finished) return absl::OkStatus();
-    if (absl::Status d = DropDeadLettersOf(txn, gen); !d.ok()) return d;
+    if (absl::Status d = DropDeadLettersOf(txn, d_.dbs, def_.name, gen); !d.ok()) return d;
     CatalogRec next = rec;
     next.retired.erase(next.retired.begin());
     if (absl::Status w = WriteCatalog(txn, next); !w.ok()) return w;
@@ -475,7 +386,7 @@ absl::Status Worker::DropRetired(bool* did_work) {
 
 void Worker::Rebuild() {
   rebuild_requested_.store(true);
-  store_->Wake();
+  d_.core->head().Wake();
 }
 
 absl::Status Worker::RunOnWorker(std::function<absl::Status()> task_fn) {
@@ -484,7 +395,7 @@ absl::Status Worker::RunOnWorker(std::function<absl::Status()> task_fn) {
   absl::MutexLock lock(&mu_);
   if (stopped_) return absl::FailedPreconditionError("the projection runner stopped");
   tasks_.push_back(&task);
-  store_->Wake();
+  d_.core->head().Wake();
   auto done = [&task]() { return task.done; };
   mu_.Await(absl::Condition(&done));
   return task.result;
@@ -526,20 +437,20 @@ ProjectionStatus Worker::Status() {
       st.rebuild_checkpoint = catalog_.building->checkpoint;
     }
   }
-  absl::StatusOr<uint64_t> head = store_->HeadPosition();
+  absl::StatusOr<uint64_t> head = d_.store->HeadPosition();
   st.head = head.ok() ? *head : 0;
   st.lag_events = st.head > st.checkpoint ? st.head - st.checkpoint : 0;
   if (st.lag_events > 0) {
     ReadOptions one;
     one.limit = 1;
-    absl::StatusOr<std::vector<RecordedEvent>> next = store_->ReadAll(st.checkpoint + 1, one);
+    absl::StatusOr<std::vector<RecordedEvent>> next = d_.store->ReadAll(st.checkpoint + 1, one);
     if (next.ok() && !next->empty()) {
       st.lag_time = std::max(absl::ZeroDuration(), absl::Now() - next->front().recorded_at);
     }
   }
-  absl::StatusOr<Txn> txn = env_->BeginRead();
+  absl::StatusOr<Txn> txn = d_.env->BeginRead();
   if (txn.ok()) {
-    absl::StatusOr<uint64_t> parked = CountDeadLetters(txn->get(), dbs_, def_.name);
+    absl::StatusOr<uint64_t> parked = CountDeadLetters(txn->get(), d_.dbs, def_.name);
     if (parked.ok()) st.parked = *parked;
   }
   return st;
@@ -550,81 +461,11 @@ absl::Status Worker::RetryParked(uint64_t position) {
 }
 
 absl::Status Worker::RetryParkedNow(uint64_t position) {
-  const std::string key = DeadLetterKey(def_.name, position);
-  DeadLetterRec rec;
-  {
-    absl::StatusOr<Txn> txn = env_->BeginRead();
-    if (!txn.ok()) return txn.status();
-    MDB_val k = ToVal(key), v;
-    int rc = mdb_get(txn->get(), dbs_.dead, &k, &v);
-    if (rc == MDB_NOTFOUND) {
-      return absl::NotFoundError(absl::StrCat("no parked event at position ", position,
-                                              " for projection \"", def_.name, "\""));
-    }
-    if (rc != 0) return LmdbError(rc, "reading a dead letter");
-    absl::StatusOr<DeadLetterRec> decoded = DecodeDeadLetter(FromVal(v));
-    if (!decoded.ok()) return decoded.status();
-    rec = *std::move(decoded);
-  }
-  // The event goes into the generation that parked it: the serving one,
-  // or the one being rebuilt (which will serve after the swap).
-  bool live;
-  {
+  return RetryDeadLetter(d_, def_, position, [this](uint64_t generation) {
     absl::MutexLock lock(&mu_);
-    live = rec.generation == catalog_.active.id ||
-           (catalog_.building && rec.generation == catalog_.building->id);
-  }
-  if (!live) {
-    // Its generation was replaced by one that applied or re-parked the
-    // event: there is nothing left to retry. Drop the stale letter.
-    absl::Status d = WriteTxn(env_, [&](MDB_txn* txn) { return Del(txn, dbs_.dead, key); });
-    if (!d.ok()) return d;
-    return absl::NotFoundError(absl::StrCat(
-        "the parked event at position ", position, " belonged to a replaced generation of \"",
-        def_.name, "\"; nothing to retry"));
-  }
-  RowChanges rows;
-  CommittedRows committed(env_, dbs_.rows);
-  absl::Status applied;
-  ReadOptions one;
-  one.limit = 1;
-  bool found = false;
-  absl::Status scan = store_->ScanAll(position, one, [&](const EventView& event) {
-    found = event.position() == position;
-    if (!found) return false;
-    EventTxn txn(&def_.tables, rec.generation, &rows, &committed);
-    applied = CallApply(def_, event, txn);
-    if (applied.ok()) txn.MergeIntoBatch();
-    return false;
+    return generation == catalog_.active.id ||
+           (catalog_.building && generation == catalog_.building->id);
   });
-  if (!scan.ok()) return scan;
-  if (!found) return absl::NotFoundError(absl::StrCat("no event at position ", position));
-  if (!applied.ok()) {
-    // Still failing: the dead letter says so (for whoever asked from
-    // another process), and the event stays parked.
-    rec.error = applied.ToString();
-    ++rec.attempts;
-    rec.parked_us = absl::ToUnixMicros(absl::Now());
-    absl::Status w = WriteTxn(env_, [&](MDB_txn* txn) {
-      return Put(txn, dbs_.dead, key, EncodeDeadLetter(rec));
-    });
-    if (!w.ok()) return w;
-    return applied;
-  }
-  return WriteTxn(env_, [&](MDB_txn* txn) -> absl::Status {
-    if (absl::Status w = WriteChanges(txn, dbs_.rows, rows); !w.ok()) return w;
-    return Del(txn, dbs_.dead, key);
-  });
-}
-
-absl::Status Worker::DropDeadLettersOf(MDB_txn* txn, uint64_t generation) {
-  return DeletePrefix(txn, dbs_.dead, DeadLetterPrefix(def_.name),
-                      std::numeric_limits<size_t>::max(),
-                      [generation](absl::string_view value) {
-                        absl::StatusOr<DeadLetterRec> rec = DecodeDeadLetter(value);
-                        return !rec.ok() || rec->generation != generation;
-                      })
-      .status();
 }
 
 }  // namespace rill::internal

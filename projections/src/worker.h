@@ -25,26 +25,12 @@
 #include "absl/synchronization/mutex.h"
 #include "catalog.h"
 #include "rill/projection.h"
-#include "store_impl.h"
 
 namespace rill::internal {
 
-// Applies events to one generation: the shared core of the worker's batches
-// and of RebuildAsOf.
-struct BatchOutcome {
-  size_t records = 0;       // log records read (matching or not)
-  uint64_t checkpoint = 0;  // the generation's checkpoint after the batch
-  bool failed = false;      // Apply failed under ErrorPolicy::kStop
-  absl::Status error;       // why it failed
-  uint64_t applied = 0;
-  uint64_t errors = 0;
-  uint64_t parked = 0;
-};
-
 class Worker {
  public:
-  Worker(StoreImpl* store, LmdbEnv* env, const ProjectionDbs& dbs, ProjectionDef def,
-         const RunnerOptions& options);
+  Worker(const Derived& derived, ProjectionDef def, const RunnerOptions& options);
   ~Worker();
 
   // Takes the projection's lock file, loads or creates its catalog entry and
@@ -59,22 +45,9 @@ class Worker {
   void Rebuild();
   // Runs `task` on the worker thread and returns its status.
   absl::Status RunOnWorker(std::function<absl::Status()> task);
+  // Retries a parked event on the worker thread (dead_letters.h,
+  // RetryDeadLetter).
   absl::Status RetryParked(uint64_t position);
-  // RetryParked's work, on the worker thread. A failed Apply is recorded in
-  // the dead letter (error, attempts + 1) and returned.
-  absl::Status RetryParkedNow(uint64_t position);
-
-  // Applies the events after gen->checkpoint (at most `batch_size` log
-  // records, none past `last_position`) to generation `gen` and commits the
-  // rows, the dead letters and `write_catalog`'s writes in one transaction.
-  // With `park`, events that keep failing are skipped (and recorded as dead
-  // letters when `record_dead_letters`); otherwise the batch stops before
-  // the first such event.
-  static absl::StatusOr<BatchOutcome> ApplyBatch(
-      StoreImpl* store, LmdbEnv* env, const ProjectionDbs& dbs, const ProjectionDef& def,
-      GenerationRec* gen, size_t batch_size, uint64_t last_position, bool park,
-      bool record_dead_letters, const std::atomic<bool>* stop,
-      const std::function<absl::Status(MDB_txn*)>& write_catalog);
 
  private:
   void Run();
@@ -87,14 +60,12 @@ class Worker {
   absl::Status Step(bool* did_work);
   absl::Status DropRetired(bool* did_work);
   absl::Status WriteCatalog(MDB_txn* txn, const CatalogRec& rec);
-  // Deletes this projection's dead letters parked by `generation`.
-  absl::Status DropDeadLettersOf(MDB_txn* txn, uint64_t generation);
+  // RetryParked's work, on the worker thread.
+  absl::Status RetryParkedNow(uint64_t position);
   // Stops applying (state kFailed, error kept); the model keeps serving.
   void Fail(const absl::Status& why);
 
-  StoreImpl* const store_;
-  LmdbEnv* const env_;
-  const ProjectionDbs dbs_;
+  const Derived d_;
   const ProjectionDef def_;
   const RunnerOptions options_;
   int lock_fd_ = -1;

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "catalog.h"
+#include "dead_letters.h"
 #include "codec.h"
 #include "fuzz_util.h"
 

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "catalog.h"
+#include "dead_letters.h"
 #include "codec.h"
 #include "rill/event.h"
 #include "snapshot_records.h"

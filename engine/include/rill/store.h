@@ -40,6 +40,10 @@
 
 namespace rill {
 
+namespace internal {
+class StoreCore;
+}  // namespace internal
+
 // The on-disk format version this build writes and the newest it can open.
 inline constexpr uint32_t kFormatVersion = 1;
 
@@ -219,6 +223,15 @@ class Store {
   virtual const std::string& dir() const = 0;
   // The UUID chosen when the store was created.
   virtual const std::string& store_id() const = 0;
+
+  // The engine behind this store, for rill's own components: snapshots
+  // (snapshot.h), projections, and the admin functions (admin.h) reach the
+  // store's environments through it. Not for applications: the type is
+  // rill's internal one. A Store that wraps another (a decorator that counts
+  // or traces calls) returns the wrapped store's core(); one that stands in
+  // for rill entirely (a test double) returns nullptr, and those components
+  // then fail with FailedPrecondition.
+  virtual internal::StoreCore* core() = 0;
 };
 
 }  // namespace rill

@@ -19,6 +19,11 @@
 // Bumping `version` starts a rebuild; so does RequestRebuild, from this or any
 // other process (a request record in the store that the runner picks up).
 //
+// This header is the runner's API. Administration from another process
+// (rebuild requests, statuses, dead letters, resets) is in
+// rill/projection_admin.h; the plugin interface of the admin tool in
+// rill/projection_plugin.h.
+//
 // Thread-safety: every ProjectionRunner method may be called from any thread.
 #ifndef RILL_PROJECTION_H_
 #define RILL_PROJECTION_H_
@@ -162,59 +167,6 @@ class ProjectionRunner {
   [[nodiscard]] virtual absl::Status DropParked(absl::string_view projection,
                                                 uint64_t position) = 0;
 };
-
-// Administration from outside the runner (the admin tool uses these; they
-// work while another process runs the projections).
-
-// Records a rebuild request for `projection` in the store at `store`, for
-// the runner of whichever process runs that projection to pick up (within
-// its poll interval, or when it next starts).
-[[nodiscard]] absl::Status RequestRebuild(Store* store, absl::string_view projection);
-
-// Reads the projections' recorded status (catalog and checkpoints) without
-// running them. State: kStopped when no process runs the projection;
-// otherwise kRebuilding, kCaughtUp (checkpoint at the head) or kRunning.
-// Counters that live in the runner (events_applied, errors, last_error) are
-// zero/empty. DataLoss when a catalog entry is corrupt.
-[[nodiscard]] absl::StatusOr<std::vector<ProjectionStatus>> ReadProjectionStatuses(Store* store);
-
-// Whether some process (this one included) runs `projection` now.
-[[nodiscard]] absl::StatusOr<bool> ProjectionIsRunning(Store* store,
-                                                       absl::string_view projection);
-
-// The dead letters of `projection`, by position; NotFound when the store
-// has no such projection.
-[[nodiscard]] absl::StatusOr<std::vector<ParkedEvent>> ReadParkedEvents(
-    Store* store, absl::string_view projection);
-
-// Records a request for whichever process runs `projection` to retry its
-// parked event at `position` (as ProjectionRunner::RetryParked, within its
-// poll interval or when it next starts). The outcome shows in the dead
-// letters: gone when Apply succeeded; otherwise still there with the new
-// error and one more attempt. NotFound when nothing is parked there.
-[[nodiscard]] absl::Status RequestRetryParked(Store* store, absl::string_view projection,
-                                              uint64_t position);
-
-// Deletes one dead letter (the event stays unapplied). NotFound when there
-// is none at `position`.
-[[nodiscard]] absl::Status DropParkedEvent(Store* store, absl::string_view projection,
-                                           uint64_t position);
-
-// Forgets `projection` entirely: its catalog entry, every generation's rows
-// (serving, building, retired, as-of), its dead letters and any pending
-// rebuild request. The next runner that runs it builds it from position 0
-// (the model is empty until then). FailedPrecondition while a process runs
-// it (stop it first; `RequestRebuild` is the online way); NotFound when the
-// store has no such projection.
-[[nodiscard]] absl::Status ResetProjection(Store* store, absl::string_view projection);
-
-// A projection plugin lets the admin tool run a service's projections in its
-// own process (`rill projections rebuild|retry --plugin LIB.so`): a shared
-// library, built against the same rill headers, that defines
-//   extern "C" void rill_register_projections(std::vector<rill::ProjectionDef>* out);
-// appending the service's definitions to *out. See docs/admin.md.
-inline constexpr char kProjectionPluginSymbol[] = "rill_register_projections";
-using ProjectionPluginFn = void (*)(std::vector<ProjectionDef>* out);
 
 }  // namespace rill
 
