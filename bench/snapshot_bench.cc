@@ -200,7 +200,7 @@ void BM_ReplayPositions(benchmark::State& state) {
   for (auto _ : state) {
     uint64_t sum = 0;
     absl::StatusOr<ReplayResult> r = ReplayPositions(
-        *f.store, 1, kLogEnd, EventFilter(), [&](const EventView& e) {
+        f.store.get(), 1, kLogEnd, EventFilter(), [&](const EventView& e) {
           sum += e.payload().size();
           return true;
         });
@@ -222,7 +222,7 @@ void BM_ReplayTimeRange(benchmark::State& state) {
   for (auto _ : state) {
     uint64_t sum = 0;
     absl::StatusOr<ReplayResult> r =
-        ReplayTimeRange(*f.store, f.quarter_time, absl::InfiniteFuture(),
+        ReplayTimeRange(f.store.get(), f.quarter_time, absl::InfiniteFuture(),
                         EventFilter(), [&](const EventView& e) {
                           sum += e.payload().size();
                           return true;
@@ -243,7 +243,7 @@ void BM_FirstPositionAtOrAfter(benchmark::State& state) {
   Fixture& f = GetFixture();
   for (auto _ : state) {
     absl::StatusOr<uint64_t> p =
-        FirstPositionAtOrAfter(*f.store, f.quarter_time);
+        FirstPositionAtOrAfter(f.store.get(), f.quarter_time);
     if (!p.ok()) {
       state.SkipWithError(p.status().ToString().c_str());
       break;

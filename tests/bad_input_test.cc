@@ -138,7 +138,7 @@ TEST_F(BadInputTest, ReadsOfNamesThatCannotExistAreNotFoundNotACrash) {
     RILL_ASSERT_OK_AND_ASSIGN(const StreamInfo info, store_->GetStreamInfo(name));
     EXPECT_FALSE(info.exists);
     EXPECT_EQ(info.last_version, -1);
-    EXPECT_EQ(ReplayStream(*store_, name, kStreamEnd, [](const EventView&) { return true; })
+    EXPECT_EQ(ReplayStream(store_.get(), name, kStreamEnd, [](const EventView&) { return true; })
                   .status()
                   .code(),
               absl::StatusCode::kNotFound);
@@ -151,7 +151,9 @@ TEST_F(BadInputTest, ListStreamsTakesAnyPrefixAndStartAfter) {
   for (const std::string& s : InvalidNames()) {
     SCOPED_TRACE(absl::StrCat(s.size(), " bytes"));
     RILL_ASSERT_OK_AND_ASSIGN(std::vector<StreamInfo> by_prefix, store_->ListStreams(s));
-    if (!s.empty()) EXPECT_TRUE(by_prefix.empty());
+    if (!s.empty()) {
+      EXPECT_TRUE(by_prefix.empty());
+    }
     RILL_ASSERT_OK_AND_ASSIGN(std::vector<StreamInfo> after, store_->ListStreams("", 10, s));
     for (const StreamInfo& info : after) EXPECT_GT(info.name, s);
   }
@@ -175,7 +177,7 @@ TEST_F(BadInputTest, NegativeFromVersionReadsFromTheStartForwardAndNothingBackwa
                               store_->ReadStream("existing", v, backward));
     EXPECT_TRUE(none.empty());
   }
-  EXPECT_EQ(ReplayStream(*store_, "existing", -1, [](const EventView&) { return true; })
+  EXPECT_EQ(ReplayStream(store_.get(), "existing", -1, [](const EventView&) { return true; })
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
@@ -190,7 +192,7 @@ TEST_F(BadInputTest, VersionsAndPositionsPastTheEndReadNothing) {
   EXPECT_TRUE(all.empty());
   RILL_ASSERT_OK_AND_ASSIGN(
       ReplayResult replayed,
-      ReplayPositions(*store_, std::numeric_limits<uint64_t>::max(),
+      ReplayPositions(store_.get(), std::numeric_limits<uint64_t>::max(),
                       std::numeric_limits<uint64_t>::max(), EventFilter(),
                       [](const EventView&) { return true; }));
   EXPECT_EQ(replayed.delivered, 0u);

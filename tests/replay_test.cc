@@ -88,7 +88,7 @@ class ReplayTest : public ::testing::Test {
       uint64_t from, uint64_t to, const EventFilter& filter = EventFilter()) {
     Collected c;
     absl::StatusOr<ReplayResult> r =
-        ReplayPositions(*store_, from, to, filter, [&c](const EventView& e) {
+        ReplayPositions(store_.get(), from, to, filter, [&c](const EventView& e) {
           c.positions.push_back(e.position());
           return true;
         });
@@ -101,7 +101,7 @@ class ReplayTest : public ::testing::Test {
                                   const EventFilter& filter = EventFilter()) {
     Collected c;
     absl::StatusOr<ReplayResult> r =
-        ReplayTimeRange(*store_, from, to, filter, [&c](const EventView& e) {
+        ReplayTimeRange(store_.get(), from, to, filter, [&c](const EventView& e) {
           c.positions.push_back(e.position());
           return true;
         });
@@ -139,7 +139,7 @@ TEST_F(ReplayTest, EmptyLog) {
       got, Times(absl::InfinitePast(), absl::InfiniteFuture()));
   EXPECT_TRUE(got.positions.empty());
   RILL_ASSERT_OK_AND_ASSIGN(uint64_t first,
-                            FirstPositionAtOrAfter(*store_, absl::Now()));
+                            FirstPositionAtOrAfter(store_.get(), absl::Now()));
   EXPECT_EQ(first, 1u);
 }
 
@@ -170,7 +170,7 @@ TEST_F(ReplayTest, TheHandlerStopsTheReplay) {
   std::vector<uint64_t> seen;
   RILL_ASSERT_OK_AND_ASSIGN(
       ReplayResult r,
-      ReplayPositions(*store_, 5, 20, EventFilter(), [&](const EventView& e) {
+      ReplayPositions(store_.get(), 5, 20, EventFilter(), [&](const EventView& e) {
         seen.push_back(e.position());
         return seen.size() < 3;
       }));
@@ -181,7 +181,7 @@ TEST_F(ReplayTest, TheHandlerStopsTheReplay) {
 
   seen.clear();
   RILL_ASSERT_OK_AND_ASSIGN(
-      r, ReplayStream(*store_, "order-1", kStreamEnd, [&](const EventView& e) {
+      r, ReplayStream(store_.get(), "order-1", kStreamEnd, [&](const EventView& e) {
         seen.push_back(e.version());
         return false;
       }));
@@ -199,7 +199,7 @@ TEST_F(ReplayTest, TheHandlerMayAppendDuringAReplay) {
   std::vector<uint64_t> seen;
   RILL_ASSERT_OK_AND_ASSIGN(
       ReplayResult r,
-      ReplayPositions(*store_, 1, 8, EventFilter(), [&](const EventView& e) {
+      ReplayPositions(store_.get(), 1, 8, EventFilter(), [&](const EventView& e) {
         seen.push_back(e.position());
         if (e.position() == 2) {
           EXPECT_TRUE(
@@ -275,7 +275,7 @@ TEST_F(ReplayTest, TimeRangesMatchRecordedTimesExactly) {
   // The first position of each distinct time, and past the end.
   for (const RecordedEvent& e : all) {
     RILL_ASSERT_OK_AND_ASSIGN(uint64_t first,
-                              FirstPositionAtOrAfter(*store_, e.recorded_at));
+                              FirstPositionAtOrAfter(store_.get(), e.recorded_at));
     uint64_t want = 0;
     for (const RecordedEvent& x : all) {
       if (x.recorded_at >= e.recorded_at) {
@@ -287,7 +287,7 @@ TEST_F(ReplayTest, TimeRangesMatchRecordedTimesExactly) {
   }
   RILL_ASSERT_OK_AND_ASSIGN(
       uint64_t past,
-      FirstPositionAtOrAfter(*store_,
+      FirstPositionAtOrAfter(store_.get(),
                              all.back().recorded_at + absl::Microseconds(1)));
   EXPECT_EQ(past, 31u);
   // An empty or inverted time range replays nothing.
@@ -305,7 +305,7 @@ TEST_F(ReplayTest, StreamUpToAVersion) {
                       int64_t to) -> std::vector<int64_t> {
     std::vector<int64_t> out;
     absl::StatusOr<ReplayResult> r =
-        ReplayStream(*store_, stream, to, [&](const EventView& e) {
+        ReplayStream(store_.get(), stream, to, [&](const EventView& e) {
           EXPECT_EQ(e.stream(), stream);
           out.push_back(e.version());
           return true;
@@ -325,7 +325,7 @@ TEST_F(ReplayTest, StreamUpToAVersion) {
 
   // The positions are the stream's own, in version order.
   std::vector<uint64_t> positions;
-  RILL_ASSERT_OK(ReplayStream(*store_, "cart-1", 3, [&](const EventView& e) {
+  RILL_ASSERT_OK(ReplayStream(store_.get(), "cart-1", 3, [&](const EventView& e) {
                    positions.push_back(e.position());
                    return true;
                  }).status());
@@ -337,9 +337,9 @@ TEST_F(ReplayTest, StreamUpToAVersion) {
                                    cart[2].position, cart[3].position}));
 
   auto noop = [](const EventView&) { return true; };
-  EXPECT_EQ(ReplayStream(*store_, "missing", kStreamEnd, noop).status().code(),
+  EXPECT_EQ(ReplayStream(store_.get(), "missing", kStreamEnd, noop).status().code(),
             absl::StatusCode::kNotFound);
-  EXPECT_EQ(ReplayStream(*store_, "order-2", -1, noop).status().code(),
+  EXPECT_EQ(ReplayStream(store_.get(), "order-2", -1, noop).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 
@@ -379,11 +379,11 @@ TEST_F(ReplayTest, ACorruptEventIsDataLoss) {
     return true;
   };
   absl::StatusOr<ReplayResult> r =
-      ReplayPositions(*store_, 1, 10, EventFilter(), collect);
+      ReplayPositions(store_.get(), 1, 10, EventFilter(), collect);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(seen, (std::vector<uint64_t>{1, 2, 3, 4, 5, 6}));
   seen.clear();
-  EXPECT_EQ(ReplayStream(*store_, "s", kStreamEnd, collect).status().code(),
+  EXPECT_EQ(ReplayStream(store_.get(), "s", kStreamEnd, collect).status().code(),
             absl::StatusCode::kDataLoss);
   EXPECT_EQ(seen.size(), 6u);
   // Ranges that do not reach it are fine.
@@ -393,7 +393,7 @@ TEST_F(ReplayTest, ACorruptEventIsDataLoss) {
   EXPECT_EQ(after.positions, (std::vector<uint64_t>{8, 9, 10}));
   seen.clear();
   RILL_ASSERT_OK_AND_ASSIGN(ReplayResult upto5,
-                            ReplayStream(*store_, "s", 5, collect));
+                            ReplayStream(store_.get(), "s", 5, collect));
   EXPECT_EQ(upto5.delivered, 6u);
 }
 

@@ -135,7 +135,7 @@ class Verifier {
         unreadable_.push_back(position);
         continue;
       }
-      EventView event(*record);
+      const EventView event = internal::EventViewAccess::Of(*record);
       const int64_t version = event.version();
       const int64_t recorded_us = absl::ToUnixMicros(event.recorded_at());
       if (recorded_us < last_recorded_us) {

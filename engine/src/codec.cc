@@ -135,7 +135,7 @@ absl::StatusOr<const schema::EventRecord*> DecodeEvent(const uint8_t* data, size
 }
 
 RecordedEvent ToRecordedEvent(const schema::EventRecord& record) {
-  return EventView(&record).ToOwned();
+  return EventViewAccess::Of(&record).ToOwned();
 }
 
 std::string EncodeStreamState(const StreamState& state) {

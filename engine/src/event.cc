@@ -1,9 +1,12 @@
 #include "rill/event.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/random/random.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "rill/options.h"
 #include "rill/schema/event_generated.h"
 
 namespace rill {
@@ -148,6 +151,14 @@ std::vector<std::pair<std::string, std::string>> EventView::headers() const {
     out.emplace_back(std::string(View(h->key())), std::string(View(h->value())));
   }
   return out;
+}
+
+bool EventFilter::Matches(const EventView& event) const {
+  if (!stream_prefix.empty() && !absl::StartsWith(event.stream(), stream_prefix)) return false;
+  if (types.empty()) return true;
+  const absl::string_view type = event.type();
+  return std::any_of(types.begin(), types.end(),
+                     [type](const std::string& t) { return t == type; });
 }
 
 RecordedEvent EventView::ToOwned() const {

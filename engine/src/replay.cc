@@ -8,26 +8,18 @@
 
 #include <algorithm>
 
-#include "absl/strings/match.h"
 
 namespace rill {
 namespace {
 
-bool Matches(const EventFilter& filter, const EventView& event) {
-  if (!filter.stream_prefix.empty() &&
-      !absl::StartsWith(event.stream(), filter.stream_prefix)) {
-    return false;
-  }
-  if (filter.types.empty()) return true;
-  const absl::string_view type = event.type();
-  return std::any_of(filter.types.begin(), filter.types.end(),
-                     [type](const std::string& t) { return t == type; });
+absl::Status NullStore() {
+  return absl::InvalidArgumentError("replay: the store is null");
 }
 
 // Hands `event` to `handler` if it matches; false when the handler stops.
 bool Deliver(const EventFilter& filter, ReplayHandler handler,
              const EventView& event, ReplayResult* result) {
-  if (!Matches(filter, event)) return true;
+  if (!filter.Matches(event)) return true;
   ++result->delivered;
   result->last_position = event.position();
   if (handler(event)) return true;
@@ -36,11 +28,11 @@ bool Deliver(const EventFilter& filter, ReplayHandler handler,
 }
 
 // Recorded time of the event at `position`, or InfiniteFuture() past the head.
-absl::StatusOr<absl::Time> RecordedAt(Store& store, uint64_t position) {
+absl::StatusOr<absl::Time> RecordedAt(Store* store, uint64_t position) {
   absl::Time at = absl::InfiniteFuture();
   ReadOptions one;
   one.limit = 1;
-  absl::Status s = store.ScanAll(position, one, [&](const EventView& e) {
+  absl::Status s = store->ScanAll(position, one, [&](const EventView& e) {
     at = e.recorded_at();
     return false;
   });
@@ -50,10 +42,11 @@ absl::StatusOr<absl::Time> RecordedAt(Store& store, uint64_t position) {
 
 }  // namespace
 
-absl::StatusOr<ReplayResult> ReplayPositions(Store& store, uint64_t from,
+absl::StatusOr<ReplayResult> ReplayPositions(Store* store, uint64_t from,
                                              uint64_t to,
                                              const EventFilter& filter,
                                              ReplayHandler handler) {
+  if (store == nullptr) return NullStore();
   ReplayResult result;
   from = std::max<uint64_t>(from, 1);
   if (to < from) return result;
@@ -62,15 +55,16 @@ absl::StatusOr<ReplayResult> ReplayPositions(Store& store, uint64_t from,
   static_assert(sizeof(size_t) == sizeof(uint64_t));
   ReadOptions options;
   options.limit = static_cast<size_t>(to - from + 1);
-  absl::Status s = store.ScanAll(from, options, [&](const EventView& e) {
+  absl::Status s = store->ScanAll(from, options, [&](const EventView& e) {
     return Deliver(filter, handler, e, &result);
   });
   if (!s.ok()) return s;
   return result;
 }
 
-absl::StatusOr<uint64_t> FirstPositionAtOrAfter(Store& store, absl::Time t) {
-  absl::StatusOr<uint64_t> head = store.HeadPosition();
+absl::StatusOr<uint64_t> FirstPositionAtOrAfter(Store* store, absl::Time t) {
+  if (store == nullptr) return NullStore();
+  absl::StatusOr<uint64_t> head = store->HeadPosition();
   if (!head.ok()) return head.status();
   // Smallest position in [1, head + 1] whose time is >= t, where head + 1
   // stands for "none". Times never decrease, so the predicate is monotone.
@@ -88,16 +82,17 @@ absl::StatusOr<uint64_t> FirstPositionAtOrAfter(Store& store, absl::Time t) {
   return lo;
 }
 
-absl::StatusOr<ReplayResult> ReplayTimeRange(Store& store, absl::Time from,
+absl::StatusOr<ReplayResult> ReplayTimeRange(Store* store, absl::Time from,
                                              absl::Time to,
                                              const EventFilter& filter,
                                              ReplayHandler handler) {
+  if (store == nullptr) return NullStore();
   ReplayResult result;
   if (from >= to) return result;
   absl::StatusOr<uint64_t> start = FirstPositionAtOrAfter(store, from);
   if (!start.ok()) return start.status();
   absl::Status s =
-      store.ScanAll(*start, ReadOptions(), [&](const EventView& e) {
+      store->ScanAll(*start, ReadOptions(), [&](const EventView& e) {
         if (e.recorded_at() >= to) return false;
         return Deliver(filter, handler, e, &result);
       });
@@ -105,10 +100,11 @@ absl::StatusOr<ReplayResult> ReplayTimeRange(Store& store, absl::Time from,
   return result;
 }
 
-absl::StatusOr<ReplayResult> ReplayStream(Store& store,
+absl::StatusOr<ReplayResult> ReplayStream(Store* store,
                                           absl::string_view stream,
                                           int64_t to_version,
                                           ReplayHandler handler) {
+  if (store == nullptr) return NullStore();
   if (to_version < 0) {
     return absl::InvalidArgumentError("ReplayStream: to_version must be >= 0");
   }
@@ -118,7 +114,7 @@ absl::StatusOr<ReplayResult> ReplayStream(Store& store,
     options.limit = static_cast<size_t>(to_version) + 1;
   }
   absl::Status s =
-      store.ScanStream(stream, 0, options, [&](const EventView& e) {
+      store->ScanStream(stream, 0, options, [&](const EventView& e) {
         return Deliver(EventFilter(), handler, e, &result);
       });
   if (!s.ok()) return s;

@@ -71,16 +71,6 @@ void CopyLocated(const std::vector<Located>& located, size_t bytes, AlignedBuffe
   }
 }
 
-bool MatchesFilter(const EventFilter& filter, const EventView& event) {
-  if (!filter.stream_prefix.empty() && !absl::StartsWith(event.stream(), filter.stream_prefix)) {
-    return false;
-  }
-  if (filter.types.empty()) return true;
-  const absl::string_view type = event.type();
-  return std::any_of(filter.types.begin(), filter.types.end(),
-                     [type](const std::string& t) { return t == type; });
-}
-
 // Locates the event stored under `position`, through `cursor` on `events`.
 // A stream's events mostly sit next to each other in the log (an append's
 // events have consecutive positions): the next position is
@@ -168,8 +158,8 @@ absl::Status StoreCore::ScanChunked(uint64_t from_position, Direction direction,
       if (!record.ok()) return record.status();
       progress->last_scanned = e.position;
       ++progress->records;
-      EventView view(*record);
-      if (MatchesFilter(filter, view) && !fn(view)) return absl::OkStatus();
+      const EventView view = EventViewAccess::Of(*record);
+      if (filter.Matches(view) && !fn(view)) return absl::OkStatus();
     }
     if (exhausted || chunk.empty()) return absl::OkStatus();
     next = forward ? chunk.back().position + 1 : chunk.back().position - 1;
@@ -293,7 +283,7 @@ absl::Status StoreImpl::ScanStream(absl::string_view stream, int64_t from_versio
       absl::StatusOr<const schema::EventRecord*> record =
           DecodeEvent(arena.data() + e.offset, e.size, e.position);
       if (!record.ok()) return record.status();
-      EventView view(*record);
+      const EventView view = EventViewAccess::Of(*record);
       if (view.stream() != stream || view.version() != expected_version) {
         return absl::DataLossError(absl::StrCat(
             "the index of stream \"", stream, "\" points at position ", e.position,

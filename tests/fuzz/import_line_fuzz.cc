@@ -46,7 +46,7 @@ void CheckRoundTrip(const tool::ParsedEvent& parsed) {
   absl::StatusOr<const schema::EventRecord*> record =
       internal::DecodeEvent(data, value.size(), 1);
   FUZZ_CHECK(record.ok());
-  const std::string line = tool::EventJsonLine(EventView(*record));
+  const std::string line = tool::EventJsonLine(internal::EventViewAccess::Of(*record));
   absl::StatusOr<tool::ParsedEvent> back = tool::ParseEventLine(line);
   FUZZ_CHECK(back.ok());
   const EventData& out = back->event;

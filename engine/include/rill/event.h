@@ -96,6 +96,10 @@ struct RecordedEvent {
   absl::Time recorded_at;
 };
 
+namespace internal {
+struct EventViewAccess;
+}  // namespace internal
+
 // A read-only view of a stored event. Every string_view points into a buffer
 // owned by the scan that produced the view and is valid only until the
 // callback that received the view returns. ToOwned() copies it.
@@ -117,10 +121,11 @@ class EventView {
 
   RecordedEvent ToOwned() const;
 
-  // REQUIRES: `record` points at a verified rill::schema::EventRecord table.
+ private:
+  // Only rill makes views, of records it has verified (codec.h).
+  friend struct internal::EventViewAccess;
   explicit EventView(const void* record) : record_(record) {}
 
- private:
   const void* record_;
 };
 

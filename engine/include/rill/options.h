@@ -13,6 +13,8 @@
 
 namespace rill {
 
+class EventView;
+
 // When an append's transaction counts as written.
 enum class Durability : uint8_t {
   // An append returns only after its commit has been fsync'd (data pages,
@@ -79,6 +81,9 @@ struct EventFilter {
   std::string stream_prefix;
 
   bool empty() const { return types.empty() && stream_prefix.empty(); }
+  // Whether `event` passes this filter: the one definition that reads,
+  // subscriptions, projections and replays all use.
+  bool Matches(const EventView& event) const;
 };
 
 struct ReadOptions {
