@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "bench_util.h"
@@ -53,6 +54,61 @@ std::string StreamOfBatch(uint64_t b) {
 inline uint64_t Touch(uint64_t position, absl::string_view payload) {
   return position + payload.size() + static_cast<unsigned char>(payload.front()) +
          static_cast<unsigned char>(payload.back());
+}
+
+// What one scan saw: the events it read and the sum of Touch() over them.
+struct Scanned {
+  absl::Status status;
+  uint64_t events = 0;
+  uint64_t sum = 0;
+};
+
+// The loop of every scan benchmark: one call of `scan` (returning Scanned) per
+// iteration, each of which must read `expected` events; reports events_per_s.
+template <typename Scan>
+void RunScans(benchmark::State& state, const char* what, uint64_t expected, Scan scan) {
+  for (auto _ : state) {
+    Scanned r = scan();
+    if (!r.status.ok() || r.events != expected) {
+      state.SkipWithError(absl::StrFormat("%s: %s, %d of %d events", what, r.status.ToString(),
+                                          r.events, expected).c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(r.sum);
+  }
+  state.counters["events_per_s"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * expected), benchmark::Counter::kIsRate);
+}
+
+// One zero-copy pass: `scan` is ScanAll or ScanStream called with the visitor.
+Scanned ScanViews(
+    absl::FunctionRef<absl::Status(absl::FunctionRef<bool(const EventView&)>)> scan) {
+  Scanned r;
+  r.status = scan([&](const EventView& e) {
+    r.sum += Touch(e.position(), e.payload());
+    ++r.events;
+    return true;
+  });
+  return r;
+}
+
+// One pass in pages of kPage owning RecordedEvents: `read(from)` is ReadAll or
+// ReadStream from `from`, and the page after one ending in e starts at next(e).
+template <typename From, typename Read, typename Next>
+Scanned ReadPages(From from, Read read, Next next) {
+  Scanned r;
+  while (true) {
+    absl::StatusOr<std::vector<RecordedEvent>> page = read(from);
+    if (!page.ok()) {
+      r.status = page.status();
+      break;
+    }
+    for (const RecordedEvent& e : *page) r.sum += Touch(e.position, e.payload);
+    r.events += page->size();
+    if (page->size() < kPage) break;
+    from = next(page->back());
+  }
+  return r;
 }
 
 ScratchDir* g_scratch = nullptr;
@@ -96,106 +152,42 @@ double RillBytesPerEvent(Store& store) {
 
 void BM_RillReadAllScan(benchmark::State& state) {
   Store& store = RillFixture();
-  const uint64_t expected = LogEvents();
-  for (auto _ : state) {
-    uint64_t sum = 0, n = 0;
-    absl::Status s = store.ScanAll(1, ReadOptions(), [&](const EventView& e) {
-      sum += Touch(e.position(), e.payload());
-      ++n;
-      return true;
-    });
-    if (!s.ok() || n != expected) {
-      state.SkipWithError(absl::StrFormat("ScanAll: %s, %d of %d events",
-                                          s.ToString(), n, expected).c_str());
-      break;
-    }
-    benchmark::DoNotOptimize(sum);
-  }
-  state.counters["events_per_s"] = benchmark::Counter(
-      static_cast<double>(state.iterations() * expected), benchmark::Counter::kIsRate);
+  RunScans(state, "ScanAll", LogEvents(), [&] {
+    return ScanViews([&](auto visit) { return store.ScanAll(1, ReadOptions(), visit); });
+  });
   state.counters["disk_bytes_per_event"] = RillBytesPerEvent(store);
 }
 
 void BM_RillReadAllOwned(benchmark::State& state) {
   Store& store = RillFixture();
-  const uint64_t expected = LogEvents();
   ReadOptions options;
   options.limit = kPage;
-  for (auto _ : state) {
-    uint64_t sum = 0, n = 0, from = 1;
-    while (true) {
-      absl::StatusOr<std::vector<RecordedEvent>> page = store.ReadAll(from, options);
-      if (!page.ok()) {
-        state.SkipWithError(page.status().ToString().c_str());
-        break;
-      }
-      for (const RecordedEvent& e : *page) sum += Touch(e.position, e.payload);
-      n += page->size();
-      if (page->size() < kPage) break;
-      from = page->back().position + 1;
-    }
-    if (n != expected) {
-      state.SkipWithError(absl::StrFormat("ReadAll: %d of %d events", n, expected).c_str());
-      break;
-    }
-    benchmark::DoNotOptimize(sum);
-  }
-  state.counters["events_per_s"] = benchmark::Counter(
-      static_cast<double>(state.iterations() * expected), benchmark::Counter::kIsRate);
+  RunScans(state, "ReadAll", LogEvents(), [&] {
+    return ReadPages(
+        uint64_t{1}, [&](uint64_t from) { return store.ReadAll(from, options); },
+        [](const RecordedEvent& last) { return last.position + 1; });
+  });
   state.counters["disk_bytes_per_event"] = RillBytesPerEvent(store);
 }
 
 void BM_RillReadStreamScan(benchmark::State& state) {
   Store& store = RillFixture();
-  const uint64_t expected = BigStreamEvents();
-  for (auto _ : state) {
-    uint64_t sum = 0, n = 0;
-    absl::Status s = store.ScanStream(kBigStream, 0, ReadOptions(), [&](const EventView& e) {
-      sum += Touch(e.position(), e.payload());
-      ++n;
-      return true;
-    });
-    if (!s.ok() || n != expected) {
-      state.SkipWithError(absl::StrFormat("ScanStream: %s, %d of %d events",
-                                          s.ToString(), n, expected).c_str());
-      break;
-    }
-    benchmark::DoNotOptimize(sum);
-  }
-  state.counters["events_per_s"] = benchmark::Counter(
-      static_cast<double>(state.iterations() * expected), benchmark::Counter::kIsRate);
+  RunScans(state, "ScanStream", BigStreamEvents(), [&] {
+    return ScanViews(
+        [&](auto visit) { return store.ScanStream(kBigStream, 0, ReadOptions(), visit); });
+  });
   state.counters["disk_bytes_per_event"] = RillBytesPerEvent(store);
 }
 
 void BM_RillReadStreamOwned(benchmark::State& state) {
   Store& store = RillFixture();
-  const uint64_t expected = BigStreamEvents();
   ReadOptions options;
   options.limit = kPage;
-  for (auto _ : state) {
-    uint64_t sum = 0, n = 0;
-    int64_t from = 0;
-    while (true) {
-      absl::StatusOr<std::vector<RecordedEvent>> page =
-          store.ReadStream(kBigStream, from, options);
-      if (!page.ok()) {
-        state.SkipWithError(page.status().ToString().c_str());
-        break;
-      }
-      for (const RecordedEvent& e : *page) sum += Touch(e.position, e.payload);
-      n += page->size();
-      if (page->size() < kPage) break;
-      from = page->back().version + 1;
-    }
-    if (n != expected) {
-      state.SkipWithError(
-          absl::StrFormat("ReadStream: %d of %d events", n, expected).c_str());
-      break;
-    }
-    benchmark::DoNotOptimize(sum);
-  }
-  state.counters["events_per_s"] = benchmark::Counter(
-      static_cast<double>(state.iterations() * expected), benchmark::Counter::kIsRate);
+  RunScans(state, "ReadStream", BigStreamEvents(), [&] {
+    return ReadPages(
+        int64_t{0}, [&](int64_t from) { return store.ReadStream(kBigStream, from, options); },
+        [](const RecordedEvent& last) { return last.version + 1; });
+  });
   state.counters["disk_bytes_per_event"] = RillBytesPerEvent(store);
 }
 
@@ -234,8 +226,7 @@ double RawBytesPerEvent(RawLog& log) {
 
 void BM_LmdbReadAll(benchmark::State& state, bool hash) {
   RawLog& log = RawFixture();
-  const uint64_t expected = LogEvents();
-  for (auto _ : state) {
+  RunScans(state, "scan", LogEvents(), [&] {
     uint64_t sum = 0, n = 0;
     MDB_txn* txn;
     MDB_cursor* cur;
@@ -251,21 +242,14 @@ void BM_LmdbReadAll(benchmark::State& state, bool hash) {
     }
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);
-    if (n != expected) {
-      state.SkipWithError(absl::StrFormat("scan: %d of %d events", n, expected).c_str());
-      break;
-    }
-    benchmark::DoNotOptimize(sum);
-  }
-  state.counters["events_per_s"] = benchmark::Counter(
-      static_cast<double>(state.iterations() * expected), benchmark::Counter::kIsRate);
+    return Scanned{absl::OkStatus(), n, sum};
+  });
   state.counters["disk_bytes_per_event"] = RawBytesPerEvent(log);
 }
 
 void BM_LmdbReadStream(benchmark::State& state) {
   RawLog& log = RawFixture();
-  const uint64_t expected = BigStreamEvents();
-  for (auto _ : state) {
+  RunScans(state, "stream", BigStreamEvents(), [&] {
     uint64_t sum = 0, n = 0;
     MDB_txn* txn;
     MDB_cursor* cur;
@@ -286,14 +270,8 @@ void BM_LmdbReadStream(benchmark::State& state) {
     }
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);
-    if (n != expected) {
-      state.SkipWithError(absl::StrFormat("stream: %d of %d events", n, expected).c_str());
-      break;
-    }
-    benchmark::DoNotOptimize(sum);
-  }
-  state.counters["events_per_s"] = benchmark::Counter(
-      static_cast<double>(state.iterations() * expected), benchmark::Counter::kIsRate);
+    return Scanned{absl::OkStatus(), n, sum};
+  });
   state.counters["disk_bytes_per_event"] = RawBytesPerEvent(log);
 }
 

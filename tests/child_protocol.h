@@ -1,4 +1,4 @@
-// What the child programs (tests/*_child.cc) and the tests that start them
+// What the child programs (tests/children/) and the tests that start them
 // agree on: the events a child writes and the acknowledgement lines it
 // prints. Header-only so that the children, which do not link GoogleTest or
 // rill_test_util, can share it.

@@ -14,9 +14,9 @@
 //     pages the same way, and is freed by ClearStaleReaders() or, while the
 //     process appends, at most a second later.
 //
-// The reader is tests/lmdb_txn_child.cc (a plain LMDB read transaction on
-// STORE/log) in another process. Sizes are compared with each other, never
-// with time.
+// The reader is tests/children/lmdb_txn_child.cc (a plain LMDB read
+// transaction on STORE/log) in another process. Sizes are compared with each
+// other, never with time.
 #include <signal.h>
 #include <sys/wait.h>
 

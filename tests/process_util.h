@@ -1,5 +1,5 @@
 // Helpers for tests that run real processes: child programs started with
-// fork + execv (tests/*_child.cc), code run in a forked copy of the test
+// fork + execv (tests/children/), code run in a forked copy of the test
 // (for checks that might crash, or that change process-wide limits), and a
 // bounded wait for a condition (a hang detector, never a speed assertion).
 //
@@ -90,8 +90,9 @@ inline int RunInForkedChild(const std::function<int()>& body) {
   return status;
 }
 
-// A child program (tests/<name>.cc) started with fork + execv. Its stdin and
-// stdout are pipes to the test; its stderr goes to a file, shown on failure.
+// A child program (tests/children/<name>.cc) started with fork + execv. Its
+// stdin and stdout are pipes to the test; its stderr goes to a file, shown on
+// failure.
 // The destructor kills (SIGKILL) and reaps a child that is still running, so
 // a failed ASSERT never leaves a process behind.
 class ChildProcess {

@@ -1,6 +1,7 @@
-// Projections shared by the projection tests and tests/projector_child.cc,
-// with their invariants and independent folds of the log, so a model built
-// by a runner (in this process or a killed child) can be checked exactly.
+// Projections shared by the projection tests and
+// tests/children/projector_child.cc, with their invariants and independent
+// folds of the log, so a model built by a runner (in this process or a killed
+// child) can be checked exactly.
 //
 // Every model counts how often each event was applied (table "applied" or
 // "seen": position -> count), so an event applied twice or lost shows up in

@@ -38,8 +38,8 @@ EventData MakeEvent(const std::string& type, int n);
 // `count` events "E0", "E1", ... with payloads {"n":0}, {"n":1}, ...
 std::vector<EventData> MakeEvents(int count, int first_n = 0);
 
-// Path of a tests/*_child.cc program in the build tree (an absolute path is
-// returned as is).
+// Path of a child program (tests/children/, tests/crash/torture_child.cc) in
+// the build tree (an absolute path is returned as is).
 std::string ChildBinary(const std::string& name);
 
 }  // namespace rill::testing

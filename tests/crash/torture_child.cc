@@ -39,11 +39,11 @@
 #include <thread>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "child_protocol.h"
+#include "children/child_args.h"
 #include "rill/projection.h"
 #include "rill/store.h"
 #include "torture_protocol.h"
@@ -64,38 +64,18 @@ struct Config {
 };
 
 bool ParseArgs(int argc, char** argv, Config* c) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const size_t eq = arg.find('=');
-    if (eq == std::string::npos) return false;
-    const std::string k = arg.substr(0, eq);
-    const std::string v = arg.substr(eq + 1);
-    bool ok = true;
-    if (k == "dir") {
-      c->dir = v;
-    } else if (k == "ack") {
-      c->ack = v;
-    } else if (k == "violations") {
-      c->violations = v;
-    } else if (k == "threads") {
-      ok = absl::SimpleAtoi(v, &c->threads);
-    } else if (k == "streams") {
-      ok = absl::SimpleAtoi(v, &c->streams);
-    } else if (k == "multi") {
-      c->multi = v == "1";
-    } else if (k == "max_pad") {
-      ok = absl::SimpleAtoi(v, &c->max_pad);
-    } else if (k == "map") {
-      ok = absl::SimpleAtoi(v, &c->map);
-    } else if (k == "seed") {
-      ok = absl::SimpleAtoi(v, &c->seed);
-    } else {
-      ok = false;
-    }
-    if (!ok) return false;
-  }
-  return !c->dir.empty() && !c->ack.empty() && !c->violations.empty() &&
-         c->threads >= 0 && c->streams > 0;
+  ChildArgs args;
+  args.String("dir", &c->dir);
+  args.String("ack", &c->ack);
+  args.String("violations", &c->violations);
+  args.Number("threads", &c->threads);
+  args.Number("streams", &c->streams);
+  args.Flag("multi", &c->multi);
+  args.Number("max_pad", &c->max_pad);
+  args.Number("map", &c->map);
+  args.Number("seed", &c->seed);
+  return args.Parse(argc, argv) && !c->dir.empty() && !c->ack.empty() &&
+         !c->violations.empty() && c->threads >= 0 && c->streams > 0;
 }
 
 // Appends whole lines to a file with one write(2) each.

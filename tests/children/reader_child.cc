@@ -25,10 +25,10 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "child_args.h"
 #include "child_protocol.h"
 #include "rill/store.h"
 
@@ -45,32 +45,14 @@ struct Config {
 };
 
 bool ParseArgs(int argc, char** argv, Config* c) {
-  bool have_final = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const size_t eq = arg.find('=');
-    if (eq == std::string::npos) return false;
-    const std::string k = arg.substr(0, eq);
-    const std::string v = arg.substr(eq + 1);
-    bool ok = true;
-    if (k == "dir") {
-      c->dir = v;
-    } else if (k == "final") {
-      ok = have_final = absl::SimpleAtoi(v, &c->final_head);
-    } else if (k == "mode") {
-      c->mode = v;
-    } else if (k == "read_only") {
-      c->read_only = v == "1";
-    } else if (k == "map") {
-      ok = absl::SimpleAtoi(v, &c->map);
-    } else if (k == "timeout_s") {
-      ok = absl::SimpleAtoi(v, &c->timeout_s);
-    } else {
-      ok = false;
-    }
-    if (!ok) return false;
-  }
-  return !c->dir.empty() && have_final &&
+  ChildArgs args;
+  args.String("dir", &c->dir);
+  args.Number("final", &c->final_head);
+  args.String("mode", &c->mode);
+  args.Flag("read_only", &c->read_only);
+  args.Number("map", &c->map);
+  args.Number("timeout_s", &c->timeout_s);
+  return args.Parse(argc, argv) && !c->dir.empty() && args.Given("final") &&
          (c->mode == "read" || c->mode == "subscribe");
 }
 

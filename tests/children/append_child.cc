@@ -42,9 +42,9 @@
 #include <thread>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "child_args.h"
 #include "child_protocol.h"
 #include "rill/store.h"
 
@@ -69,49 +69,26 @@ struct Config {
 };
 
 bool ParseArgs(int argc, char** argv, Config* c) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const size_t eq = arg.find('=');
-    if (eq == std::string::npos) return false;
-    const std::string k = arg.substr(0, eq);
-    const std::string v = arg.substr(eq + 1);
-    bool ok = true;
-    if (k == "dir") {
-      c->dir = v;
-    } else if (k == "ack") {
-      c->ack = v;
-    } else if (k == "threads") {
-      ok = absl::SimpleAtoi(v, &c->threads);
-    } else if (k == "mode") {
-      c->mode = v;
-    } else if (k == "streams") {
-      ok = absl::SimpleAtoi(v, &c->streams);
-    } else if (k == "prefix") {
-      c->prefix = v;
-    } else if (k == "writer") {
-      c->writer = v;
-    } else if (k == "appends") {
-      ok = absl::SimpleAtoi(v, &c->appends);
-    } else if (k == "max_events") {
-      ok = absl::SimpleAtoi(v, &c->max_events);
-    } else if (k == "max_pad") {
-      ok = absl::SimpleAtoi(v, &c->max_pad);
-    } else if (k == "keys") {
-      c->keys = v == "1";
-    } else if (k == "map") {
-      ok = absl::SimpleAtoi(v, &c->map);
-    } else if (k == "durability") {
-      c->nosync = v == "nosync";
-      ok = v == "nosync" || v == "durable";
-    } else if (k == "seed") {
-      ok = absl::SimpleAtoi(v, &c->seed);
-    } else {
-      ok = false;
-    }
-    if (!ok) return false;
-  }
-  return !c->dir.empty() && !c->ack.empty() && c->threads > 0 &&
-         c->streams > 0 && c->max_events > 0 &&
+  ChildArgs args;
+  args.String("dir", &c->dir);
+  args.String("ack", &c->ack);
+  args.Number("threads", &c->threads);
+  args.String("mode", &c->mode);
+  args.Number("streams", &c->streams);
+  args.String("prefix", &c->prefix);
+  args.String("writer", &c->writer);
+  args.Number("appends", &c->appends);
+  args.Number("max_events", &c->max_events);
+  args.Number("max_pad", &c->max_pad);
+  args.Flag("keys", &c->keys);
+  args.Number("map", &c->map);
+  args.Custom("durability", [c](const std::string& v) {
+    c->nosync = v == "nosync";
+    return v == "nosync" || v == "durable";
+  });
+  args.Number("seed", &c->seed);
+  return args.Parse(argc, argv) && !c->dir.empty() && !c->ack.empty() &&
+         c->threads > 0 && c->streams > 0 && c->max_events > 0 &&
          (c->mode == "own" || c->mode == "contend");
 }
 

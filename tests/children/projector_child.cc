@@ -38,9 +38,9 @@
 #include <thread>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "child_args.h"
 #include "projector_defs.h"
 #include "rill/projection.h"
 #include "rill/projection_admin.h"
@@ -62,37 +62,17 @@ struct Config {
 };
 
 bool ParseArgs(int argc, char** argv, Config* c) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const size_t eq = arg.find('=');
-    if (eq == std::string::npos) return false;
-    const std::string k = arg.substr(0, eq);
-    const std::string v = arg.substr(eq + 1);
-    bool ok = true;
-    if (k == "dir") {
-      c->dir = v;
-    } else if (k == "mode") {
-      c->mode = v;
-    } else if (k == "set") {
-      c->set = v;
-    } else if (k == "version") {
-      ok = absl::SimpleAtoi(v, &c->version);
-    } else if (k == "batch") {
-      ok = absl::SimpleAtoi(v, &c->batch);
-    } else if (k == "stall_at") {
-      ok = absl::SimpleAtoi(v, &c->stall_at);
-    } else if (k == "stall_in") {
-      c->stall_in = v;
-    } else if (k == "violations") {
-      c->violations = v;
-    } else if (k == "name") {
-      c->name = v;
-    } else {
-      ok = false;
-    }
-    if (!ok) return false;
-  }
-  return !c->dir.empty() &&
+  ChildArgs args;
+  args.String("dir", &c->dir);
+  args.String("mode", &c->mode);
+  args.String("set", &c->set);
+  args.Number("version", &c->version);
+  args.Number("batch", &c->batch);
+  args.Number("stall_at", &c->stall_at);
+  args.String("stall_in", &c->stall_in);
+  args.String("violations", &c->violations);
+  args.String("name", &c->name);
+  return args.Parse(argc, argv) && !c->dir.empty() &&
          (c->mode == "run" || c->mode == "final" || c->mode == "request") &&
          (c->set == "crash" || c->set == "ledger");
 }
