@@ -81,8 +81,7 @@ void SeedStore(const std::string& dir, const std::vector<std::string>& names) {
   std::vector<StreamAppend> appends;
   appends.reserve(names.size());
   for (size_t i = 0; i < names.size(); ++i) {
-    appends.push_back(StreamAppend{names[i], ExpectedVersion::NoStream(),
-                                   {MakeEvent(i)}});
+    appends.push_back(StreamAppend{names[i], ExpectedVersion::NoStream(), {MakeEvent(i)}});
   }
   absl::StatusOr<std::vector<AppendResult>> r = store->AppendMulti(appends);
   if (!r.ok()) Die("seed AppendMulti: " + r.status().ToString());
@@ -98,8 +97,8 @@ std::string FindLogEnv(const std::string& store_dir) {
     const std::string name = e.path().filename().string();
     if (e.is_directory() && fs::exists(e.path() / "data.mdb")) {
       candidates.push_back(e.path().string());
-    } else if (e.is_regular_file() && name != "data.mdb" &&
-               name.size() > 4 && name.substr(name.size() - 4) == ".mdb") {
+    } else if (e.is_regular_file() && name != "data.mdb" && name.size() > 4 &&
+               name.substr(name.size() - 4) == ".mdb") {
       candidates.push_back(e.path().string());  // an MDB_NOSUBDIR env
     }
   }
@@ -375,27 +374,43 @@ void RegisterAll() {
   // the run does not favour either.
   for (int batch : {1, 10, 100, 1000}) {
     RunLength(benchmark::RegisterBenchmark("BM_LmdbAppend", BM_LmdbAppend, 0u), min_time)
-        ->ArgName("batch")->Arg(batch)->UseRealTime()->Unit(benchmark::kMicrosecond);
-    RunLength(benchmark::RegisterBenchmark("BM_RillAppend", BM_RillAppend,
-                                           Durability::kDurable), min_time)
-        ->ArgName("batch")->Arg(batch)->UseRealTime()->Unit(benchmark::kMicrosecond);
+        ->ArgName("batch")
+        ->Arg(batch)
+        ->UseRealTime()
+        ->Unit(benchmark::kMicrosecond);
+    RunLength(benchmark::RegisterBenchmark("BM_RillAppend", BM_RillAppend, Durability::kDurable),
+              min_time)
+        ->ArgName("batch")
+        ->Arg(batch)
+        ->UseRealTime()
+        ->Unit(benchmark::kMicrosecond);
   }
-  RunLength(benchmark::RegisterBenchmark("BM_LmdbConcurrent16", BM_LmdbConcurrent16),
-            min_time)
-      ->Threads(kThreads)->UseRealTime()->Unit(benchmark::kMicrosecond);
-  RunLength(benchmark::RegisterBenchmark("BM_RillConcurrent16", BM_RillConcurrent16),
-            min_time)
-      ->Threads(kThreads)->UseRealTime()->Unit(benchmark::kMicrosecond);
+  RunLength(benchmark::RegisterBenchmark("BM_LmdbConcurrent16", BM_LmdbConcurrent16), min_time)
+      ->Threads(kThreads)
+      ->UseRealTime()
+      ->Unit(benchmark::kMicrosecond);
+  RunLength(benchmark::RegisterBenchmark("BM_RillConcurrent16", BM_RillConcurrent16), min_time)
+      ->Threads(kThreads)
+      ->UseRealTime()
+      ->Unit(benchmark::kMicrosecond);
   // Diagnostics, NOT durable: the same appends without syncs (rill
   // kNoSyncUnsafe, LMDB MDB_NOSYNC) show the CPU and write cost per event
   // that the syncs otherwise hide.
   for (int batch : {1, 1000}) {
-    RunLength(benchmark::RegisterBenchmark("BM_LmdbAppendNoSync", BM_LmdbAppend,
-                                           unsigned{MDB_NOSYNC}), min_time / 2)
-        ->ArgName("batch")->Arg(batch)->UseRealTime()->Unit(benchmark::kMicrosecond);
+    RunLength(
+        benchmark::RegisterBenchmark("BM_LmdbAppendNoSync", BM_LmdbAppend, unsigned{MDB_NOSYNC}),
+        min_time / 2)
+        ->ArgName("batch")
+        ->Arg(batch)
+        ->UseRealTime()
+        ->Unit(benchmark::kMicrosecond);
     RunLength(benchmark::RegisterBenchmark("BM_RillAppendNoSync", BM_RillAppend,
-                                           Durability::kNoSyncUnsafe), min_time / 2)
-        ->ArgName("batch")->Arg(batch)->UseRealTime()->Unit(benchmark::kMicrosecond);
+                                           Durability::kNoSyncUnsafe),
+              min_time / 2)
+        ->ArgName("batch")
+        ->Arg(batch)
+        ->UseRealTime()
+        ->Unit(benchmark::kMicrosecond);
   }
 }
 

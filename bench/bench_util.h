@@ -65,8 +65,8 @@ class ScratchDir {
  public:
   explicit ScratchDir(const std::string& tag) {
     const char* base = std::getenv("RILL_BENCH_DIR");
-    std::string tmpl = absl::StrFormat("%s/rill-bench-%s-XXXXXX",
-                                       base && *base ? base : "/tmp", tag);
+    std::string tmpl =
+        absl::StrFormat("%s/rill-bench-%s-XXXXXX", base && *base ? base : "/tmp", tag);
     std::vector<char> buf(tmpl.begin(), tmpl.end());
     buf.push_back('\0');
     if (mkdtemp(buf.data()) == nullptr) Die("mkdtemp " + tmpl);
@@ -90,10 +90,10 @@ class ScratchDir {
 // order line, the same bytes for rill and raw LMDB.
 inline constexpr size_t kPayloadBytes = 256;
 inline std::string Payload(uint64_t n) {
-  std::string p = absl::StrFormat(
-      R"({"order_id":"o-%08d","customer_id":"c-%05d","currency":"EUR",)"
-      R"("lines":[{"sku":"SKU-%04d","qty":%d,"price_cents":%d}],"note":")",
-      n % 100000000, n % 100000, n % 10000, 1 + n % 7, 199 + n % 9000);
+  std::string p =
+      absl::StrFormat(R"({"order_id":"o-%08d","customer_id":"c-%05d","currency":"EUR",)"
+                      R"("lines":[{"sku":"SKU-%04d","qty":%d,"price_cents":%d}],"note":")",
+                      n % 100000000, n % 100000, n % 10000, 1 + n % 7, 199 + n % 9000);
   const std::string tail = "\"}";
   while (p.size() + tail.size() < kPayloadBytes) p.push_back('x');
   p += tail;
@@ -137,8 +137,7 @@ class RawLog {
 
   // Durable: flags 0 (fsync of data, then meta page, on each commit).
   // Setup of read fixtures passes MDB_NOSYNC.
-  RawLog(const std::string& dir, unsigned flags,
-         size_t map_size = size_t{16} << 30) {
+  RawLog(const std::string& dir, unsigned flags, size_t map_size = size_t{16} << 30) {
     std::filesystem::create_directories(dir);
     CheckMdb(mdb_env_create(&env_), "mdb_env_create");
     CheckMdb(mdb_env_set_maxdbs(env_, 8), "mdb_env_set_maxdbs");
@@ -148,8 +147,7 @@ class RawLog {
     MDB_txn* txn;
     CheckMdb(mdb_txn_begin(env_, nullptr, 0, &txn), "mdb_txn_begin");
     CheckMdb(mdb_dbi_open(txn, "events", MDB_CREATE, &events_), "open events");
-    CheckMdb(mdb_dbi_open(txn, "stream_index", MDB_CREATE, &index_),
-             "open stream_index");
+    CheckMdb(mdb_dbi_open(txn, "stream_index", MDB_CREATE, &index_), "open stream_index");
     CheckMdb(mdb_dbi_open(txn, "streams", MDB_CREATE, &streams_), "open streams");
     CheckMdb(mdb_txn_commit(txn), "mdb_txn_commit");
   }
@@ -166,9 +164,8 @@ class RawLog {
   // inside `txn` (which the caller begins and commits). `rec` is the
   // stream's record, updated; `next_position` the log's next position,
   // advanced. first_position == 0 means a new stream.
-  void AppendIn(MDB_txn* txn, absl::string_view stream, StreamRecord* rec,
-                uint64_t* next_position, absl::string_view payload, int count,
-                int64_t now_us) {
+  void AppendIn(MDB_txn* txn, absl::string_view stream, StreamRecord* rec, uint64_t* next_position,
+                absl::string_view payload, int count, int64_t now_us) {
     unsigned char pos_key[8];
     unsigned char idx_key[16];
     for (int i = 0; i < count; ++i) {
@@ -203,17 +200,15 @@ class RawLog {
 };
 
 // The last committed transaction id of the LMDB environment at `path` (a
-// directory, or a data file opened with MDB_NOSUBDIR), opened read-only. Commits between two calls = the
-// difference. Only call while no other MDB_env in this process has `dir`
-// open (LMDB forbids opening one env twice in a process).
+// directory, or a data file opened with MDB_NOSUBDIR), opened read-only. Commits between two calls
+// = the difference. Only call while no other MDB_env in this process has `dir` open (LMDB forbids
+// opening one env twice in a process).
 inline uint64_t LastTxnId(const std::string& path) {
   MDB_env* env;
   CheckMdb(mdb_env_create(&env), "mdb_env_create");
   CheckMdb(mdb_env_set_maxdbs(env, 16), "mdb_env_set_maxdbs");
-  const unsigned flags = MDB_RDONLY | (std::filesystem::is_regular_file(path)
-                                           ? MDB_NOSUBDIR : 0u);
-  CheckMdb(mdb_env_open(env, path.c_str(), flags, 0644),
-           "mdb_env_open (read-only)");
+  const unsigned flags = MDB_RDONLY | (std::filesystem::is_regular_file(path) ? MDB_NOSUBDIR : 0u);
+  CheckMdb(mdb_env_open(env, path.c_str(), flags, 0644), "mdb_env_open (read-only)");
   MDB_envinfo info;
   CheckMdb(mdb_env_info(env, &info), "mdb_env_info");
   mdb_env_close(env);

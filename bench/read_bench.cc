@@ -70,8 +70,9 @@ void RunScans(benchmark::State& state, const char* what, uint64_t expected, Scan
   for (auto _ : state) {
     Scanned r = scan();
     if (!r.status.ok() || r.events != expected) {
-      state.SkipWithError(absl::StrFormat("%s: %s, %d of %d events", what, r.status.ToString(),
-                                          r.events, expected).c_str());
+      state.SkipWithError(
+          absl::StrFormat("%s: %s, %d of %d events", what, r.status.ToString(), r.events, expected)
+              .c_str());
       break;
     }
     benchmark::DoNotOptimize(r.sum);
@@ -81,8 +82,7 @@ void RunScans(benchmark::State& state, const char* what, uint64_t expected, Scan
 }
 
 // One zero-copy pass: `scan` is ScanAll or ScanStream called with the visitor.
-Scanned ScanViews(
-    absl::FunctionRef<absl::Status(absl::FunctionRef<bool(const EventView&)>)> scan) {
+Scanned ScanViews(absl::FunctionRef<absl::Status(absl::FunctionRef<bool(const EventView&)>)> scan) {
   Scanned r;
   r.status = scan([&](const EventView& e) {
     r.sum += Touch(e.position(), e.payload());
@@ -125,8 +125,7 @@ Store& RillFixture() {
   if (g_store != nullptr) return **g_store;
   StoreOptions options;
   options.durability = Durability::kNoSyncUnsafe;
-  absl::StatusOr<std::unique_ptr<Store>> store =
-      Store::Open(Scratch().Sub("rill"), options);
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(Scratch().Sub("rill"), options);
   if (!store.ok()) Die("Store::Open: " + store.status().ToString());
   const uint64_t batches = LogEvents() / kBatch;
   std::vector<EventData> events(kBatch);
@@ -301,8 +300,9 @@ void BM_ProjectionCatchUp(benchmark::State& state) {
     absl::Status s = (*runner)->WaitFor(def.name, expected, absl::Minutes(5));
     (*runner)->Stop();
     if (!s.ok() || applied != expected) {
-      state.SkipWithError(absl::StrFormat("WaitFor: %s, %d of %d events applied",
-                                          s.ToString(), applied, expected).c_str());
+      state.SkipWithError(
+          absl::StrFormat("WaitFor: %s, %d of %d events applied", s.ToString(), applied, expected)
+              .c_str());
       break;
     }
   }

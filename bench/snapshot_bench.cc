@@ -85,8 +85,7 @@ Fixture& GetFixture() {
     auto* f = new Fixture;
     StoreOptions options;
     options.durability = Durability::kNoSyncUnsafe;
-    absl::StatusOr<std::unique_ptr<Store>> store =
-        Store::Open(f->dir.Sub("store"), options);
+    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(f->dir.Sub("store"), options);
     if (!store.ok()) Die("Store::Open: " + store.status().ToString());
     f->store = *std::move(store);
     std::vector<EventData> events(kBatch);
@@ -96,8 +95,7 @@ Fixture& GetFixture() {
     }
     for (int64_t done = 0; done < StreamEvents(); done += kBatch) {
       for (const char* stream : kStreams) {
-        absl::Status s =
-            f->store->Append(stream, ExpectedVersion::Any(), events).status();
+        absl::Status s = f->store->Append(stream, ExpectedVersion::Any(), events).status();
         if (!s.ok()) Die("fixture Append: " + s.ToString());
       }
     }
@@ -112,14 +110,13 @@ Fixture& GetFixture() {
       if (kLeftToFold[i] < 0) continue;
       const int64_t at = StreamEvents() - 1 - kLeftToFold[i];
       Account a;
-      absl::Status s = f->store->ScanStream(kStreams[i], 0, ReadOptions(),
-                                            [&](const EventView& e) {
-                                              if (e.version() > at) {
-                                                return false;
-                                              }
-                                              Apply(a, e);
-                                              return true;
-                                            });
+      absl::Status s = f->store->ScanStream(kStreams[i], 0, ReadOptions(), [&](const EventView& e) {
+        if (e.version() > at) {
+          return false;
+        }
+        Apply(a, e);
+        return true;
+      });
       if (s.ok()) s = f->on_demand->Save(kStreams[i], at, kSchema, Encode(a));
       if (!s.ok()) Die("fixture snapshot: " + s.ToString());
     }
@@ -128,11 +125,10 @@ Fixture& GetFixture() {
     f->head = *head;
     ReadOptions one;
     one.limit = 1;
-    absl::Status s =
-        f->store->ScanAll(f->head * 3 / 4, one, [&](const EventView& e) {
-          f->quarter_time = e.recorded_at();
-          return false;
-        });
+    absl::Status s = f->store->ScanAll(f->head * 3 / 4, one, [&](const EventView& e) {
+      f->quarter_time = e.recorded_at();
+      return false;
+    });
     if (!s.ok()) Die("fixture time");
     g_fixture = f;
   }
@@ -149,29 +145,25 @@ void TearDown() {
 
 void BM_LoadAggregate(benchmark::State& state, size_t which) {
   Fixture& f = GetFixture();
-  SnapshotStore& snapshots =
-      kLeftToFold[which] < 0 ? *f.on_demand : *f.snapshots;
-  const int64_t want_folded =
-      kLeftToFold[which] < 0 ? StreamEvents() : kLeftToFold[which];
+  SnapshotStore& snapshots = kLeftToFold[which] < 0 ? *f.on_demand : *f.snapshots;
+  const int64_t want_folded = kLeftToFold[which] < 0 ? StreamEvents() : kLeftToFold[which];
   int64_t folded = 0;
   for (auto _ : state) {
-    absl::StatusOr<LoadedAggregate<Account>> loaded = snapshots.LoadAggregate(
-        kStreams[which], kSchema, Account{}, Decode, Encode, Apply);
-    if (!loaded.ok() || loaded->events_folded != want_folded ||
-        loaded->snapshot_saved || loaded->state.count != StreamEvents()) {
-      state.SkipWithError(
-          absl::StrFormat("LoadAggregate: %s", loaded.status().ToString())
-              .c_str());
+    absl::StatusOr<LoadedAggregate<Account>> loaded =
+        snapshots.LoadAggregate(kStreams[which], kSchema, Account{}, Decode, Encode, Apply);
+    if (!loaded.ok() || loaded->events_folded != want_folded || loaded->snapshot_saved ||
+        loaded->state.count != StreamEvents()) {
+      state.SkipWithError(absl::StrFormat("LoadAggregate: %s", loaded.status().ToString()).c_str());
       break;
     }
     folded += loaded->events_folded;
     benchmark::DoNotOptimize(loaded->state.mix);
   }
   state.counters["events_folded_per_load"] = static_cast<double>(want_folded);
-  state.counters["loads_per_s"] = benchmark::Counter(
-      static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
-  state.counters["events_per_s"] = benchmark::Counter(
-      static_cast<double>(folded), benchmark::Counter::kIsRate);
+  state.counters["loads_per_s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["events_per_s"] =
+      benchmark::Counter(static_cast<double>(folded), benchmark::Counter::kIsRate);
 }
 BENCHMARK_CAPTURE(BM_LoadAggregate, plain, 0)->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_LoadAggregate, snap_999, 1)->Unit(benchmark::kMicrosecond);
@@ -199,8 +191,8 @@ void BM_ReplayPositions(benchmark::State& state) {
   uint64_t events = 0;
   for (auto _ : state) {
     uint64_t sum = 0;
-    absl::StatusOr<ReplayResult> r = ReplayPositions(
-        f.store.get(), 1, kLogEnd, EventFilter(), [&](const EventView& e) {
+    absl::StatusOr<ReplayResult> r =
+        ReplayPositions(f.store.get(), 1, kLogEnd, EventFilter(), [&](const EventView& e) {
           sum += e.payload().size();
           return true;
         });
@@ -211,8 +203,8 @@ void BM_ReplayPositions(benchmark::State& state) {
     events += r->delivered;
     benchmark::DoNotOptimize(sum);
   }
-  state.counters["events_per_s"] = benchmark::Counter(
-      static_cast<double>(events), benchmark::Counter::kIsRate);
+  state.counters["events_per_s"] =
+      benchmark::Counter(static_cast<double>(events), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_ReplayPositions)->Unit(benchmark::kMillisecond);
 
@@ -222,8 +214,8 @@ void BM_ReplayTimeRange(benchmark::State& state) {
   for (auto _ : state) {
     uint64_t sum = 0;
     absl::StatusOr<ReplayResult> r =
-        ReplayTimeRange(f.store.get(), f.quarter_time, absl::InfiniteFuture(),
-                        EventFilter(), [&](const EventView& e) {
+        ReplayTimeRange(f.store.get(), f.quarter_time, absl::InfiniteFuture(), EventFilter(),
+                        [&](const EventView& e) {
                           sum += e.payload().size();
                           return true;
                         });
@@ -234,16 +226,15 @@ void BM_ReplayTimeRange(benchmark::State& state) {
     events += r->delivered;
     benchmark::DoNotOptimize(sum);
   }
-  state.counters["events_per_s"] = benchmark::Counter(
-      static_cast<double>(events), benchmark::Counter::kIsRate);
+  state.counters["events_per_s"] =
+      benchmark::Counter(static_cast<double>(events), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_ReplayTimeRange)->Unit(benchmark::kMillisecond);
 
 void BM_FirstPositionAtOrAfter(benchmark::State& state) {
   Fixture& f = GetFixture();
   for (auto _ : state) {
-    absl::StatusOr<uint64_t> p =
-        FirstPositionAtOrAfter(f.store.get(), f.quarter_time);
+    absl::StatusOr<uint64_t> p = FirstPositionAtOrAfter(f.store.get(), f.quarter_time);
     if (!p.ok()) {
       state.SkipWithError(p.status().ToString().c_str());
       break;

@@ -37,8 +37,7 @@ class BadInputTest : public ::testing::Test {
  protected:
   void SetUp() override {
     RILL_ASSERT_OK_AND_ASSIGN(store_, Store::Open(dir_.path()));
-    RILL_ASSERT_OK(store_->Append("existing", ExpectedVersion::NoStream(), MakeEvents(3))
-                       .status());
+    RILL_ASSERT_OK(store_->Append("existing", ExpectedVersion::NoStream(), MakeEvents(3)).status());
   }
 
   // Runs `fn` and checks that it left the log exactly as it was.
@@ -94,16 +93,14 @@ TEST_F(BadInputTest, NegativeExactVersionsAreInvalidDownToInt64Min) {
   for (int64_t v : {int64_t{-1}, int64_t{-2}, kMinVersion}) {
     SCOPED_TRACE(v);
     ExpectNothingWritten([&] {
-      EXPECT_EQ(store_->Append("existing", ExpectedVersion::Exact(v), MakeEvents(1))
-                    .status()
-                    .code(),
-                absl::StatusCode::kInvalidArgument);
-      EXPECT_EQ(store_
-                    ->AppendMulti({StreamAppend{"existing", ExpectedVersion::Exact(v),
-                                                MakeEvents(1)}})
-                    .status()
-                    .code(),
-                absl::StatusCode::kInvalidArgument);
+      EXPECT_EQ(
+          store_->Append("existing", ExpectedVersion::Exact(v), MakeEvents(1)).status().code(),
+          absl::StatusCode::kInvalidArgument);
+      EXPECT_EQ(
+          store_->AppendMulti({StreamAppend{"existing", ExpectedVersion::Exact(v), MakeEvents(1)}})
+              .status()
+              .code(),
+          absl::StatusCode::kInvalidArgument);
     });
   }
 }
@@ -132,9 +129,9 @@ TEST_F(BadInputTest, ReadsOfNamesThatCannotExistAreNotFoundNotACrash) {
   for (const std::string& name : InvalidNames()) {
     SCOPED_TRACE(absl::CEscape(name.substr(0, 20)) + absl::StrCat(" (", name.size(), " bytes)"));
     EXPECT_EQ(store_->ReadStream(name, 0).status().code(), absl::StatusCode::kNotFound);
-    EXPECT_EQ(store_->ScanStream(name, 0, ReadOptions(), [](const EventView&) { return true; })
-                  .code(),
-              absl::StatusCode::kNotFound);
+    EXPECT_EQ(
+        store_->ScanStream(name, 0, ReadOptions(), [](const EventView&) { return true; }).code(),
+        absl::StatusCode::kNotFound);
     RILL_ASSERT_OK_AND_ASSIGN(const StreamInfo info, store_->GetStreamInfo(name));
     EXPECT_FALSE(info.exists);
     EXPECT_EQ(info.last_version, -1);
@@ -190,11 +187,10 @@ TEST_F(BadInputTest, VersionsAndPositionsPastTheEndReadNothing) {
   RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> all,
                             store_->ReadAll(std::numeric_limits<uint64_t>::max() - 1));
   EXPECT_TRUE(all.empty());
-  RILL_ASSERT_OK_AND_ASSIGN(
-      ReplayResult replayed,
-      ReplayPositions(store_.get(), std::numeric_limits<uint64_t>::max(),
-                      std::numeric_limits<uint64_t>::max(), EventFilter(),
-                      [](const EventView&) { return true; }));
+  RILL_ASSERT_OK_AND_ASSIGN(ReplayResult replayed,
+                            ReplayPositions(store_.get(), std::numeric_limits<uint64_t>::max(),
+                                            std::numeric_limits<uint64_t>::max(), EventFilter(),
+                                            [](const EventView&) { return true; }));
   EXPECT_EQ(replayed.delivered, 0u);
 }
 
@@ -247,8 +243,7 @@ TEST_F(BadInputTest, EveryContentTypeValuePastTheEnumIsInvalid) {
       e.content_type = static_cast<ContentType>(v);
       absl::StatusOr<AppendResult> r = store_->Append("ct", ExpectedVersion::Any(), {e});
       EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
-      EXPECT_NE(r.status().message().find(absl::StrCat(v)), absl::string_view::npos)
-          << r.status();
+      EXPECT_NE(r.status().message().find(absl::StrCat(v)), absl::string_view::npos) << r.status();
     });
   }
 }
@@ -273,12 +268,12 @@ TEST_F(BadInputTest, IdempotencyKeysAreBytesNotText) {
   // Keys need not be UTF-8 (only NUL is refused): a binary key dedups.
   AppendOptions key;
   key.idempotency_key = "\xff\xfe\x01 binary";
-  RILL_ASSERT_OK_AND_ASSIGN(const AppendResult first,
-                            store_->Append("keys", ExpectedVersion::NoStream(),
-                                           MakeEvents(1), key));
-  RILL_ASSERT_OK_AND_ASSIGN(const AppendResult again,
-                            store_->Append("keys", ExpectedVersion::NoStream(),
-                                           MakeEvents(1), key));
+  RILL_ASSERT_OK_AND_ASSIGN(
+      const AppendResult first,
+      store_->Append("keys", ExpectedVersion::NoStream(), MakeEvents(1), key));
+  RILL_ASSERT_OK_AND_ASSIGN(
+      const AppendResult again,
+      store_->Append("keys", ExpectedVersion::NoStream(), MakeEvents(1), key));
   EXPECT_TRUE(again.deduplicated);
   EXPECT_EQ(again.first_position, first.first_position);
 }
@@ -286,8 +281,8 @@ TEST_F(BadInputTest, IdempotencyKeysAreBytesNotText) {
 TEST_F(BadInputTest, KeyReusedOnAnotherStreamIsAlreadyExistsAndWritesNothing) {
   AppendOptions key;
   key.idempotency_key = "order-42-create";
-  RILL_ASSERT_OK(store_->Append("order-42", ExpectedVersion::NoStream(), MakeEvents(1), key)
-                     .status());
+  RILL_ASSERT_OK(
+      store_->Append("order-42", ExpectedVersion::NoStream(), MakeEvents(1), key).status());
   ExpectNothingWritten([&] {
     absl::StatusOr<AppendResult> r =
         store_->Append("order-43", ExpectedVersion::NoStream(), MakeEvents(1), key);
@@ -306,8 +301,7 @@ TEST_F(BadInputTest, SnapshotsRejectInvalidNamesAndVersions) {
   for (const std::string& name : InvalidNames()) {
     SCOPED_TRACE(absl::StrCat(name.size(), " bytes"));
     EXPECT_EQ(snapshots->Save(name, 0, 1, "state").code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_EQ(snapshots->LoadLatest(name, 1).status().code(),
-              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(snapshots->LoadLatest(name, 1).status().code(), absl::StatusCode::kInvalidArgument);
   }
   for (int64_t v : {int64_t{-1}, kMinVersion, int64_t{3}, kMaxVersion}) {
     SCOPED_TRACE(v);

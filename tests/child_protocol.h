@@ -33,15 +33,13 @@ inline uint64_t ChildEventHash(absl::string_view stream, int64_t version) {
     h *= 1099511628211ull;
   };
   for (char c : stream) mix(static_cast<unsigned char>(c));
-  for (int i = 0; i < 8; ++i)
-    mix(static_cast<unsigned char>(version >> (8 * i)));
+  for (int i = 0; i < 8; ++i) mix(static_cast<unsigned char>(version >> (8 * i)));
   return h;
 }
 
 // The start of every child payload: what a test checks on events that were
 // stored but never acknowledged (the child was killed first).
-inline std::string ChildPayloadPrefix(absl::string_view stream,
-                                      int64_t version) {
+inline std::string ChildPayloadPrefix(absl::string_view stream, int64_t version) {
   return absl::StrCat("{\"s\":\"", stream, "\",\"v\":", version, ",");
 }
 
@@ -50,11 +48,9 @@ inline std::string ChildPayloadPrefix(absl::string_view stream,
 inline std::string ChildEventPayload(absl::string_view stream, int64_t version,
                                      absl::string_view writer, size_t max_pad) {
   const size_t pad =
-      max_pad == 0
-          ? 0
-          : static_cast<size_t>(ChildEventHash(stream, version) % max_pad);
-  return absl::StrCat(ChildPayloadPrefix(stream, version), "\"w\":\"", writer,
-                      "\",\"pad\":\"", std::string(pad, 'x'), "\"}");
+      max_pad == 0 ? 0 : static_cast<size_t>(ChildEventHash(stream, version) % max_pad);
+  return absl::StrCat(ChildPayloadPrefix(stream, version), "\"w\":\"", writer, "\",\"pad\":\"",
+                      std::string(pad, 'x'), "\"}");
 }
 
 inline std::string ChildEventType(int64_t version) {
@@ -62,10 +58,8 @@ inline std::string ChildEventType(int64_t version) {
 }
 
 // The events of one child append request: versions first..last of `stream`.
-inline std::vector<EventData> ChildEvents(absl::string_view stream,
-                                          int64_t first_version,
-                                          int64_t last_version,
-                                          absl::string_view writer,
+inline std::vector<EventData> ChildEvents(absl::string_view stream, int64_t first_version,
+                                          int64_t last_version, absl::string_view writer,
                                           size_t max_pad) {
   std::vector<EventData> events;
   for (int64_t v = first_version; v <= last_version; ++v) {
@@ -99,10 +93,9 @@ struct AckRecord {
 };
 
 inline std::string FormatAck(const AckRecord& a) {
-  return absl::StrCat("ack ", a.key.empty() ? "-" : a.key, " ", a.stream, " ",
-                      a.writer, " ", a.first_version, " ", a.last_version, " ",
-                      a.first_position, " ", a.last_position, " ",
-                      a.deduplicated ? 1 : 0, "\n");
+  return absl::StrCat("ack ", a.key.empty() ? "-" : a.key, " ", a.stream, " ", a.writer, " ",
+                      a.first_version, " ", a.last_version, " ", a.first_position, " ",
+                      a.last_position, " ", a.deduplicated ? 1 : 0, "\n");
 }
 
 // Parses one line (without its '\n') printed by FormatAck.
@@ -113,11 +106,9 @@ inline bool ParseAck(absl::string_view line, AckRecord* out) {
   out->stream = std::string(f[2]);
   out->writer = std::string(f[3]);
   int dedup = 0;
-  if (!absl::SimpleAtoi(f[4], &out->first_version) ||
-      !absl::SimpleAtoi(f[5], &out->last_version) ||
+  if (!absl::SimpleAtoi(f[4], &out->first_version) || !absl::SimpleAtoi(f[5], &out->last_version) ||
       !absl::SimpleAtoi(f[6], &out->first_position) ||
-      !absl::SimpleAtoi(f[7], &out->last_position) ||
-      !absl::SimpleAtoi(f[8], &dedup)) {
+      !absl::SimpleAtoi(f[7], &out->last_position) || !absl::SimpleAtoi(f[8], &dedup)) {
     return false;
   }
   out->deduplicated = dedup != 0;
@@ -127,8 +118,7 @@ inline bool ParseAck(absl::string_view line, AckRecord* out) {
 // Parses every complete line of an acknowledgement file. A last line without
 // its '\n' (the child was killed while writing it) is not an acknowledgement
 // and is skipped. Returns false on a malformed complete line.
-inline bool ParseAckFile(absl::string_view contents,
-                         std::vector<AckRecord>* out) {
+inline bool ParseAckFile(absl::string_view contents, std::vector<AckRecord>* out) {
   while (!contents.empty()) {
     const size_t nl = contents.find('\n');
     if (nl == absl::string_view::npos) break;  // torn last line

@@ -36,8 +36,7 @@ std::string TickPayload(int thread, int seq, int index = 0) {
 }
 
 bool ParseTick(const std::string& payload, int* thread, int* seq, int* index) {
-  if (sscanf(payload.c_str(), "{\"t\":%d,\"s\":%d,\"i\":%d}", thread, seq,
-             index) != 3) {
+  if (sscanf(payload.c_str(), "{\"t\":%d,\"s\":%d,\"i\":%d}", thread, seq, index) != 3) {
     return false;
   }
   return payload == TickPayload(*thread, *seq, *index);
@@ -56,9 +55,7 @@ std::vector<EventData> Ticks(int thread, int seq, int count) {
 
 class ConcurrencyTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    RILL_ASSERT_OK_AND_ASSIGN(store_, Store::Open(dir_.Sub("store")));
-  }
+  void SetUp() override { RILL_ASSERT_OK_AND_ASSIGN(store_, Store::Open(dir_.Sub("store"))); }
 
   // Reads the whole log back and checks it against what the appending
   // threads were told: results[t][s] is the AppendResult of the s-th append
@@ -66,13 +63,11 @@ class ConcurrencyTest : public ::testing::Test {
   void VerifyLog(const std::vector<std::vector<AppendResult>>& results) {
     uint64_t total = 0;
     for (const auto& r : results) {
-      for (const AppendResult& a : r)
-        total += a.last_position - a.first_position + 1;
+      for (const AppendResult& a : r) total += a.last_position - a.first_position + 1;
     }
     RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, store_->HeadPosition());
     ASSERT_EQ(head, total);
-    RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events,
-                              store_->ReadAll(1));
+    RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events, store_->ReadAll(1));
     ASSERT_EQ(events.size(), total);
 
     // Every event once, at the position and version its append was told.
@@ -86,8 +81,7 @@ class ConcurrencyTest : public ::testing::Test {
       ASSERT_TRUE(t >= 0 && t < static_cast<int>(results.size()) && s >= 0 &&
                   s < static_cast<int>(results[t].size()))
           << e.payload;
-      ASSERT_TRUE(seen.insert({t, s, idx}).second)
-          << "stored twice: " << e.payload;
+      ASSERT_TRUE(seen.insert({t, s, idx}).second) << "stored twice: " << e.payload;
       const AppendResult& r = results[t][s];
       EXPECT_EQ(e.stream, r.stream) << e.payload;
       EXPECT_EQ(e.position, r.first_position + idx) << e.payload;
@@ -110,8 +104,7 @@ class ConcurrencyTest : public ::testing::Test {
               << "thread " << t << " append " << s << " not stored";
         }
         // One thread's appends are committed in the order it made them.
-        EXPECT_GT(r.first_position, last_position)
-            << "thread " << t << " append " << s;
+        EXPECT_GT(r.first_position, last_position) << "thread " << t << " append " << s;
         last_position = r.last_position;
       }
     }
@@ -129,8 +122,7 @@ class ConcurrencyTest : public ::testing::Test {
         EXPECT_EQ(read[v].position, stream_events[v]->position) << stream;
         EXPECT_EQ(read[v].payload, stream_events[v]->payload) << stream;
       }
-      RILL_ASSERT_OK_AND_ASSIGN(const StreamInfo info,
-                                store_->GetStreamInfo(stream));
+      RILL_ASSERT_OK_AND_ASSIGN(const StreamInfo info, store_->GetStreamInfo(stream));
       EXPECT_TRUE(info.exists);
       EXPECT_EQ(info.last_version, static_cast<int64_t>(read.size()) - 1);
       EXPECT_EQ(info.event_count, read.size());
@@ -168,8 +160,7 @@ TEST_F(ConcurrencyTest, OwnStreamsWithExactVersionsStayGaplessAndContiguous) {
     for (int s = 0; s < kAppendsPerThread; ++s) {
       const ExpectedVersion expected =
           s == 0 ? ExpectedVersion::NoStream() : ExpectedVersion::Exact(s - 1);
-      absl::StatusOr<AppendResult> r =
-          store_->Append(stream, expected, Ticks(t, s, 1));
+      absl::StatusOr<AppendResult> r = store_->Append(stream, expected, Ticks(t, s, 1));
       if (!r.ok()) {
         errors[t] = absl::StrCat("append ", s, ": ", r.status().ToString());
         return;
@@ -228,9 +219,8 @@ TEST_F(ConcurrencyTest, MultiEventAppendsToSharedStreamsStayAtomic) {
         return;
       }
       if (r->last_version - r->first_version != n - 1) {
-        errors[t] =
-            absl::StrCat("append ", s, " of ", n, " events got versions ",
-                         r->first_version, "..", r->last_version);
+        errors[t] = absl::StrCat("append ", s, " of ", n, " events got versions ", r->first_version,
+                                 "..", r->last_version);
         return;
       }
       results[t].push_back(*r);
@@ -245,9 +235,8 @@ TEST_F(ConcurrencyTest, MultiEventAppendsToSharedStreamsStayAtomic) {
 class WriteLockHolder {
  public:
   explicit WriteLockHolder(const TempDir& dir, const std::string& store_dir) {
-    auto child =
-        ChildProcess::Start("lmdb_txn_child", {"write", store_dir + "/log"},
-                            dir.Sub("lmdb_txn_child.err"));
+    auto child = ChildProcess::Start("lmdb_txn_child", {"write", store_dir + "/log"},
+                                     dir.Sub("lmdb_txn_child.err"));
     if (!child.ok()) {
       ADD_FAILURE() << child.status();
       return;
@@ -283,8 +272,7 @@ class WriteLockHolder {
 // Starts one thread per request, gives them time to queue behind `lock`,
 // then releases it and joins. The sleep only makes one batch likely; every
 // assertion below holds however the requests are batched.
-void RunBehindLock(WriteLockHolder* lock, int threads,
-                   const std::function<void(int)>& fn) {
+void RunBehindLock(WriteLockHolder* lock, int threads, const std::function<void(int)>& fn) {
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) pool.emplace_back([&, t] { fn(t); });
   absl::SleepFor(absl::Milliseconds(300));
@@ -296,10 +284,9 @@ TEST_F(ConcurrencyTest, WrongExpectedVersionInGroupCommitFailsAlone) {
   constexpr int kStreams = 16;
   constexpr int kRounds = 4;
   for (int i = 0; i < kStreams; ++i) {
-    RILL_ASSERT_OK(store_
-                       ->Append(absl::StrCat("g-", i),
-                                ExpectedVersion::NoStream(), Ticks(i, 0, 1))
-                       .status());
+    RILL_ASSERT_OK(
+        store_->Append(absl::StrCat("g-", i), ExpectedVersion::NoStream(), Ticks(i, 0, 1))
+            .status());
   }
   std::vector<std::vector<AppendResult>> results(kStreams);
   for (int i = 0; i < kStreams; ++i) {
@@ -319,16 +306,13 @@ TEST_F(ConcurrencyTest, WrongExpectedVersionInGroupCommitFailsAlone) {
       lock = std::make_unique<WriteLockHolder>(dir_, store_->dir());
       ASSERT_TRUE(lock->locked());
     }
-    RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head_before,
-                              store_->HeadPosition());
+    RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head_before, store_->HeadPosition());
     const int bad = (round * 5 + 3) % kStreams;
-    std::vector<absl::StatusOr<AppendResult>> got(
-        kStreams, absl::UnknownError("not run"));
+    std::vector<absl::StatusOr<AppendResult>> got(kStreams, absl::UnknownError("not run"));
     auto append = [&](int i) {
       const ExpectedVersion expected =
           ExpectedVersion::Exact(i == bad ? version[i] + 7 : version[i]);
-      got[i] = store_->Append(absl::StrCat("g-", i), expected,
-                              Ticks(i, round + 1, 1));
+      got[i] = store_->Append(absl::StrCat("g-", i), expected, Ticks(i, round + 1, 1));
     };
     if (lock) {
       RunBehindLock(lock.get(), kStreams, append);
@@ -344,14 +328,12 @@ TEST_F(ConcurrencyTest, WrongExpectedVersionInGroupCommitFailsAlone) {
         EXPECT_NE(got[i].status().message().find(absl::StrCat(version[i] + 7)),
                   absl::string_view::npos)
             << got[i].status();
-        EXPECT_NE(got[i].status().message().find(absl::StrCat(version[i])),
-                  absl::string_view::npos)
+        EXPECT_NE(got[i].status().message().find(absl::StrCat(version[i])), absl::string_view::npos)
             << got[i].status();
         results[i].push_back(AppendResult());  // position 0: not stored
         continue;
       }
-      ASSERT_TRUE(got[i].ok())
-          << "round " << round << " stream " << i << ": " << got[i].status();
+      ASSERT_TRUE(got[i].ok()) << "round " << round << " stream " << i << ": " << got[i].status();
       EXPECT_EQ(got[i]->first_version, version[i] + 1);
       EXPECT_GT(got[i]->first_position, head_before);
       EXPECT_LE(got[i]->first_position, head_before + kStreams - 1);
@@ -362,24 +344,20 @@ TEST_F(ConcurrencyTest, WrongExpectedVersionInGroupCommitFailsAlone) {
       commit_times.insert(e[0].recorded_at);
     }
     // The rejected request wrote nothing; all the others were written.
-    RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head_after,
-                              store_->HeadPosition());
+    RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head_after, store_->HeadPosition());
     EXPECT_EQ(head_after, head_before + kStreams - 1) << "round " << round;
     RILL_ASSERT_OK_AND_ASSIGN(const StreamInfo bad_info,
                               store_->GetStreamInfo(absl::StrCat("g-", bad)));
     EXPECT_EQ(bad_info.last_version, version[bad]);
     // Not asserted (batching is not observable through the API), but shows
     // in the log whether the good requests shared a commit.
-    std::printf(
-        "round %d: %zu distinct commit times among %d accepted requests\n",
-        round, commit_times.size(), kStreams - 1);
+    std::printf("round %d: %zu distinct commit times among %d accepted requests\n", round,
+                commit_times.size(), kStreams - 1);
   }
   // Every stored event's payload (i, seq) matches the result its append got;
   // no rejected append reached the log.
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events,
-                            store_->ReadAll(1));
-  ASSERT_EQ(events.size(),
-            static_cast<size_t>(kStreams * (kRounds + 1) - kRounds));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events, store_->ReadAll(1));
+  ASSERT_EQ(events.size(), static_cast<size_t>(kStreams * (kRounds + 1) - kRounds));
   for (size_t p = 0; p < events.size(); ++p) {
     const RecordedEvent& e = events[p];
     ASSERT_EQ(e.position, p + 1);
@@ -408,13 +386,11 @@ TEST_F(ConcurrencyTest, RacingExactAppendsToOneStreamLetExactlyOneWin) {
       lock = std::make_unique<WriteLockHolder>(dir_, store_->dir());
       ASSERT_TRUE(lock->locked());
     }
-    std::vector<absl::StatusOr<AppendResult>> got(
-        kRacers, absl::UnknownError("not run"));
+    std::vector<absl::StatusOr<AppendResult>> got(kRacers, absl::UnknownError("not run"));
     auto append = [&](int t) {
       // Each round adds two events: the stream is at version 2 * round - 1.
       const ExpectedVersion expected =
-          round == 0 ? ExpectedVersion::NoStream()
-                     : ExpectedVersion::Exact(2 * round - 1);
+          round == 0 ? ExpectedVersion::NoStream() : ExpectedVersion::Exact(2 * round - 1);
       got[t] = store_->Append(stream, expected, Ticks(t, round, 2));
     };
     if (lock) {
@@ -430,18 +406,15 @@ TEST_F(ConcurrencyTest, RacingExactAppendsToOneStreamLetExactlyOneWin) {
         EXPECT_EQ(got[t]->first_version, 2 * round);
         EXPECT_EQ(got[t]->last_version, 2 * round + 1);
       } else {
-        EXPECT_EQ(got[t].status().code(), absl::StatusCode::kAborted)
-            << got[t].status();
+        EXPECT_EQ(got[t].status().code(), absl::StatusCode::kAborted) << got[t].status();
       }
     }
     ASSERT_EQ(ok, 1) << "round " << round << ": exactly one racer must win";
     // The next round expects the version this one left.
-    RILL_ASSERT_OK_AND_ASSIGN(const StreamInfo info,
-                              store_->GetStreamInfo(stream));
+    RILL_ASSERT_OK_AND_ASSIGN(const StreamInfo info, store_->GetStreamInfo(stream));
     ASSERT_EQ(info.last_version, 2 * round + 1);
   }
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events,
-                            store_->ReadStream(stream, 0));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events, store_->ReadStream(stream, 0));
   ASSERT_EQ(events.size(), static_cast<size_t>(2 * kRounds));
   for (size_t v = 0; v < events.size(); ++v) {
     EXPECT_EQ(events[v].version, static_cast<int64_t>(v));
@@ -465,17 +438,14 @@ TEST_F(ConcurrencyTest, SameIdempotencyKeyRacingInOneBatchWritesOnce) {
       ASSERT_TRUE(lock->locked());
     }
     const bool same_request = round < kRounds / 2;
-    std::vector<absl::StatusOr<AppendResult>> got(
-        kRacers, absl::UnknownError("not run"));
+    std::vector<absl::StatusOr<AppendResult>> got(kRacers, absl::UnknownError("not run"));
     auto append = [&](int t) {
       AppendOptions options;
       options.idempotency_key = absl::StrCat("key-", round);
-      const ExpectedVersion expected = version < 0
-                                           ? ExpectedVersion::NoStream()
-                                           : ExpectedVersion::Exact(version);
+      const ExpectedVersion expected =
+          version < 0 ? ExpectedVersion::NoStream() : ExpectedVersion::Exact(version);
       // Same request: every racer sends thread 0's events.
-      got[t] = store_->Append("idem", expected,
-                              Ticks(same_request ? 0 : t, round, 2), options);
+      got[t] = store_->Append("idem", expected, Ticks(same_request ? 0 : t, round, 2), options);
     };
     if (lock) {
       RunBehindLock(lock.get(), kRacers, append);
@@ -486,30 +456,24 @@ TEST_F(ConcurrencyTest, SameIdempotencyKeyRacingInOneBatchWritesOnce) {
     const AppendResult* first = nullptr;
     for (int t = 0; t < kRacers; ++t) {
       if (!got[t].ok()) {
-        EXPECT_FALSE(same_request)
-            << "round " << round << ": " << got[t].status();
-        EXPECT_EQ(got[t].status().code(), absl::StatusCode::kAlreadyExists)
-            << got[t].status();
+        EXPECT_FALSE(same_request) << "round " << round << ": " << got[t].status();
+        EXPECT_EQ(got[t].status().code(), absl::StatusCode::kAlreadyExists) << got[t].status();
         continue;
       }
       if (!got[t]->deduplicated) ++writers;
       if (first == nullptr) first = &*got[t];
-      EXPECT_EQ(got[t]->first_position, first->first_position)
-          << "round " << round;
-      EXPECT_EQ(got[t]->last_position, first->last_position)
-          << "round " << round;
+      EXPECT_EQ(got[t]->first_position, first->first_position) << "round " << round;
+      EXPECT_EQ(got[t]->last_position, first->last_position) << "round " << round;
       EXPECT_EQ(got[t]->first_version, version + 1) << "round " << round;
     }
-    ASSERT_EQ(writers, 1) << "round " << round
-                          << ": the request must be written once";
+    ASSERT_EQ(writers, 1) << "round " << round << ": the request must be written once";
     if (!same_request) {
       int ok = 0;
       for (int t = 0; t < kRacers; ++t) ok += got[t].ok() ? 1 : 0;
       EXPECT_EQ(ok, 1) << "round " << round;
     }
     version += 2;
-    RILL_ASSERT_OK_AND_ASSIGN(const StreamInfo info,
-                              store_->GetStreamInfo("idem"));
+    RILL_ASSERT_OK_AND_ASSIGN(const StreamInfo info, store_->GetStreamInfo("idem"));
     ASSERT_EQ(info.last_version, version) << "round " << round;
   }
   RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, store_->HeadPosition());

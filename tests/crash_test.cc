@@ -72,15 +72,13 @@ uint64_t TestSeed() {
 // Checks the reopened store against every acknowledgement so far, and
 // retries a sample of this cycle's acknowledged appends with their keys.
 void VerifyStore(const std::string& store_dir, const CrashConfig& config,
-                 const std::vector<AckRecord>& all_acks,
-                 const std::vector<AckRecord>& cycle_acks,
+                 const std::vector<AckRecord>& all_acks, const std::vector<AckRecord>& cycle_acks,
                  std::mt19937_64* rng) {
   const size_t kMaxPad = config.max_pad;
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
                             Store::Open(store_dir, OptionsFor(config)));
   RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, store->HeadPosition());
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events,
-                            store->ReadAll(1));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events, store->ReadAll(1));
   ASSERT_EQ(events.size(), head);
 
   // The log: gapless positions, contiguous stream versions, and every event
@@ -90,16 +88,14 @@ void VerifyStore(const std::string& store_dir, const CrashConfig& config,
     const RecordedEvent& e = events[i];
     ASSERT_EQ(e.position, i + 1) << "gap or disorder in the log";
     int64_t& next = next_version[e.stream];
-    ASSERT_EQ(e.version, next)
-        << "stream " << e.stream << " at position " << e.position;
+    ASSERT_EQ(e.version, next) << "stream " << e.stream << " at position " << e.position;
     ++next;
     ASSERT_EQ(e.payload.rfind(ChildPayloadPrefix(e.stream, e.version), 0), 0u)
         << "position " << e.position << ": " << e.payload;
     ASSERT_EQ(e.type, ChildEventType(e.version));
   }
   for (const auto& [stream, next] : next_version) {
-    RILL_ASSERT_OK_AND_ASSIGN(const StreamInfo info,
-                              store->GetStreamInfo(stream));
+    RILL_ASSERT_OK_AND_ASSIGN(const StreamInfo info, store->GetStreamInfo(stream));
     EXPECT_EQ(info.last_version, next - 1) << stream;
     EXPECT_EQ(info.event_count, static_cast<uint64_t>(next)) << stream;
   }
@@ -115,8 +111,7 @@ void VerifyStore(const std::string& store_dir, const CrashConfig& config,
     ASSERT_EQ(a.last_position - a.first_position,
               static_cast<uint64_t>(a.last_version - a.first_version))
         << FormatAck(a);
-    ASSERT_LE(a.last_position, head)
-        << "acknowledged append lost: " << FormatAck(a);
+    ASSERT_LE(a.last_position, head) << "acknowledged append lost: " << FormatAck(a);
     for (int64_t v = a.first_version; v <= a.last_version; ++v) {
       const uint64_t p = a.first_position + (v - a.first_version);
       ASSERT_TRUE(claimed.insert(p).second)
@@ -124,8 +119,7 @@ void VerifyStore(const std::string& store_dir, const CrashConfig& config,
       const RecordedEvent& e = events[p - 1];
       ASSERT_EQ(e.stream, a.stream) << FormatAck(a);
       ASSERT_EQ(e.version, v) << FormatAck(a);
-      ASSERT_EQ(e.payload, ChildEventPayload(a.stream, v, a.writer, kMaxPad))
-          << FormatAck(a);
+      ASSERT_EQ(e.payload, ChildEventPayload(a.stream, v, a.writer, kMaxPad)) << FormatAck(a);
     }
   }
 
@@ -144,8 +138,7 @@ void VerifyStore(const std::string& store_dir, const CrashConfig& config,
     RILL_ASSERT_OK_AND_ASSIGN(
         const AppendResult r,
         store->Append(a->stream, ChildExpected(a->first_version),
-                      ChildEvents(a->stream, a->first_version, a->last_version,
-                                  a->writer, kMaxPad),
+                      ChildEvents(a->stream, a->first_version, a->last_version, a->writer, kMaxPad),
                       options));
     EXPECT_TRUE(r.deduplicated) << FormatAck(*a);
     EXPECT_EQ(r.stream, a->stream);
@@ -157,15 +150,13 @@ void VerifyStore(const std::string& store_dir, const CrashConfig& config,
   // The same key with a different request is refused.
   if (!cycle_acks.empty()) {
     const AckRecord& a = cycle_acks.front();
-    std::vector<EventData> other = ChildEvents(
-        a.stream, a.first_version, a.last_version, a.writer, kMaxPad);
+    std::vector<EventData> other =
+        ChildEvents(a.stream, a.first_version, a.last_version, a.writer, kMaxPad);
     other[0].payload += " ";
     AppendOptions options;
     options.idempotency_key = a.key;
     EXPECT_EQ(
-        store->Append(a.stream, ChildExpected(a.first_version), other, options)
-            .status()
-            .code(),
+        store->Append(a.stream, ChildExpected(a.first_version), other, options).status().code(),
         absl::StatusCode::kAlreadyExists)
         << FormatAck(a);
   }
@@ -197,9 +188,8 @@ TEST_P(CrashTest, SigkilledAppenderLosesNothingAcknowledged) {
         std::unique_ptr<ChildProcess> child,
         ChildProcess::Start(
             "append_child",
-            {"dir=" + store_dir, "ack=" + ack_path, "threads=4", "streams=8",
-             "prefix=crash", "writer=w", "appends=0", "max_events=3",
-             absl::StrCat("max_pad=", kMaxPad), "keys=1",
+            {"dir=" + store_dir, "ack=" + ack_path, "threads=4", "streams=8", "prefix=crash",
+             "writer=w", "appends=0", "max_events=3", absl::StrCat("max_pad=", kMaxPad), "keys=1",
              absl::StrCat("map=", config.initial_map),
              config.nosync ? "durability=nosync" : "durability=durable",
              absl::StrCat("seed=", seed + cycle)},
@@ -212,15 +202,14 @@ TEST_P(CrashTest, SigkilledAppenderLosesNothingAcknowledged) {
     child->Kill(SIGKILL);
     const int status = child->Wait();
     ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
-        << "append_child " << DescribeWaitStatus(status)
-        << " before the kill:\n"
+        << "append_child " << DescribeWaitStatus(status) << " before the kill:\n"
         << child->Stderr();
 
     std::vector<AckRecord> cycle_acks;
     ASSERT_TRUE(ParseAckFile(ReadFileOrEmpty(ack_path), &cycle_acks));
     all_acks.insert(all_acks.end(), cycle_acks.begin(), cycle_acks.end());
-    std::printf("cycle %d: %zu acknowledged appends (%zu in total)\n", cycle,
-                cycle_acks.size(), all_acks.size());
+    std::printf("cycle %d: %zu acknowledged appends (%zu in total)\n", cycle, cycle_acks.size(),
+                all_acks.size());
     VerifyStore(store_dir, config, all_acks, cycle_acks, &rng);
     if (HasFatalFailure()) return;
   }
@@ -231,12 +220,9 @@ TEST_P(CrashTest, SigkilledAppenderLosesNothingAcknowledged) {
 INSTANTIATE_TEST_SUITE_P(
     Modes, CrashTest,
     ::testing::Values(CrashConfig{"Durable", 10, 200, 0, false},
-                      CrashConfig{"DurableGrowingMap", 8, 6000, size_t{1} << 20,
-                                  false},
+                      CrashConfig{"DurableGrowingMap", 8, 6000, size_t{1} << 20, false},
                       CrashConfig{"NoSyncUnsafe", 8, 200, 0, true}),
-    [](const ::testing::TestParamInfo<CrashConfig>& info) {
-      return info.param.name;
-    });
+    [](const ::testing::TestParamInfo<CrashConfig>& info) { return info.param.name; });
 
 TEST(CrashCreationTest, ChildKilledWhileCreatingTheStoreLeavesAnOpenableStore) {
   // No "ready" wait here: the kill lands anywhere from exec to the first
@@ -248,18 +234,16 @@ TEST(CrashCreationTest, ChildKilledWhileCreatingTheStoreLeavesAnOpenableStore) {
   for (int i = 0; i < 15; ++i) {
     SCOPED_TRACE(absl::StrCat("iteration ", i, ", RILL_TEST_SEED=", seed));
     const std::string store_dir = dir.Sub(absl::StrCat("store-", i));
-    RILL_ASSERT_OK_AND_ASSIGN(
-        std::unique_ptr<ChildProcess> child,
-        ChildProcess::Start("append_child",
-                            {"dir=" + store_dir, "ack=" + dir.Sub("acks"),
-                             "threads=2", "appends=0"},
-                            dir.Sub("append_child.err")));
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ChildProcess> child,
+                              ChildProcess::Start("append_child",
+                                                  {"dir=" + store_dir, "ack=" + dir.Sub("acks"),
+                                                   "threads=2", "appends=0"},
+                                                  dir.Sub("append_child.err")));
     absl::SleepFor(absl::Microseconds(rng() % 40000));
     child->Kill(SIGKILL);
     const int status = child->Wait();
-    ASSERT_TRUE(WIFSIGNALED(status))
-        << "append_child " << DescribeWaitStatus(status) << ":\n"
-        << child->Stderr();
+    ASSERT_TRUE(WIFSIGNALED(status)) << "append_child " << DescribeWaitStatus(status) << ":\n"
+                                     << child->Stderr();
     // Whatever the child got to, the directory opens as a store (creating
     // it if the child got nowhere) and takes appends.
     absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_dir);
@@ -267,8 +251,7 @@ TEST(CrashCreationTest, ChildKilledWhileCreatingTheStoreLeavesAnOpenableStore) {
     RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, (*store)->HeadPosition());
     RILL_ASSERT_OK_AND_ASSIGN(
         const AppendResult r,
-        (*store)->Append("after-crash", ExpectedVersion::NoStream(),
-                         {testing::MakeEvent("E", 1)}));
+        (*store)->Append("after-crash", ExpectedVersion::NoStream(), {testing::MakeEvent("E", 1)}));
     EXPECT_EQ(r.first_position, head + 1);
   }
 }

@@ -42,8 +42,8 @@ class CountingStore final : public Store {
     Count("Append");
     return inner_->Append(stream, expected, events, options);
   }
-  absl::StatusOr<std::vector<AppendResult>> AppendMulti(
-      absl::Span<const StreamAppend> appends, const AppendOptions& options) override {
+  absl::StatusOr<std::vector<AppendResult>> AppendMulti(absl::Span<const StreamAppend> appends,
+                                                        const AppendOptions& options) override {
     Count("AppendMulti");
     return inner_->AppendMulti(appends, options);
   }
@@ -156,8 +156,7 @@ class NoEngineStore final : public Store {
     return real_->ListStreams(p, l, a);
   }
   absl::StatusOr<uint64_t> HeadPosition() override { return real_->HeadPosition(); }
-  absl::StatusOr<uint64_t> WaitForHead(uint64_t k, absl::Duration t,
-                                       absl::Duration p) override {
+  absl::StatusOr<uint64_t> WaitForHead(uint64_t k, absl::Duration t, absl::Duration p) override {
     return real_->WaitForHead(k, t, p);
   }
   absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(uint64_t p, SubscriptionOptions o,
@@ -193,9 +192,11 @@ class DecoratorTest : public ::testing::Test {
     RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> inner, Store::Open(dir_.path()));
     store_ = std::make_unique<CountingStore>(std::move(inner));
     RILL_ASSERT_OK(
-        store_->Append("order-1", ExpectedVersion::NoStream(), MakeEvents(5), AppendOptions()).status());
+        store_->Append("order-1", ExpectedVersion::NoStream(), MakeEvents(5), AppendOptions())
+            .status());
     RILL_ASSERT_OK(
-        store_->Append("order-2", ExpectedVersion::NoStream(), MakeEvents(3), AppendOptions()).status());
+        store_->Append("order-2", ExpectedVersion::NoStream(), MakeEvents(3), AppendOptions())
+            .status());
   }
 
   TempDir dir_;
@@ -265,9 +266,8 @@ TEST_F(DecoratorTest, Replay) {
       }));
   EXPECT_EQ(r.delivered, 5u);
   EXPECT_EQ(positions, (std::vector<uint64_t>{2, 3, 4, 5, 6}));
-  RILL_ASSERT_OK_AND_ASSIGN(ReplayResult s,
-                            ReplayStream(store_.get(), "order-2", 1,
-                                         [](const EventView&) { return true; }));
+  RILL_ASSERT_OK_AND_ASSIGN(ReplayResult s, ReplayStream(store_.get(), "order-2", 1,
+                                                         [](const EventView&) { return true; }));
   EXPECT_EQ(s.delivered, 2u);
   RILL_ASSERT_OK_AND_ASSIGN(uint64_t first,
                             FirstPositionAtOrAfter(store_.get(), absl::InfinitePast()));
@@ -294,8 +294,7 @@ TEST_F(DecoratorTest, VerifyAndBackup) {
 
 TEST_F(DecoratorTest, AStoreWithNoEngineIsFailedPreconditionNotACrash) {
   NoEngineStore double_(store_.get());
-  EXPECT_EQ(SnapshotStore::Open(&double_).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(SnapshotStore::Open(&double_).status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(ProjectionRunner::Start(&double_, {CountPerStream()}).status().code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(ReadProjectionStatuses(&double_).status().code(),
@@ -305,9 +304,8 @@ TEST_F(DecoratorTest, AStoreWithNoEngineIsFailedPreconditionNotACrash) {
   EXPECT_EQ(BackupStore(&double_, backup.path() + "/copy").status().code(),
             absl::StatusCode::kFailedPrecondition);
   // Replay needs only the public API.
-  RILL_ASSERT_OK_AND_ASSIGN(
-      ReplayResult r, ReplayPositions(&double_, 1, 8, EventFilter(),
-                                      [](const EventView&) { return true; }));
+  RILL_ASSERT_OK_AND_ASSIGN(ReplayResult r, ReplayPositions(&double_, 1, 8, EventFilter(),
+                                                            [](const EventView&) { return true; }));
   EXPECT_EQ(r.delivered, 8u);
 }
 

@@ -90,8 +90,7 @@ int FillUntilFull(const std::string& store_dir, bool limit_file, size_t room,
   std::unique_ptr<Store> store = std::move(opened).value();
   int acked = 0;
   auto append = [&](int n) {
-    return store->Append(absl::StrCat("fill-", n % 4), ExpectedVersion::Any(),
-                         FillEvents(n));
+    return store->Append(absl::StrCat("fill-", n % 4), ExpectedVersion::Any(), FillEvents(n));
   };
   for (; acked < 20; ++acked) {
     if (absl::Status s = append(acked).status(); !s.ok()) {
@@ -103,8 +102,7 @@ int FillUntilFull(const std::string& store_dir, bool limit_file, size_t room,
   if (getrlimit(RLIMIT_FSIZE, &old_limit) != 0) return Fail("getrlimit");
   if (limit_file) {
     struct stat st;
-    if (stat((store_dir + "/log/data.mdb").c_str(), &st) != 0)
-      return Fail("stat");
+    if (stat((store_dir + "/log/data.mdb").c_str(), &st) != 0) return Fail("stat");
     signal(SIGXFSZ, SIG_IGN);
     rlimit limit = old_limit;
     limit.rlim_cur = static_cast<rlim_t>(st.st_size + room);
@@ -119,10 +117,8 @@ int FillUntilFull(const std::string& store_dir, bool limit_file, size_t room,
       failure = r.status();
       break;
     }
-    if (r->first_position !=
-        static_cast<uint64_t>(acked) * kEventsPerAppend + 1) {
-      return Fail(
-          absl::StrCat("append ", acked, " got position ", r->first_position));
+    if (r->first_position != static_cast<uint64_t>(acked) * kEventsPerAppend + 1) {
+      return Fail(absl::StrCat("append ", acked, " got position ", r->first_position));
     }
     ++acked;
   }
@@ -130,20 +126,17 @@ int FillUntilFull(const std::string& store_dir, bool limit_file, size_t room,
           failure.ToString().c_str());
   if (failure.ok()) return Fail("the disk never filled up");
   // A wrong code is reported at the end, after the other checks have run.
-  const bool wrong_code =
-      failure.code() != absl::StatusCode::kResourceExhausted;
+  const bool wrong_code = failure.code() != absl::StatusCode::kResourceExhausted;
 
   // Reads still work, everything acknowledged is there, the failed append
   // left nothing behind.
   absl::StatusOr<uint64_t> head = store->HeadPosition();
   if (!head.ok()) return Fail("HeadPosition: " + head.status().ToString());
   if (*head != static_cast<uint64_t>(acked) * kEventsPerAppend) {
-    return Fail(absl::StrCat("head ", *head, " after ", acked,
-                             " acknowledged appends"));
+    return Fail(absl::StrCat("head ", *head, " after ", acked, " acknowledged appends"));
   }
   if (int rc = CheckLog(store.get(), acked); rc != 0) return rc;
-  absl::StatusOr<std::vector<RecordedEvent>> stream =
-      store->ReadStream("fill-1", 0);
+  absl::StatusOr<std::vector<RecordedEvent>> stream = store->ReadStream("fill-1", 0);
   if (!stream.ok()) return Fail("ReadStream: " + stream.status().ToString());
   absl::StatusOr<StoreStats> stats = store->Stats();
   if (!stats.ok()) return Fail("Stats: " + stats.status().ToString());
@@ -168,42 +161,35 @@ int FillUntilFull(const std::string& store_dir, bool limit_file, size_t room,
   if (!after.ok()) {
     return Fail("append after space was freed: " + after.status().ToString());
   }
-  if (after->first_position !=
-      static_cast<uint64_t>(acked) * kEventsPerAppend + 1) {
-    return Fail(absl::StrCat("append after recovery got position ",
-                             after->first_position));
+  if (after->first_position != static_cast<uint64_t>(acked) * kEventsPerAppend + 1) {
+    return Fail(absl::StrCat("append after recovery got position ", after->first_position));
   }
   ++acked;
   if (int rc = CheckLog(store.get(), acked); rc != 0) return rc;
   store.reset();
   std::ofstream(count_file) << acked;
   if (wrong_code) {
-    fprintf(
-        stderr,
-        "disk full child: every other check passed, but a full disk must be "
-        "ResourceExhausted, got %s\n",
-        failure.ToString().c_str());
+    fprintf(stderr,
+            "disk full child: every other check passed, but a full disk must be "
+            "ResourceExhausted, got %s\n",
+            failure.ToString().c_str());
     return 5;
   }
   return 0;
 }
 
 // In the parent: the store, reopened, holds exactly the child's appends.
-void VerifyAfterChild(const std::string& store_dir,
-                      const std::string& count_file) {
+void VerifyAfterChild(const std::string& store_dir, const std::string& count_file) {
   int acked = 0;
   ASSERT_TRUE(absl::SimpleAtoi(ReadFileOrEmpty(count_file), &acked));
   ASSERT_GT(acked, 20);
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(store_dir));
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events,
-                            store->ReadAll(1));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(store_dir));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events, store->ReadAll(1));
   ASSERT_EQ(events.size(), static_cast<size_t>(acked) * kEventsPerAppend);
   for (size_t p = 0; p < events.size(); ++p) {
     ASSERT_EQ(events[p].position, p + 1);
-    ASSERT_EQ(events[p].payload,
-              FillPayload(static_cast<int>(p / kEventsPerAppend),
-                          static_cast<int>(p % kEventsPerAppend)));
+    ASSERT_EQ(events[p].payload, FillPayload(static_cast<int>(p / kEventsPerAppend),
+                                             static_cast<int>(p % kEventsPerAppend)));
   }
   for (int s = 0; s < 4; ++s) {
     RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> stream,
@@ -223,8 +209,8 @@ TEST_P(FileSizeLimitTest, FullIsResourceExhaustedAndRecoverable) {
   TempDir dir;
   const std::string store_dir = dir.Sub("store");
   const std::string count_file = dir.Sub("count");
-  const int status = RunInForkedChild(
-      [&] { return FillUntilFull(store_dir, true, GetParam(), count_file); });
+  const int status =
+      RunInForkedChild([&] { return FillUntilFull(store_dir, true, GetParam(), count_file); });
   EXPECT_TRUE(ExitedWithCode(status, 0))
       << "the child " << DescribeWaitStatus(status) << " (its stderr is above)";
   // Exit code 5: only the status code was wrong; the log must still be right.
@@ -234,10 +220,8 @@ TEST_P(FileSizeLimitTest, FullIsResourceExhaustedAndRecoverable) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Room, FileSizeLimitTest,
-                         ::testing::Values(size_t{256} << 10,
-                                           (size_t{256} << 10) + 4096,
-                                           (size_t{256} << 10) + 8192,
-                                           (size_t{256} << 10) + 12288,
+                         ::testing::Values(size_t{256} << 10, (size_t{256} << 10) + 4096,
+                                           (size_t{256} << 10) + 8192, (size_t{256} << 10) + 12288,
                                            (size_t{256} << 10) + 100),
                          [](const ::testing::TestParamInfo<size_t>& info) {
                            return absl::StrCat("Bytes", info.param);
@@ -258,15 +242,14 @@ TEST(DiskFullTest, FullTmpfsIsResourceExhaustedAndRecoverable) {
   const std::string count_file = dir.Sub("count");
   {
     // The store exists before the filler takes most of what is left.
-    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                              Store::Open(store_dir));
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(store_dir));
   }
   {
     std::ofstream filler(mount_point + "/filler", std::ios::binary);
     filler << std::string(size_t{2} << 20, 'z');
   }
-  const int status = RunInForkedChild(
-      [&] { return FillUntilFull(store_dir, false, 0, count_file); });
+  const int status =
+      RunInForkedChild([&] { return FillUntilFull(store_dir, false, 0, count_file); });
   EXPECT_TRUE(ExitedWithCode(status, 0))
       << "the child " << DescribeWaitStatus(status) << " (its stderr is above)";
   if (ExitedWithCode(status, 0) || ExitedWithCode(status, 5)) {

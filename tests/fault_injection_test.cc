@@ -128,8 +128,8 @@ int FullDiskScenario(const std::string& store_dir) {
   if (st.state == ProjectionState::kFailed) return Fail("the projection failed for good");
   if (st.checkpoint >= *head) return Fail("the projection got through a full disk");
   fprintf(stderr, "full disk child: projection stopped at %llu of %llu: %s\n",
-          static_cast<unsigned long long>(st.checkpoint),
-          static_cast<unsigned long long>(*head), st.last_error.c_str());
+          static_cast<unsigned long long>(st.checkpoint), static_cast<unsigned long long>(*head),
+          st.last_error.c_str());
   // What it committed serves, consistently.
   {
     absl::StatusOr<std::unique_ptr<ReadModelView>> view = (*runner)->View("copy");
@@ -193,8 +193,7 @@ TEST(FaultInjectionTest, FullDiskUnderProjectionsSnapshotsAndAppendsPassesWhenTh
     }
     RILL_ASSERT_OK(store->Append("fill", ExpectedVersion::NoStream(), events).status());
     RILL_ASSERT_OK(
-        store->Append("snap", ExpectedVersion::NoStream(), {testing::MakeEvent("S", 0)})
-            .status());
+        store->Append("snap", ExpectedVersion::NoStream(), {testing::MakeEvent("S", 0)}).status());
   }
   const int status = RunInForkedChild([&] { return FullDiskScenario(store_dir); });
   ASSERT_TRUE(ExitedWithCode(status, 0))
@@ -218,8 +217,7 @@ TEST(FaultInjectionTest, FullDiskUnderProjectionsSnapshotsAndAppendsPassesWhenTh
   runner.reset();
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<SnapshotStore> snapshots,
                             SnapshotStore::Open(store.get()));
-  RILL_ASSERT_OK_AND_ASSIGN(const std::optional<Snapshot> latest,
-                            snapshots->LoadLatest("snap", 1));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::optional<Snapshot> latest, snapshots->LoadLatest("snap", 1));
   ASSERT_TRUE(latest.has_value());
   EXPECT_EQ(latest->data.size(), size_t{200} << 10);
 }

@@ -18,9 +18,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/barrier.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
-#include "absl/synchronization/notification.h"
 #include "rill/store.h"
 #include "store_impl.h"
 #include "test_util.h"

@@ -59,13 +59,10 @@ class IdempotencyTest : public ::testing::Test {
 
   // Asserts that the request fails with AlreadyExists and writes nothing.
   void ExpectConflict(const std::string& stream, ExpectedVersion expected,
-                      const std::vector<EventData>& events,
-                      const std::string& key) {
+                      const std::vector<EventData>& events, const std::string& key) {
     RILL_ASSERT_OK_AND_ASSIGN(LogSnapshot before, TakeSnapshot(*store_));
-    absl::StatusOr<AppendResult> r =
-        store_->Append(stream, expected, events, Key(key));
-    EXPECT_EQ(r.status().code(), absl::StatusCode::kAlreadyExists)
-        << r.status();
+    absl::StatusOr<AppendResult> r = store_->Append(stream, expected, events, Key(key));
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kAlreadyExists) << r.status();
     RILL_ASSERT_OK_AND_ASSIGN(LogSnapshot after, TakeSnapshot(*store_));
     EXPECT_EQ(before, after);
   }
@@ -75,11 +72,9 @@ class IdempotencyTest : public ::testing::Test {
 };
 
 TEST_F(IdempotencyTest, RetryReturnsTheOriginalResultAndWritesNothing) {
-  RILL_ASSERT_OK(
-      store_->Append("other", ExpectedVersion::Any(), MakeEvents(3)).status());
-  RILL_ASSERT_OK_AND_ASSIGN(
-      AppendResult first,
-      store_->Append("s", ExpectedVersion::NoStream(), Request(), Key("k1")));
+  RILL_ASSERT_OK(store_->Append("other", ExpectedVersion::Any(), MakeEvents(3)).status());
+  RILL_ASSERT_OK_AND_ASSIGN(AppendResult first,
+                            store_->Append("s", ExpectedVersion::NoStream(), Request(), Key("k1")));
   EXPECT_FALSE(first.deduplicated);
   EXPECT_EQ(first.first_position, 4u);
   EXPECT_EQ(first.last_position, 5u);
@@ -87,8 +82,7 @@ TEST_F(IdempotencyTest, RetryReturnsTheOriginalResultAndWritesNothing) {
 
   for (int attempt = 0; attempt < 3; ++attempt) {
     RILL_ASSERT_OK_AND_ASSIGN(
-        AppendResult retry,
-        store_->Append("s", ExpectedVersion::NoStream(), Request(), Key("k1")));
+        AppendResult retry, store_->Append("s", ExpectedVersion::NoStream(), Request(), Key("k1")));
     EXPECT_TRUE(retry.deduplicated);
     ExpectSameResult(retry, first);
   }
@@ -97,21 +91,16 @@ TEST_F(IdempotencyTest, RetryReturnsTheOriginalResultAndWritesNothing) {
 }
 
 TEST_F(IdempotencyTest, RetrySucceedsAfterTheStreamMovedOn) {
-  RILL_ASSERT_OK_AND_ASSIGN(
-      AppendResult first,
-      store_->Append("s", ExpectedVersion::NoStream(), Request(), Key("k1")));
-  RILL_ASSERT_OK(
-      store_->Append("s", ExpectedVersion::Exact(1), MakeEvents(2)).status());
+  RILL_ASSERT_OK_AND_ASSIGN(AppendResult first,
+                            store_->Append("s", ExpectedVersion::NoStream(), Request(), Key("k1")));
+  RILL_ASSERT_OK(store_->Append("s", ExpectedVersion::Exact(1), MakeEvents(2)).status());
   // Without the key the same request now fails its expected version ...
-  EXPECT_EQ(store_->Append("s", ExpectedVersion::NoStream(), Request())
-                .status()
-                .code(),
+  EXPECT_EQ(store_->Append("s", ExpectedVersion::NoStream(), Request()).status().code(),
             absl::StatusCode::kAborted);
   RILL_ASSERT_OK_AND_ASSIGN(LogSnapshot before, TakeSnapshot(*store_));
   // ... with it, it is recognised as the retry it is.
-  RILL_ASSERT_OK_AND_ASSIGN(
-      AppendResult retry,
-      store_->Append("s", ExpectedVersion::NoStream(), Request(), Key("k1")));
+  RILL_ASSERT_OK_AND_ASSIGN(AppendResult retry,
+                            store_->Append("s", ExpectedVersion::NoStream(), Request(), Key("k1")));
   EXPECT_TRUE(retry.deduplicated);
   ExpectSameResult(retry, first);
   RILL_ASSERT_OK_AND_ASSIGN(LogSnapshot after, TakeSnapshot(*store_));
@@ -122,14 +111,12 @@ TEST_F(IdempotencyTest, EventIdsAreNotPartOfTheRequest) {
   std::vector<EventData> request = Request();
   request[0].id = EventId::Random();
   request[1].id = EventId::Random();
-  RILL_ASSERT_OK_AND_ASSIGN(
-      AppendResult first,
-      store_->Append("s", ExpectedVersion::Any(), request, Key("k")));
+  RILL_ASSERT_OK_AND_ASSIGN(AppendResult first,
+                            store_->Append("s", ExpectedVersion::Any(), request, Key("k")));
   request[0].id = EventId::Random();
   request[1].id = EventId();  // nil: would be generated
-  RILL_ASSERT_OK_AND_ASSIGN(
-      AppendResult retry,
-      store_->Append("s", ExpectedVersion::Any(), request, Key("k")));
+  RILL_ASSERT_OK_AND_ASSIGN(AppendResult retry,
+                            store_->Append("s", ExpectedVersion::Any(), request, Key("k")));
   EXPECT_TRUE(retry.deduplicated);
   ExpectSameResult(retry, first);
   RILL_ASSERT_OK_AND_ASSIGN(uint64_t head, store_->HeadPosition());
@@ -137,9 +124,7 @@ TEST_F(IdempotencyTest, EventIdsAreNotPartOfTheRequest) {
 }
 
 TEST_F(IdempotencyTest, SameKeyWithADifferentRequestIsAlreadyExists) {
-  RILL_ASSERT_OK(
-      store_->Append("s", ExpectedVersion::NoStream(), Request(), Key("k"))
-          .status());
+  RILL_ASSERT_OK(store_->Append("s", ExpectedVersion::NoStream(), Request(), Key("k")).status());
   const ExpectedVersion ev = ExpectedVersion::NoStream();
 
   std::vector<EventData> r = Request();
@@ -187,31 +172,25 @@ TEST_F(IdempotencyTest, SameKeyWithADifferentRequestIsAlreadyExists) {
   ExpectConflict("s", ExpectedVersion::Exact(1), Request(), "k");
 
   // The original request is still recognised after all those conflicts.
-  RILL_ASSERT_OK_AND_ASSIGN(AppendResult retry,
-                            store_->Append("s", ev, Request(), Key("k")));
+  RILL_ASSERT_OK_AND_ASSIGN(AppendResult retry, store_->Append("s", ev, Request(), Key("k")));
   EXPECT_TRUE(retry.deduplicated);
 }
 
 TEST_F(IdempotencyTest, ExpectedVersionKindsAreDistinguished) {
+  RILL_ASSERT_OK(store_->Append("s", ExpectedVersion::Any(), MakeEvents(1)).status());
   RILL_ASSERT_OK(
-      store_->Append("s", ExpectedVersion::Any(), MakeEvents(1)).status());
-  RILL_ASSERT_OK(store_
-                     ->Append("s", ExpectedVersion::StreamExists(),
-                              MakeEvents(1), Key("k"))
-                     .status());
+      store_->Append("s", ExpectedVersion::StreamExists(), MakeEvents(1), Key("k")).status());
   ExpectConflict("s", ExpectedVersion::Any(), MakeEvents(1), "k");
   ExpectConflict("s", ExpectedVersion::Exact(0), MakeEvents(1), "k");
 }
 
 TEST_F(IdempotencyTest, KeySurvivesCloseAndReopen) {
-  RILL_ASSERT_OK_AND_ASSIGN(
-      AppendResult first,
-      store_->Append("s", ExpectedVersion::NoStream(), Request(), Key("k1")));
+  RILL_ASSERT_OK_AND_ASSIGN(AppendResult first,
+                            store_->Append("s", ExpectedVersion::NoStream(), Request(), Key("k1")));
   Reopen();
   RILL_ASSERT_OK_AND_ASSIGN(LogSnapshot before, TakeSnapshot(*store_));
-  RILL_ASSERT_OK_AND_ASSIGN(
-      AppendResult retry,
-      store_->Append("s", ExpectedVersion::NoStream(), Request(), Key("k1")));
+  RILL_ASSERT_OK_AND_ASSIGN(AppendResult retry,
+                            store_->Append("s", ExpectedVersion::NoStream(), Request(), Key("k1")));
   EXPECT_TRUE(retry.deduplicated);
   ExpectSameResult(retry, first);
   RILL_ASSERT_OK_AND_ASSIGN(LogSnapshot after, TakeSnapshot(*store_));
@@ -223,35 +202,29 @@ TEST_F(IdempotencyTest, KeySurvivesCloseAndReopen) {
 }
 
 TEST_F(IdempotencyTest, DistinctKeysAreIndependent) {
-  RILL_ASSERT_OK_AND_ASSIGN(
-      AppendResult a,
-      store_->Append("s", ExpectedVersion::Any(), Request(), Key("k-a")));
-  RILL_ASSERT_OK_AND_ASSIGN(
-      AppendResult b,
-      store_->Append("s", ExpectedVersion::Any(), Request(), Key("k-b")));
+  RILL_ASSERT_OK_AND_ASSIGN(AppendResult a,
+                            store_->Append("s", ExpectedVersion::Any(), Request(), Key("k-a")));
+  RILL_ASSERT_OK_AND_ASSIGN(AppendResult b,
+                            store_->Append("s", ExpectedVersion::Any(), Request(), Key("k-b")));
   EXPECT_FALSE(a.deduplicated);
   EXPECT_FALSE(b.deduplicated);
   EXPECT_EQ(a.first_position, 1u);
   EXPECT_EQ(b.first_position, 3u);
 
-  RILL_ASSERT_OK_AND_ASSIGN(
-      AppendResult a2,
-      store_->Append("s", ExpectedVersion::Any(), Request(), Key("k-a")));
-  RILL_ASSERT_OK_AND_ASSIGN(
-      AppendResult b2,
-      store_->Append("s", ExpectedVersion::Any(), Request(), Key("k-b")));
+  RILL_ASSERT_OK_AND_ASSIGN(AppendResult a2,
+                            store_->Append("s", ExpectedVersion::Any(), Request(), Key("k-a")));
+  RILL_ASSERT_OK_AND_ASSIGN(AppendResult b2,
+                            store_->Append("s", ExpectedVersion::Any(), Request(), Key("k-b")));
   EXPECT_TRUE(a2.deduplicated);
   EXPECT_TRUE(b2.deduplicated);
   ExpectSameResult(a2, a);
   ExpectSameResult(b2, b);
   // Keys are compared exactly: a prefix or a case change is another key.
-  RILL_ASSERT_OK_AND_ASSIGN(
-      AppendResult c,
-      store_->Append("s", ExpectedVersion::Any(), Request(), Key("k-A")));
+  RILL_ASSERT_OK_AND_ASSIGN(AppendResult c,
+                            store_->Append("s", ExpectedVersion::Any(), Request(), Key("k-A")));
   EXPECT_FALSE(c.deduplicated);
-  RILL_ASSERT_OK_AND_ASSIGN(
-      AppendResult d,
-      store_->Append("s", ExpectedVersion::Any(), Request(), Key("k-")));
+  RILL_ASSERT_OK_AND_ASSIGN(AppendResult d,
+                            store_->Append("s", ExpectedVersion::Any(), Request(), Key("k-")));
   EXPECT_FALSE(d.deduplicated);
   RILL_ASSERT_OK_AND_ASSIGN(uint64_t head, store_->HeadPosition());
   EXPECT_EQ(head, 8u);
@@ -259,8 +232,8 @@ TEST_F(IdempotencyTest, DistinctKeysAreIndependent) {
 
 TEST_F(IdempotencyTest, AppendsWithoutAKeyAreNeverDeduplicated) {
   for (int i = 0; i < 3; ++i) {
-    RILL_ASSERT_OK_AND_ASSIGN(
-        AppendResult r, store_->Append("s", ExpectedVersion::Any(), Request()));
+    RILL_ASSERT_OK_AND_ASSIGN(AppendResult r,
+                              store_->Append("s", ExpectedVersion::Any(), Request()));
     EXPECT_FALSE(r.deduplicated);
   }
   RILL_ASSERT_OK_AND_ASSIGN(uint64_t head, store_->HeadPosition());
@@ -268,23 +241,18 @@ TEST_F(IdempotencyTest, AppendsWithoutAKeyAreNeverDeduplicated) {
 }
 
 TEST_F(IdempotencyTest, KeyUsedByAppendConflictsWithAppendMulti) {
-  RILL_ASSERT_OK(
-      store_->Append("a", ExpectedVersion::Any(), Request(), Key("k"))
-          .status());
+  RILL_ASSERT_OK(store_->Append("a", ExpectedVersion::Any(), Request(), Key("k")).status());
   RILL_ASSERT_OK_AND_ASSIGN(LogSnapshot before, TakeSnapshot(*store_));
-  std::vector<StreamAppend> multi = {
-      {"a", ExpectedVersion::Any(), Request()},
-      {"b", ExpectedVersion::Any(), MakeEvents(1)}};
-  EXPECT_EQ(store_->AppendMulti(multi, Key("k")).status().code(),
-            absl::StatusCode::kAlreadyExists);
+  std::vector<StreamAppend> multi = {{"a", ExpectedVersion::Any(), Request()},
+                                     {"b", ExpectedVersion::Any(), MakeEvents(1)}};
+  EXPECT_EQ(store_->AppendMulti(multi, Key("k")).status().code(), absl::StatusCode::kAlreadyExists);
   RILL_ASSERT_OK_AND_ASSIGN(LogSnapshot after, TakeSnapshot(*store_));
   EXPECT_EQ(before, after);
 }
 
 TEST_F(IdempotencyTest, KeyUsedByAppendMultiConflictsWithAppend) {
-  std::vector<StreamAppend> multi = {
-      {"a", ExpectedVersion::Any(), Request()},
-      {"b", ExpectedVersion::Any(), MakeEvents(1)}};
+  std::vector<StreamAppend> multi = {{"a", ExpectedVersion::Any(), Request()},
+                                     {"b", ExpectedVersion::Any(), MakeEvents(1)}};
   RILL_ASSERT_OK(store_->AppendMulti(multi, Key("k")).status());
   ExpectConflict("a", ExpectedVersion::Any(), Request(), "k");
   ExpectConflict("b", ExpectedVersion::Any(), MakeEvents(1), "k");
@@ -293,14 +261,9 @@ TEST_F(IdempotencyTest, KeyUsedByAppendMultiConflictsWithAppend) {
 TEST_F(IdempotencyTest, KeyLength) {
   RILL_ASSERT_OK_AND_ASSIGN(LogSnapshot before, TakeSnapshot(*store_));
   const std::string too_long(kMaxIdempotencyKeyBytes + 1, 'k');
-  EXPECT_EQ(
-      store_->Append("s", ExpectedVersion::Any(), Request(), Key(too_long))
-          .status()
-          .code(),
-      absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_
-                ->Append("s", ExpectedVersion::Any(), Request(),
-                         Key(std::string("a\0b", 3)))
+  EXPECT_EQ(store_->Append("s", ExpectedVersion::Any(), Request(), Key(too_long)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Append("s", ExpectedVersion::Any(), Request(), Key(std::string("a\0b", 3)))
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
@@ -308,36 +271,27 @@ TEST_F(IdempotencyTest, KeyLength) {
   EXPECT_EQ(before, after);
 
   const std::string longest(kMaxIdempotencyKeyBytes, 'k');
-  RILL_ASSERT_OK_AND_ASSIGN(
-      AppendResult first,
-      store_->Append("s", ExpectedVersion::Any(), Request(), Key(longest)));
-  RILL_ASSERT_OK_AND_ASSIGN(
-      AppendResult retry,
-      store_->Append("s", ExpectedVersion::Any(), Request(), Key(longest)));
+  RILL_ASSERT_OK_AND_ASSIGN(AppendResult first,
+                            store_->Append("s", ExpectedVersion::Any(), Request(), Key(longest)));
+  RILL_ASSERT_OK_AND_ASSIGN(AppendResult retry,
+                            store_->Append("s", ExpectedVersion::Any(), Request(), Key(longest)));
   EXPECT_TRUE(retry.deduplicated);
   ExpectSameResult(retry, first);
 }
 
 TEST_F(IdempotencyTest, ARejectedRequestDoesNotUseUpItsKey) {
-  RILL_ASSERT_OK(
-      store_->Append("s", ExpectedVersion::Any(), MakeEvents(1)).status());
+  RILL_ASSERT_OK(store_->Append("s", ExpectedVersion::Any(), MakeEvents(1)).status());
   // Fails its expected version: nothing is written, the key is not recorded.
-  EXPECT_EQ(
-      store_->Append("s", ExpectedVersion::NoStream(), Request(), Key("k"))
-          .status()
-          .code(),
-      absl::StatusCode::kAborted);
+  EXPECT_EQ(store_->Append("s", ExpectedVersion::NoStream(), Request(), Key("k")).status().code(),
+            absl::StatusCode::kAborted);
   // Invalid input: same.
   std::vector<EventData> bad = Request();
   bad[0].type = "";
-  EXPECT_EQ(store_->Append("s", ExpectedVersion::Any(), bad, Key("k"))
-                .status()
-                .code(),
+  EXPECT_EQ(store_->Append("s", ExpectedVersion::Any(), bad, Key("k")).status().code(),
             absl::StatusCode::kInvalidArgument);
   // So the key is free for a (different) request that succeeds.
-  RILL_ASSERT_OK_AND_ASSIGN(
-      AppendResult r,
-      store_->Append("s", ExpectedVersion::Exact(0), Request(), Key("k")));
+  RILL_ASSERT_OK_AND_ASSIGN(AppendResult r,
+                            store_->Append("s", ExpectedVersion::Exact(0), Request(), Key("k")));
   EXPECT_FALSE(r.deduplicated);
   EXPECT_EQ(r.first_version, 1);
 }
@@ -345,19 +299,13 @@ TEST_F(IdempotencyTest, ARejectedRequestDoesNotUseUpItsKey) {
 TEST_F(IdempotencyTest, StatsCountsRecordedKeys) {
   RILL_ASSERT_OK_AND_ASSIGN(StoreStats s0, store_->Stats());
   EXPECT_EQ(s0.idempotency_keys, 0u);
-  RILL_ASSERT_OK(
-      store_->Append("s", ExpectedVersion::Any(), Request(), Key("k1"))
-          .status());
-  RILL_ASSERT_OK(
-      store_->Append("s", ExpectedVersion::Any(), Request(), Key("k1"))
-          .status());  // a retry records nothing new
-  RILL_ASSERT_OK(
-      store_->Append("s", ExpectedVersion::Any(), Request()).status());
+  RILL_ASSERT_OK(store_->Append("s", ExpectedVersion::Any(), Request(), Key("k1")).status());
+  RILL_ASSERT_OK(store_->Append("s", ExpectedVersion::Any(), Request(), Key("k1"))
+                     .status());  // a retry records nothing new
+  RILL_ASSERT_OK(store_->Append("s", ExpectedVersion::Any(), Request()).status());
   RILL_ASSERT_OK_AND_ASSIGN(StoreStats s1, store_->Stats());
   EXPECT_EQ(s1.idempotency_keys, 1u);
-  RILL_ASSERT_OK(
-      store_->Append("s", ExpectedVersion::Any(), Request(), Key("k2"))
-          .status());
+  RILL_ASSERT_OK(store_->Append("s", ExpectedVersion::Any(), Request(), Key("k2")).status());
   RILL_ASSERT_OK_AND_ASSIGN(StoreStats s2, store_->Stats());
   EXPECT_EQ(s2.idempotency_keys, 2u);
 }
@@ -369,15 +317,13 @@ TEST_F(IdempotencyTest, ConcurrentRetriesWriteExactlyOnce) {
     SCOPED_TRACE(round);
     const std::string key = "key-" + std::to_string(round);
     RILL_ASSERT_OK_AND_ASSIGN(uint64_t head_before, store_->HeadPosition());
-    std::vector<absl::StatusOr<AppendResult>> results(
-        kThreads, absl::UnknownError("not run"));
+    std::vector<absl::StatusOr<AppendResult>> results(kThreads, absl::UnknownError("not run"));
     absl::Barrier* start = new absl::Barrier(kThreads);  // deletes itself
     std::vector<std::thread> threads;
     for (int t = 0; t < kThreads; ++t) {
       threads.emplace_back([&, t] {
         if (start->Block()) delete start;
-        results[t] =
-            store_->Append("s", ExpectedVersion::Any(), Request(), Key(key));
+        results[t] = store_->Append("s", ExpectedVersion::Any(), Request(), Key(key));
       });
     }
     for (std::thread& t : threads) t.join();
@@ -399,16 +345,14 @@ TEST_F(IdempotencyTest, ConcurrentRetriesWriteExactlyOnce) {
 
 TEST_F(IdempotencyTest, ConcurrentDifferentRequestsWithOneKeyWriteOnce) {
   constexpr int kThreads = 8;
-  std::vector<absl::StatusOr<AppendResult>> results(
-      kThreads, absl::UnknownError("not run"));
+  std::vector<absl::StatusOr<AppendResult>> results(kThreads, absl::UnknownError("not run"));
   absl::Barrier* start = new absl::Barrier(kThreads);  // deletes itself
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       if (start->Block()) delete start;
       // Every thread sends a request of its own under the same key.
-      results[t] = store_->Append("s", ExpectedVersion::Any(), MakeEvents(1, t),
-                                  Key("shared"));
+      results[t] = store_->Append("s", ExpectedVersion::Any(), MakeEvents(1, t), Key("shared"));
     });
   }
   for (std::thread& t : threads) t.join();
@@ -416,8 +360,7 @@ TEST_F(IdempotencyTest, ConcurrentDifferentRequestsWithOneKeyWriteOnce) {
   int winner = -1;
   for (int t = 0; t < kThreads; ++t) {
     if (results[t].ok()) {
-      EXPECT_EQ(winner, -1)
-          << "two requests succeeded: " << winner << ", " << t;
+      EXPECT_EQ(winner, -1) << "two requests succeeded: " << winner << ", " << t;
       EXPECT_FALSE(results[t]->deduplicated);
       winner = t;
     } else {
@@ -426,8 +369,7 @@ TEST_F(IdempotencyTest, ConcurrentDifferentRequestsWithOneKeyWriteOnce) {
     }
   }
   ASSERT_NE(winner, -1);
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> events,
-                            store_->ReadStream("s", 0));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> events, store_->ReadStream("s", 0));
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(events[0].payload, MakeEvent("E", winner).payload);
 }

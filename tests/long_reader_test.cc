@@ -53,8 +53,8 @@ void AppendBurst(Store& store, int n, int* counter) {
   for (int i = 0; i < n; ++i, ++*counter) {
     EventData e = MakeEvent("Tick", *counter);
     e.payload.append(100, 'x');
-    RILL_ASSERT_OK(store.Append(absl::StrCat("s-", *counter % 16), ExpectedVersion::Any(), {e})
-                       .status());
+    RILL_ASSERT_OK(
+        store.Append(absl::StrCat("s-", *counter % 16), ExpectedVersion::Any(), {e}).status());
   }
 }
 
@@ -65,8 +65,8 @@ uint64_t UsedBytes(Store& store) {
 }
 
 std::unique_ptr<ChildProcess> StartReader(const TempDir& dir, const std::string& store_dir) {
-  absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Start(
-      "lmdb_txn_child", {"read", store_dir + "/log"}, dir.Sub("reader.err"));
+  absl::StatusOr<std::unique_ptr<ChildProcess>> child =
+      ChildProcess::Start("lmdb_txn_child", {"read", store_dir + "/log"}, dir.Sub("reader.err"));
   EXPECT_TRUE(child.ok()) << child.status();
   if (!child.ok()) return nullptr;
   absl::StatusOr<std::string> line = (*child)->ReadLine(absl::Seconds(60));
@@ -111,11 +111,12 @@ TEST(LongReaderTest, AHeldSnapshotMakesTheFileGrowAndItsPagesAreReusedAfterIt) {
   AppendBurst(*store, kBurst, &counter);
   const uint64_t growth_after = UsedBytes(*store) - released_at;
 
-  std::printf("used_bytes growth over %d appends: %llu without a reader, %llu while one is held, "
-              "%llu after it ended\n",
-              kBurst, static_cast<unsigned long long>(growth_free),
-              static_cast<unsigned long long>(growth_pinned),
-              static_cast<unsigned long long>(growth_after));
+  std::printf(
+      "used_bytes growth over %d appends: %llu without a reader, %llu while one is held, "
+      "%llu after it ended\n",
+      kBurst, static_cast<unsigned long long>(growth_free),
+      static_cast<unsigned long long>(growth_pinned),
+      static_cast<unsigned long long>(growth_after));
   // The pinned pages are the difference: every commit's freed pages.
   EXPECT_GT(growth_pinned, growth_free + kBurst * uint64_t{4096})
       << "a held snapshot should keep at least a page per commit";

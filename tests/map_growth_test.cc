@@ -36,14 +36,11 @@ constexpr int kWriters = 2;
 
 // "big-*" streams get payloads of up to 30 KB (LMDB overflow pages), "small-*"
 // streams payloads of up to 100 bytes (many records per leaf page).
-size_t MaxPad(absl::string_view stream) {
-  return absl::StartsWith(stream, "big-") ? 30000 : 100;
-}
+size_t MaxPad(absl::string_view stream) { return absl::StartsWith(stream, "big-") ? 30000 : 100; }
 
 // What the event at (stream, version) must hold; payloads are written with
 // the stream name as the writer.
-bool EventIsRight(absl::string_view stream, int64_t version,
-                  absl::string_view payload) {
+bool EventIsRight(absl::string_view stream, int64_t version, absl::string_view payload) {
   return payload == ChildEventPayload(stream, version, stream, MaxPad(stream));
 }
 
@@ -71,27 +68,22 @@ class ErrorLog {
 };
 
 // Follows the log with ReadAll pages, checking positions and contents.
-void FollowWithReadAll(Store* store, const std::atomic<bool>* writing,
-                       ErrorLog* errors) {
+void FollowWithReadAll(Store* store, const std::atomic<bool>* writing, ErrorLog* errors) {
   uint64_t next = 1;
   std::map<std::string, int64_t> versions;
   for (;;) {
     const bool last_round = !writing->load();
     ReadOptions options;
     options.limit = 64;
-    absl::StatusOr<std::vector<RecordedEvent>> events =
-        store->ReadAll(next, options);
-    if (!events.ok())
-      return errors->Add("ReadAll: " + events.status().ToString());
+    absl::StatusOr<std::vector<RecordedEvent>> events = store->ReadAll(next, options);
+    if (!events.ok()) return errors->Add("ReadAll: " + events.status().ToString());
     for (const RecordedEvent& e : *events) {
       if (e.position != next) {
-        return errors->Add(absl::StrCat("ReadAll: position ", e.position,
-                                        " after ", next - 1));
+        return errors->Add(absl::StrCat("ReadAll: position ", e.position, " after ", next - 1));
       }
       int64_t& v = versions[e.stream];
       if (e.version != v || !EventIsRight(e.stream, e.version, e.payload)) {
-        return errors->Add(
-            absl::StrCat("ReadAll: wrong event ", e.stream, "@", e.version));
+        return errors->Add(absl::StrCat("ReadAll: wrong event ", e.stream, "@", e.version));
       }
       ++v;
       ++next;
@@ -101,53 +93,43 @@ void FollowWithReadAll(Store* store, const std::atomic<bool>* writing,
 }
 
 // Scans the whole log again and again, checking that each scan is gapless.
-void ScanRepeatedly(Store* store, const std::atomic<bool>* writing,
-                    ErrorLog* errors) {
+void ScanRepeatedly(Store* store, const std::atomic<bool>* writing, ErrorLog* errors) {
   do {
     uint64_t next = 1;
     std::string error;
-    const absl::Status s =
-        store->ScanAll(1, ReadOptions(), [&](const EventView& e) {
-          if (e.position() != next ||
-              !EventIsRight(e.stream(), e.version(), e.payload())) {
-            error =
-                absl::StrCat("ScanAll: bad event at position ", e.position());
-            return false;
-          }
-          ++next;
-          return true;
-        });
+    const absl::Status s = store->ScanAll(1, ReadOptions(), [&](const EventView& e) {
+      if (e.position() != next || !EventIsRight(e.stream(), e.version(), e.payload())) {
+        error = absl::StrCat("ScanAll: bad event at position ", e.position());
+        return false;
+      }
+      ++next;
+      return true;
+    });
     if (!s.ok()) return errors->Add("ScanAll: " + s.ToString());
     if (!error.empty()) return errors->Add(error);
     absl::StatusOr<StoreStats> stats = store->Stats();
     if (!stats.ok()) return errors->Add("Stats: " + stats.status().ToString());
     if (stats->head_position < next - 1) {
-      return errors->Add(absl::StrCat("Stats: head ", stats->head_position,
-                                      " behind a scan that saw ", next - 1));
+      return errors->Add(
+          absl::StrCat("Stats: head ", stats->head_position, " behind a scan that saw ", next - 1));
     }
   } while (writing->load());
 }
 
 // Reads streams from the start, checking versions against the stream index.
-void ReadStreamsRepeatedly(Store* store, const std::atomic<bool>* writing,
-                           ErrorLog* errors) {
+void ReadStreamsRepeatedly(Store* store, const std::atomic<bool>* writing, ErrorLog* errors) {
   int round = 0;
   do {
-    const std::string stream =
-        absl::StrCat(round % 2 ? "big-" : "small-", (round / 2) % kWriters);
+    const std::string stream = absl::StrCat(round % 2 ? "big-" : "small-", (round / 2) % kWriters);
     ++round;
     absl::StatusOr<StreamInfo> info = store->GetStreamInfo(stream);
-    if (!info.ok())
-      return errors->Add("GetStreamInfo: " + info.status().ToString());
+    if (!info.ok()) return errors->Add("GetStreamInfo: " + info.status().ToString());
     if (!info->exists) continue;
     ReadOptions options;
     options.limit = 200;
-    const int64_t from =
-        info->last_version > 150 ? info->last_version - 150 : 0;
-    absl::StatusOr<std::vector<RecordedEvent>> events =
-        store->ReadStream(stream, from, options);
-    if (!events.ok())
-      return errors->Add("ReadStream: " + events.status().ToString());
+    const int64_t from = info->last_version > 150 ? info->last_version - 150 : 0;
+    absl::StatusOr<std::vector<RecordedEvent>> events = store->ReadStream(stream, from, options);
+    if (!events.ok()) return errors->Add("ReadStream: " + events.status().ToString());
     if (events->size() < static_cast<size_t>(info->last_version - from + 1)) {
       return errors->Add(absl::StrCat("ReadStream ", stream, " lost events"));
     }
@@ -155,8 +137,7 @@ void ReadStreamsRepeatedly(Store* store, const std::atomic<bool>* writing,
       const RecordedEvent& e = (*events)[i];
       if (e.version != from + static_cast<int64_t>(i) ||
           !EventIsRight(stream, e.version, e.payload)) {
-        return errors->Add(
-            absl::StrCat("ReadStream: wrong event ", stream, "@", e.version));
+        return errors->Add(absl::StrCat("ReadStream: wrong event ", stream, "@", e.version));
       }
     }
   } while (writing->load());
@@ -165,11 +146,9 @@ void ReadStreamsRepeatedly(Store* store, const std::atomic<bool>* writing,
 TEST(MapGrowthTest, FiftyMegabytesIntoAOneMegabyteMapWhileOthersRead) {
   TempDir dir;
   const std::string store_dir = dir.Sub("store");
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(store_dir, SmallMap()));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(store_dir, SmallMap()));
   RILL_ASSERT_OK_AND_ASSIGN(const StoreStats initial, store->Stats());
-  EXPECT_LT(initial.map_size, kTotalBytes / 4)
-      << "the map did not start near initial_map_size";
+  EXPECT_LT(initial.map_size, kTotalBytes / 4) << "the map did not start near initial_map_size";
 
   // A subscription follows the log from the start while the map grows.
   absl::Mutex sub_mu;
@@ -180,8 +159,7 @@ TEST(MapGrowthTest, FiftyMegabytesIntoAOneMegabyteMapWhileOthersRead) {
       store->Subscribe(0, SubscriptionOptions(), [&](const EventView& e) {
         absl::MutexLock lock(&sub_mu);
         if (sub_error.empty() &&
-            (e.position() != sub_next ||
-             !EventIsRight(e.stream(), e.version(), e.payload()))) {
+            (e.position() != sub_next || !EventIsRight(e.stream(), e.version(), e.payload()))) {
           sub_error = absl::StrCat("subscription: bad event at ", e.position());
         }
         ++sub_next;
@@ -191,11 +169,9 @@ TEST(MapGrowthTest, FiftyMegabytesIntoAOneMegabyteMapWhileOthersRead) {
   std::atomic<bool> writing{true};
   ErrorLog reader_errors;
   std::vector<std::thread> readers;
-  readers.emplace_back(FollowWithReadAll, store.get(), &writing,
-                       &reader_errors);
+  readers.emplace_back(FollowWithReadAll, store.get(), &writing, &reader_errors);
   readers.emplace_back(ScanRepeatedly, store.get(), &writing, &reader_errors);
-  readers.emplace_back(ReadStreamsRepeatedly, store.get(), &writing,
-                       &reader_errors);
+  readers.emplace_back(ReadStreamsRepeatedly, store.get(), &writing, &reader_errors);
 
   std::atomic<size_t> bytes_written{0};
   ErrorLog writer_errors;
@@ -214,11 +190,10 @@ TEST(MapGrowthTest, FiftyMegabytesIntoAOneMegabyteMapWhileOthersRead) {
             ChildEvents(stream, next, next + n - 1, stream, MaxPad(stream));
         size_t bytes = 0;
         for (const EventData& e : events) bytes += e.payload.size();
-        absl::StatusOr<AppendResult> r =
-            store->Append(stream, ChildExpected(next), events);
+        absl::StatusOr<AppendResult> r = store->Append(stream, ChildExpected(next), events);
         if (!r.ok())
-          return writer_errors.Add(absl::StrCat(
-              "append of ", bytes, " bytes: ", r.status().ToString()));
+          return writer_errors.Add(
+              absl::StrCat("append of ", bytes, " bytes: ", r.status().ToString()));
         next += n;
         bytes_written += bytes;
       }
@@ -231,8 +206,7 @@ TEST(MapGrowthTest, FiftyMegabytesIntoAOneMegabyteMapWhileOthersRead) {
   EXPECT_EQ(reader_errors.first(), "") << "a reader failed while the map grew";
 
   RILL_ASSERT_OK_AND_ASSIGN(const StoreStats stats, store->Stats());
-  EXPECT_GE(stats.map_size, kTotalBytes)
-      << "the map must have grown past the data";
+  EXPECT_GE(stats.map_size, kTotalBytes) << "the map must have grown past the data";
   EXPECT_GE(stats.map_size, 32 * kInitialMap);
   EXPECT_GE(stats.map_size, stats.used_bytes);
   EXPECT_GE(stats.map_size, stats.file_bytes);
@@ -279,17 +253,15 @@ TEST(MapGrowthTest, FiftyMegabytesIntoAOneMegabyteMapWhileOthersRead) {
   // And it keeps growing after the reopen.
   RILL_ASSERT_OK(store
                      ->Append("big-0", ChildExpected(versions["big-0"]),
-                              ChildEvents("big-0", versions["big-0"],
-                                          versions["big-0"] + 99, "big-0",
-                                          MaxPad("big-0")))
+                              ChildEvents("big-0", versions["big-0"], versions["big-0"] + 99,
+                                          "big-0", MaxPad("big-0")))
                      .status());
 }
 
 TEST(MapGrowthTest, OneEventLargerThanTheWholeMap) {
   TempDir dir;
   const std::string store_dir = dir.Sub("store");
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(store_dir, SmallMap()));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(store_dir, SmallMap()));
   // 12 MiB in one event: one doubling of a 1 MiB map is not enough.
   EventData big;
   big.type = "Huge";
@@ -298,19 +270,16 @@ TEST(MapGrowthTest, OneEventLargerThanTheWholeMap) {
   for (size_t i = 0; i < big.payload.size(); ++i) {
     big.payload[i] = static_cast<char>((i * 131) >> 7);
   }
-  RILL_ASSERT_OK_AND_ASSIGN(
-      const AppendResult r,
-      store->Append("huge", ExpectedVersion::NoStream(), {big}));
+  RILL_ASSERT_OK_AND_ASSIGN(const AppendResult r,
+                            store->Append("huge", ExpectedVersion::NoStream(), {big}));
   EXPECT_EQ(r.first_position, 1u);
   RILL_ASSERT_OK_AND_ASSIGN(const StoreStats stats, store->Stats());
   EXPECT_GE(stats.map_size, big.payload.size());
   store.reset();
   RILL_ASSERT_OK_AND_ASSIGN(store, Store::Open(store_dir, SmallMap()));
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events,
-                            store->ReadAll(1));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events, store->ReadAll(1));
   ASSERT_EQ(events.size(), 1u);
-  EXPECT_TRUE(events[0].payload == big.payload)
-      << "payload differs after reopen";
+  EXPECT_TRUE(events[0].payload == big.payload) << "payload differs after reopen";
 }
 
 // Runs `fn` on a thread; false when it has not finished after a minute (a
@@ -339,9 +308,7 @@ TEST(MapGrowthTest, ScanCallbacksAndHandlersThatAppendCanGrowTheMap) {
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
                             Store::Open(dir.Sub("store"), SmallMap()));
   RILL_ASSERT_OK(
-      store
-          ->Append("seed", ExpectedVersion::NoStream(), testing::MakeEvents(40))
-          .status());
+      store->Append("seed", ExpectedVersion::NoStream(), testing::MakeEvents(40)).status());
   auto big_events = [](int n) {
     std::vector<EventData> events = testing::MakeEvents(4, n);
     for (EventData& e : events) e.payload.append(60000, 'g');
@@ -370,26 +337,22 @@ TEST(MapGrowthTest, ScanCallbacksAndHandlersThatAppendCanGrowTheMap) {
   std::unique_ptr<Subscription> sub;
   SubscriptionOptions options;
   options.filter.stream_prefix = "seed";
-  RILL_ASSERT_OK_AND_ASSIGN(
-      sub, store->Subscribe(0, options, [&](const EventView& e) {
-        absl::Status s =
-            store
-                ->Append("grown-by-handler", ExpectedVersion::Any(),
-                         big_events(static_cast<int>(e.position())))
-                .status();
-        if (++handled == 40) handled_all.Notify();
-        return s;
-      }));
+  RILL_ASSERT_OK_AND_ASSIGN(sub, store->Subscribe(0, options, [&](const EventView& e) {
+    absl::Status s = store
+                         ->Append("grown-by-handler", ExpectedVersion::Any(),
+                                  big_events(static_cast<int>(e.position())))
+                         .status();
+    if (++handled == 40) handled_all.Notify();
+    return s;
+  }));
   FinishesWithoutDeadlock([&] { handled_all.WaitForNotification(); });
   sub->Stop();
   EXPECT_TRUE(sub->status().ok()) << sub->status();
 
   RILL_ASSERT_OK_AND_ASSIGN(const StoreStats stats, store->Stats());
   EXPECT_GE(stats.map_size, size_t{80} * 240000);
-  RILL_ASSERT_OK_AND_ASSIGN(const StreamInfo by_scan,
-                            store->GetStreamInfo("grown-by-scan"));
-  RILL_ASSERT_OK_AND_ASSIGN(const StreamInfo by_handler,
-                            store->GetStreamInfo("grown-by-handler"));
+  RILL_ASSERT_OK_AND_ASSIGN(const StreamInfo by_scan, store->GetStreamInfo("grown-by-scan"));
+  RILL_ASSERT_OK_AND_ASSIGN(const StreamInfo by_handler, store->GetStreamInfo("grown-by-handler"));
   EXPECT_EQ(by_scan.event_count, 160u);
   EXPECT_EQ(by_handler.event_count, 160u);
 }

@@ -26,19 +26,15 @@ using ::testing::HasSubstr;
 
 class MultiAppendTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    RILL_ASSERT_OK_AND_ASSIGN(store_, Store::Open(dir_.path()));
-  }
+  void SetUp() override { RILL_ASSERT_OK_AND_ASSIGN(store_, Store::Open(dir_.path())); }
 
   // Asserts that `appends` fails with `code` and writes nothing. Returns the
   // error message.
-  std::string ExpectRejected(const std::vector<StreamAppend>& appends,
-                             absl::StatusCode code,
+  std::string ExpectRejected(const std::vector<StreamAppend>& appends, absl::StatusCode code,
                              const AppendOptions& options = AppendOptions()) {
     absl::StatusOr<LogSnapshot> before = TakeSnapshot(*store_);
     EXPECT_TRUE(before.ok()) << before.status();
-    absl::StatusOr<std::vector<AppendResult>> r =
-        store_->AppendMulti(appends, options);
+    absl::StatusOr<std::vector<AppendResult>> r = store_->AppendMulti(appends, options);
     EXPECT_EQ(r.status().code(), code) << r.status();
     absl::StatusOr<LogSnapshot> after = TakeSnapshot(*store_);
     EXPECT_TRUE(after.ok()) << after.status();
@@ -53,15 +49,13 @@ class MultiAppendTest : public ::testing::Test {
 };
 
 TEST_F(MultiAppendTest, OneFailingExpectedVersionWritesNoStream) {
-  RILL_ASSERT_OK(
-      store_->Append("b", ExpectedVersion::Any(), MakeEvents(12)).status());
+  RILL_ASSERT_OK(store_->Append("b", ExpectedVersion::Any(), MakeEvents(12)).status());
   // The failing stream first, in the middle and last.
   for (int bad = 0; bad < 3; ++bad) {
     SCOPED_TRACE(bad);
-    std::vector<StreamAppend> appends = {
-        {"a", ExpectedVersion::NoStream(), MakeEvents(2)},
-        {"b", ExpectedVersion::Exact(11), MakeEvents(1)},
-        {"c", ExpectedVersion::Any(), MakeEvents(3)}};
+    std::vector<StreamAppend> appends = {{"a", ExpectedVersion::NoStream(), MakeEvents(2)},
+                                         {"b", ExpectedVersion::Exact(11), MakeEvents(1)},
+                                         {"c", ExpectedVersion::Any(), MakeEvents(3)}};
     appends[bad].expected = ExpectedVersion::Exact(37);
     ExpectRejected(appends, absl::StatusCode::kAborted);
     for (const char* stream : {"a", "c"}) {
@@ -74,12 +68,9 @@ TEST_F(MultiAppendTest, OneFailingExpectedVersionWritesNoStream) {
 }
 
 TEST_F(MultiAppendTest, MismatchMessageNamesTheStreamAndBothVersions) {
-  RILL_ASSERT_OK(
-      store_->Append("orders-b", ExpectedVersion::Any(), MakeEvents(12))
-          .status());
-  std::vector<StreamAppend> appends = {
-      {"orders-a", ExpectedVersion::Any(), MakeEvents(1)},
-      {"orders-b", ExpectedVersion::Exact(37), MakeEvents(1)}};
+  RILL_ASSERT_OK(store_->Append("orders-b", ExpectedVersion::Any(), MakeEvents(12)).status());
+  std::vector<StreamAppend> appends = {{"orders-a", ExpectedVersion::Any(), MakeEvents(1)},
+                                       {"orders-b", ExpectedVersion::Exact(37), MakeEvents(1)}};
   std::string message = ExpectRejected(appends, absl::StatusCode::kAborted);
   EXPECT_THAT(message, HasSubstr("37"));
   EXPECT_THAT(message, HasSubstr("11"));
@@ -87,15 +78,12 @@ TEST_F(MultiAppendTest, MismatchMessageNamesTheStreamAndBothVersions) {
 }
 
 TEST_F(MultiAppendTest, ResultsAreInRequestOrderWithContiguousPositions) {
-  RILL_ASSERT_OK(
-      store_->Append("alpha", ExpectedVersion::Any(), MakeEvents(2)).status());
+  RILL_ASSERT_OK(store_->Append("alpha", ExpectedVersion::Any(), MakeEvents(2)).status());
   // Not in name order, so an implementation that sorts would be caught.
-  std::vector<StreamAppend> appends = {
-      {"zeta", ExpectedVersion::NoStream(), MakeEvents(2)},
-      {"alpha", ExpectedVersion::Exact(1), MakeEvents(3, 10)},
-      {"mid", ExpectedVersion::Any(), MakeEvents(1, 20)}};
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<AppendResult> results,
-                            store_->AppendMulti(appends));
+  std::vector<StreamAppend> appends = {{"zeta", ExpectedVersion::NoStream(), MakeEvents(2)},
+                                       {"alpha", ExpectedVersion::Exact(1), MakeEvents(3, 10)},
+                                       {"mid", ExpectedVersion::Any(), MakeEvents(1, 20)}};
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<AppendResult> results, store_->AppendMulti(appends));
   ASSERT_EQ(results.size(), 3u);
 
   EXPECT_EQ(results[0].stream, "zeta");
@@ -120,25 +108,22 @@ TEST_F(MultiAppendTest, ResultsAreInRequestOrderWithContiguousPositions) {
   // The log holds the events in request order at those positions.
   RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> all, store_->ReadAll(3));
   ASSERT_EQ(all.size(), 6u);
-  const std::vector<std::pair<std::string, std::string>> want = {
-      {"zeta", "E0"},   {"zeta", "E1"},   {"alpha", "E10"},
-      {"alpha", "E11"}, {"alpha", "E12"}, {"mid", "E20"}};
+  const std::vector<std::pair<std::string, std::string>> want = {{"zeta", "E0"},   {"zeta", "E1"},
+                                                                 {"alpha", "E10"}, {"alpha", "E11"},
+                                                                 {"alpha", "E12"}, {"mid", "E20"}};
   for (size_t i = 0; i < all.size(); ++i) {
     EXPECT_EQ(all[i].position, 3 + i);
     EXPECT_EQ(all[i].stream, want[i].first);
     EXPECT_EQ(all[i].type, want[i].second);
   }
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> alpha,
-                            store_->ReadStream("alpha", 0));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> alpha, store_->ReadStream("alpha", 0));
   EXPECT_THAT(Versions(alpha), ElementsAre(0, 1, 2, 3, 4));
   EXPECT_THAT(Positions(alpha), ElementsAre(1, 2, 5, 6, 7));
 }
 
 TEST_F(MultiAppendTest, SingleStreamBehavesLikeAppend) {
-  std::vector<StreamAppend> appends = {
-      {"s", ExpectedVersion::NoStream(), MakeEvents(2)}};
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<AppendResult> results,
-                            store_->AppendMulti(appends));
+  std::vector<StreamAppend> appends = {{"s", ExpectedVersion::NoStream(), MakeEvents(2)}};
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<AppendResult> results, store_->AppendMulti(appends));
   ASSERT_EQ(results.size(), 1u);
   EXPECT_EQ(results[0].stream, "s");
   EXPECT_EQ(results[0].last_version, 1);
@@ -146,10 +131,9 @@ TEST_F(MultiAppendTest, SingleStreamBehavesLikeAppend) {
 }
 
 TEST_F(MultiAppendTest, SameStreamTwiceIsInvalid) {
-  std::vector<StreamAppend> appends = {
-      {"a", ExpectedVersion::Any(), MakeEvents(1)},
-      {"b", ExpectedVersion::Any(), MakeEvents(1)},
-      {"a", ExpectedVersion::Any(), MakeEvents(1)}};
+  std::vector<StreamAppend> appends = {{"a", ExpectedVersion::Any(), MakeEvents(1)},
+                                       {"b", ExpectedVersion::Any(), MakeEvents(1)},
+                                       {"a", ExpectedVersion::Any(), MakeEvents(1)}};
   ExpectRejected(appends, absl::StatusCode::kInvalidArgument);
 }
 
@@ -158,9 +142,8 @@ TEST_F(MultiAppendTest, EmptyRequestIsInvalid) {
 }
 
 TEST_F(MultiAppendTest, OneInvalidStreamRejectsTheWholeRequest) {
-  std::vector<StreamAppend> appends = {
-      {"a", ExpectedVersion::Any(), MakeEvents(1)},
-      {"", ExpectedVersion::Any(), MakeEvents(1)}};
+  std::vector<StreamAppend> appends = {{"a", ExpectedVersion::Any(), MakeEvents(1)},
+                                       {"", ExpectedVersion::Any(), MakeEvents(1)}};
   ExpectRejected(appends, absl::StatusCode::kInvalidArgument);
   appends = {{"a", ExpectedVersion::Any(), MakeEvents(1)},
              {"b", ExpectedVersion::Any(), MakeEvents(1)}};
@@ -171,19 +154,15 @@ TEST_F(MultiAppendTest, OneInvalidStreamRejectsTheWholeRequest) {
 TEST_F(MultiAppendTest, IdempotentRetryReturnsEveryResultDeduplicated) {
   AppendOptions key;
   key.idempotency_key = "multi-1";
-  std::vector<StreamAppend> appends = {
-      {"x", ExpectedVersion::NoStream(), MakeEvents(2)},
-      {"y", ExpectedVersion::NoStream(), MakeEvents(1)},
-      {"z", ExpectedVersion::NoStream(), MakeEvents(3)}};
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<AppendResult> first,
-                            store_->AppendMulti(appends, key));
+  std::vector<StreamAppend> appends = {{"x", ExpectedVersion::NoStream(), MakeEvents(2)},
+                                       {"y", ExpectedVersion::NoStream(), MakeEvents(1)},
+                                       {"z", ExpectedVersion::NoStream(), MakeEvents(3)}};
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<AppendResult> first, store_->AppendMulti(appends, key));
   // Move one stream on so that the expected versions no longer hold.
-  RILL_ASSERT_OK(
-      store_->Append("y", ExpectedVersion::Any(), MakeEvents(1)).status());
+  RILL_ASSERT_OK(store_->Append("y", ExpectedVersion::Any(), MakeEvents(1)).status());
   RILL_ASSERT_OK_AND_ASSIGN(LogSnapshot before, TakeSnapshot(*store_));
 
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<AppendResult> retry,
-                            store_->AppendMulti(appends, key));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<AppendResult> retry, store_->AppendMulti(appends, key));
   ASSERT_EQ(retry.size(), first.size());
   for (size_t i = 0; i < retry.size(); ++i) {
     SCOPED_TRACE(i);
@@ -202,9 +181,8 @@ TEST_F(MultiAppendTest, IdempotentRetryReturnsEveryResultDeduplicated) {
 TEST_F(MultiAppendTest, IdempotentRetryInAnotherStreamOrderIsAlreadyExists) {
   AppendOptions key;
   key.idempotency_key = "multi-2";
-  std::vector<StreamAppend> appends = {
-      {"x", ExpectedVersion::Any(), MakeEvents(1)},
-      {"y", ExpectedVersion::Any(), MakeEvents(1, 5)}};
+  std::vector<StreamAppend> appends = {{"x", ExpectedVersion::Any(), MakeEvents(1)},
+                                       {"y", ExpectedVersion::Any(), MakeEvents(1, 5)}};
   RILL_ASSERT_OK(store_->AppendMulti(appends, key).status());
   std::swap(appends[0], appends[1]);
   ExpectRejected(appends, absl::StatusCode::kAlreadyExists, key);

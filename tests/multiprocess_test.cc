@@ -45,8 +45,7 @@ using ::rill::testing::WaitUntil;
 constexpr absl::Duration kHang = absl::Seconds(60);
 
 // Starts a child and waits for its "ready" line.
-std::unique_ptr<ChildProcess> StartReady(const TempDir& dir,
-                                         const std::string& name,
+std::unique_ptr<ChildProcess> StartReady(const TempDir& dir, const std::string& name,
                                          const std::vector<std::string>& args,
                                          const std::string& tag) {
   absl::StatusOr<std::unique_ptr<ChildProcess>> child =
@@ -57,8 +56,8 @@ std::unique_ptr<ChildProcess> StartReady(const TempDir& dir,
   }
   absl::StatusOr<std::string> line = (*child)->ReadLine(kHang);
   if (!line.ok() || *line != "ready") {
-    ADD_FAILURE() << tag << " did not start: "
-                  << (line.ok() ? *line : line.status().ToString()) << "\n"
+    ADD_FAILURE() << tag << " did not start: " << (line.ok() ? *line : line.status().ToString())
+                  << "\n"
                   << (*child)->Stderr();
     return nullptr;
   }
@@ -69,18 +68,16 @@ std::unique_ptr<ChildProcess> StartReady(const TempDir& dir,
 std::string ExpectCleanExit(ChildProcess* child, const std::string& tag) {
   absl::StatusOr<std::string> line = child->ReadLine(absl::Seconds(120));
   const int status = child->Wait();
-  EXPECT_TRUE(ExitedWithCode(status, 0))
-      << tag << " " << DescribeWaitStatus(status) << "\n"
-      << child->Stderr();
+  EXPECT_TRUE(ExitedWithCode(status, 0)) << tag << " " << DescribeWaitStatus(status) << "\n"
+                                         << child->Stderr();
   return line.ok() ? *line : "";
 }
 
 // Appends from this process: thread t writes streams "<prefix>-t<t>-s<k>"
 // with Exact versions and child_protocol payloads, `appends` requests of
 // 1..3 events each. Returns the AppendResults in `acks`.
-void AppendFromThisProcess(Store* store, const std::string& prefix, int threads,
-                           int appends, size_t max_pad,
-                           std::vector<AckRecord>* acks) {
+void AppendFromThisProcess(Store* store, const std::string& prefix, int threads, int appends,
+                           size_t max_pad, std::vector<AckRecord>* acks) {
   absl::Mutex mu;
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
@@ -91,9 +88,9 @@ void AppendFromThisProcess(Store* store, const std::string& prefix, int threads,
         const int k = i % 3;
         const int n = 1 + i % 3;
         const std::string stream = absl::StrCat(prefix, "-t", t, "-s", k);
-        absl::StatusOr<AppendResult> r = store->Append(
-            stream, ChildExpected(next[k]),
-            ChildEvents(stream, next[k], next[k] + n - 1, writer, max_pad));
+        absl::StatusOr<AppendResult> r =
+            store->Append(stream, ChildExpected(next[k]),
+                          ChildEvents(stream, next[k], next[k] + n - 1, writer, max_pad));
         ASSERT_TRUE(r.ok()) << r.status();
         next[k] += n;
         AckRecord a;
@@ -114,10 +111,8 @@ void AppendFromThisProcess(Store* store, const std::string& prefix, int threads,
 // The whole log against the acknowledgements of every writer: gapless,
 // contiguous streams, each acknowledged event once where it was
 // acknowledged, nothing that was not acknowledged.
-void VerifyLog(Store* store, const std::vector<AckRecord>& acks,
-               size_t max_pad) {
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events,
-                            store->ReadAll(1));
+void VerifyLog(Store* store, const std::vector<AckRecord>& acks, size_t max_pad) {
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events, store->ReadAll(1));
   RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, store->HeadPosition());
   ASSERT_EQ(events.size(), head);
   std::map<std::string, int64_t> next_version;
@@ -132,40 +127,34 @@ void VerifyLog(Store* store, const std::vector<AckRecord>& acks,
     ASSERT_LE(a.last_position, head) << FormatAck(a);
     for (int64_t v = a.first_version; v <= a.last_version; ++v) {
       const uint64_t p = a.first_position + (v - a.first_version);
-      ASSERT_TRUE(claimed.insert(p).second)
-          << "acknowledged twice: " << FormatAck(a);
+      ASSERT_TRUE(claimed.insert(p).second) << "acknowledged twice: " << FormatAck(a);
       const RecordedEvent& e = events[p - 1];
       ASSERT_EQ(e.stream, a.stream) << FormatAck(a);
       ASSERT_EQ(e.version, v) << FormatAck(a);
-      ASSERT_EQ(e.payload, ChildEventPayload(a.stream, v, a.writer, max_pad))
-          << FormatAck(a);
+      ASSERT_EQ(e.payload, ChildEventPayload(a.stream, v, a.writer, max_pad)) << FormatAck(a);
     }
   }
   EXPECT_EQ(claimed.size(), events.size()) << "events nobody acknowledged";
 }
 
-TEST(MultiProcessTest,
-     ReadersInOtherProcessesSeeAGaplessPrefixAndTheFinalHead) {
+TEST(MultiProcessTest, ReadersInOtherProcessesSeeAGaplessPrefixAndTheFinalHead) {
   TempDir dir;
   const std::string store_dir = dir.Sub("store");
   // A 1 MiB map in every process: this one grows it to ~20 MB while the
   // read-only children follow, so they must adopt each growth as they read.
   StoreOptions small;
   small.initial_map_size = size_t{1} << 20;
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(store_dir, small));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(store_dir, small));
   // 4 threads x 600 appends of 1, 2, 3, 1, 2, 3... events = 4800 events.
   constexpr int kThreads = 4, kAppends = 600;
   constexpr size_t kMaxPad = 8000;
   constexpr uint64_t kFinal = kThreads * (kAppends / 3) * 6;
   const std::string final_arg = absl::StrCat("final=", kFinal);
   std::unique_ptr<ChildProcess> reader = StartReady(
-      dir, "reader_child",
-      {"dir=" + store_dir, final_arg, "mode=read", "map=1048576"}, "reader");
-  std::unique_ptr<ChildProcess> subscriber = StartReady(
-      dir, "reader_child",
-      {"dir=" + store_dir, final_arg, "mode=subscribe", "map=1048576"},
-      "subscriber");
+      dir, "reader_child", {"dir=" + store_dir, final_arg, "mode=read", "map=1048576"}, "reader");
+  std::unique_ptr<ChildProcess> subscriber =
+      StartReady(dir, "reader_child",
+                 {"dir=" + store_dir, final_arg, "mode=subscribe", "map=1048576"}, "subscriber");
   ASSERT_TRUE(reader && subscriber);
 
   std::vector<AckRecord> acks;
@@ -175,18 +164,15 @@ TEST(MultiProcessTest,
   RILL_ASSERT_OK_AND_ASSIGN(const StoreStats stats, store->Stats());
   EXPECT_GT(stats.map_size, 8 * small.initial_map_size);
 
-  EXPECT_EQ(ExpectCleanExit(reader.get(), "reader"),
-            absl::StrCat("ok ", kFinal));
-  EXPECT_EQ(ExpectCleanExit(subscriber.get(), "subscriber"),
-            absl::StrCat("ok ", kFinal));
+  EXPECT_EQ(ExpectCleanExit(reader.get(), "reader"), absl::StrCat("ok ", kFinal));
+  EXPECT_EQ(ExpectCleanExit(subscriber.get(), "subscriber"), absl::StrCat("ok ", kFinal));
   VerifyLog(store.get(), acks, kMaxPad);
 }
 
 TEST(MultiProcessTest, SeveralProcessesAppendingStayGaplessAndContiguous) {
   TempDir dir;
   const std::string store_dir = dir.Sub("store");
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(store_dir));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(store_dir));
   constexpr size_t kMaxPad = 200;
   const std::string pad_arg = absl::StrCat("max_pad=", kMaxPad);
 
@@ -197,16 +183,10 @@ TEST(MultiProcessTest, SeveralProcessesAppendingStayGaplessAndContiguous) {
     std::vector<std::string> args;
   };
   std::vector<Writer> writers = {
-      {"own-a",
-       {"mode=own", "prefix=pa", "writer=A", "threads=2", "streams=3",
-        "appends=150"}},
-      {"own-b",
-       {"mode=own", "prefix=pb", "writer=B", "threads=2", "streams=3",
-        "appends=150"}},
-      {"contend-c",
-       {"mode=contend", "prefix=mp", "writer=C", "threads=2", "appends=60"}},
-      {"contend-d",
-       {"mode=contend", "prefix=mp", "writer=D", "threads=2", "appends=60"}},
+      {"own-a", {"mode=own", "prefix=pa", "writer=A", "threads=2", "streams=3", "appends=150"}},
+      {"own-b", {"mode=own", "prefix=pb", "writer=B", "threads=2", "streams=3", "appends=150"}},
+      {"contend-c", {"mode=contend", "prefix=mp", "writer=C", "threads=2", "appends=60"}},
+      {"contend-d", {"mode=contend", "prefix=mp", "writer=D", "threads=2", "appends=60"}},
   };
   std::vector<std::unique_ptr<ChildProcess>> children;
   for (Writer& w : writers) {
@@ -229,21 +209,17 @@ TEST(MultiProcessTest, SeveralProcessesAppendingStayGaplessAndContiguous) {
     ASSERT_TRUE(absl::SimpleAtoi(fields[2], &c));
     conflicts += c;
     std::vector<AckRecord> child_acks;
-    ASSERT_TRUE(
-        ParseAckFile(ReadFileOrEmpty(dir.Sub(w.tag + ".acks")), &child_acks));
-    EXPECT_EQ(child_acks.size(), w.tag.rfind("own", 0) == 0 ? 300u : 120u)
-        << w.tag;
+    ASSERT_TRUE(ParseAckFile(ReadFileOrEmpty(dir.Sub(w.tag + ".acks")), &child_acks));
+    EXPECT_EQ(child_acks.size(), w.tag.rfind("own", 0) == 0 ? 300u : 120u) << w.tag;
     acks.insert(acks.end(), child_acks.begin(), child_acks.end());
   }
   std::printf("%lld Aborted conflicts on the shared stream were retried\n",
               static_cast<long long>(conflicts));
   VerifyLog(store.get(), acks, kMaxPad);
-  RILL_ASSERT_OK_AND_ASSIGN(const StreamInfo shared,
-                            store->GetStreamInfo("mp-shared"));
+  RILL_ASSERT_OK_AND_ASSIGN(const StreamInfo shared, store->GetStreamInfo("mp-shared"));
   uint64_t shared_events = 0;
   for (const AckRecord& a : acks) {
-    if (a.stream == "mp-shared")
-      shared_events += a.last_version - a.first_version + 1;
+    if (a.stream == "mp-shared") shared_events += a.last_version - a.first_version + 1;
   }
   EXPECT_EQ(shared.event_count, shared_events);
 
@@ -256,8 +232,7 @@ TEST(MultiProcessTest, SeveralProcessesAppendingStayGaplessAndContiguous) {
     RILL_ASSERT_OK_AND_ASSIGN(
         const AppendResult r,
         store->Append(a.stream, ChildExpected(a.first_version),
-                      ChildEvents(a.stream, a.first_version, a.last_version,
-                                  a.writer, kMaxPad),
+                      ChildEvents(a.stream, a.first_version, a.last_version, a.writer, kMaxPad),
                       options));
     EXPECT_TRUE(r.deduplicated) << FormatAck(a);
     EXPECT_EQ(r.first_position, a.first_position) << FormatAck(a);
@@ -270,8 +245,7 @@ TEST(MultiProcessTest, MapGrownByAnotherProcessIsAdoptedByReadersAndWriters) {
   const std::string store_dir = dir.Sub("store");
   StoreOptions small;
   small.initial_map_size = size_t{1} << 20;
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(store_dir, small));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(store_dir, small));
   RILL_ASSERT_OK_AND_ASSIGN(const StoreStats before, store->Stats());
 
   // Commits of another process end WaitForHead (by polling).
@@ -290,13 +264,11 @@ TEST(MultiProcessTest, MapGrownByAnotherProcessIsAdoptedByReadersAndWriters) {
   SubscriptionOptions options;
   options.poll_interval = absl::Milliseconds(5);
   RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<Subscription> sub,
-      store->Subscribe(0, options, [&](const EventView& e) {
+      std::unique_ptr<Subscription> sub, store->Subscribe(0, options, [&](const EventView& e) {
         absl::MutexLock lock(&mu);
         if (sub_error.empty() &&
             (e.position() != sub_next ||
-             e.payload().substr(
-                 0, ChildPayloadPrefix(e.stream(), e.version()).size()) !=
+             e.payload().substr(0, ChildPayloadPrefix(e.stream(), e.version()).size()) !=
                  ChildPayloadPrefix(e.stream(), e.version()))) {
           sub_error = absl::StrCat("bad event at position ", e.position());
         }
@@ -307,9 +279,8 @@ TEST(MultiProcessTest, MapGrownByAnotherProcessIsAdoptedByReadersAndWriters) {
   constexpr size_t kMaxPad = 24000;
   std::unique_ptr<ChildProcess> child =
       StartReady(dir, "append_child",
-                 {"dir=" + store_dir, "ack=" + dir.Sub("grow.acks"), "mode=own",
-                  "prefix=g", "writer=G", "threads=2", "streams=2",
-                  "appends=500", "max_events=4",
+                 {"dir=" + store_dir, "ack=" + dir.Sub("grow.acks"), "mode=own", "prefix=g",
+                  "writer=G", "threads=2", "streams=2", "appends=500", "max_events=4",
                   absl::StrCat("max_pad=", kMaxPad), "map=1048576", "keys=0"},
                  "grower");
   ASSERT_TRUE(child != nullptr);
@@ -324,15 +295,13 @@ TEST(MultiProcessTest, MapGrownByAnotherProcessIsAdoptedByReadersAndWriters) {
     const bool child_done = child->Exited();
     ReadOptions page;
     page.limit = 50;
-    absl::StatusOr<std::vector<RecordedEvent>> events =
-        store->ReadAll(next, page);
+    absl::StatusOr<std::vector<RecordedEvent>> events = store->ReadAll(next, page);
     if (!events.ok()) {
       read_error = "ReadAll: " + events.status().ToString();
       break;
     }
     for (const RecordedEvent& e : *events) {
-      if (e.position != next)
-        read_error = absl::StrCat("gap before ", e.position);
+      if (e.position != next) read_error = absl::StrCat("gap before ", e.position);
       ++next;
     }
     absl::StatusOr<StoreStats> stats = store->Stats();
@@ -340,8 +309,7 @@ TEST(MultiProcessTest, MapGrownByAnotherProcessIsAdoptedByReadersAndWriters) {
     if (child_done && events->empty()) break;
   }
   local_appender.join();
-  EXPECT_EQ(read_error, "")
-      << "reads failed while another process grew the map";
+  EXPECT_EQ(read_error, "") << "reads failed while another process grew the map";
   EXPECT_EQ(ExpectCleanExit(child.get(), "grower").rfind("done ", 0), 0u);
 
   std::vector<AckRecord> child_acks;
@@ -375,22 +343,18 @@ TEST(MultiProcessTest, MapGrownByAnotherProcessIsAdoptedByReadersAndWriters) {
   AppendFromThisProcess(store.get(), "after", 1, 30, 100, &more);
   acks.insert(acks.end(), more.begin(), more.end());
   RILL_ASSERT_OK_AND_ASSIGN(const StoreStats after, store->Stats());
-  EXPECT_GT(after.map_size, before.map_size)
-      << "this process did not adopt the new map";
+  EXPECT_GT(after.map_size, before.map_size) << "this process did not adopt the new map";
   EXPECT_GE(after.map_size, after.used_bytes);
 
   // Payloads differ per writer's max_pad: check structure here, exact bytes
   // per group below.
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events,
-                            store->ReadAll(1));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events, store->ReadAll(1));
   ASSERT_EQ(events.size(), head + 30 * 2);
-  for (size_t i = 0; i < events.size(); ++i)
-    ASSERT_EQ(events[i].position, i + 1);
+  for (size_t i = 0; i < events.size(); ++i) ASSERT_EQ(events[i].position, i + 1);
   for (const AckRecord& a : acks) {
     const size_t pad = a.writer == "G-t0" || a.writer == "G-t1" ? kMaxPad : 100;
     for (int64_t v = a.first_version; v <= a.last_version; ++v) {
-      const RecordedEvent& e =
-          events[a.first_position + (v - a.first_version) - 1];
+      const RecordedEvent& e = events[a.first_position + (v - a.first_version) - 1];
       ASSERT_EQ(e.stream, a.stream);
       ASSERT_EQ(e.version, v);
       ASSERT_EQ(e.payload, ChildEventPayload(a.stream, v, a.writer, pad));
@@ -399,20 +363,19 @@ TEST(MultiProcessTest, MapGrownByAnotherProcessIsAdoptedByReadersAndWriters) {
 }
 
 // Starts lmdb_txn_child holding a `mode` ("read" or "write") transaction.
-std::unique_ptr<ChildProcess> HoldTxn(const TempDir& dir,
-                                      const std::string& store_dir,
-                                      const std::string& mode,
-                                      const std::string& tag) {
-  absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Start(
-      "lmdb_txn_child", {mode, store_dir + "/log"}, dir.Sub(tag + ".err"));
+std::unique_ptr<ChildProcess> HoldTxn(const TempDir& dir, const std::string& store_dir,
+                                      const std::string& mode, const std::string& tag) {
+  absl::StatusOr<std::unique_ptr<ChildProcess>> child =
+      ChildProcess::Start("lmdb_txn_child", {mode, store_dir + "/log"}, dir.Sub(tag + ".err"));
   if (!child.ok()) {
     ADD_FAILURE() << child.status();
     return nullptr;
   }
   absl::StatusOr<std::string> line = (*child)->ReadLine(kHang);
   if (!line.ok() || *line != "locked") {
-    ADD_FAILURE() << tag << " holds no transaction: "
-                  << (line.ok() ? *line : line.status().ToString()) << "\n"
+    ADD_FAILURE() << tag
+                  << " holds no transaction: " << (line.ok() ? *line : line.status().ToString())
+                  << "\n"
                   << (*child)->Stderr();
     return nullptr;
   }
@@ -428,12 +391,10 @@ TEST(MultiProcessTest, ReaderProcessesKilledMidReadDoNotUseUpReaderSlots) {
   const std::string store_dir = dir.Sub("store");
   StoreOptions options;
   options.max_readers = 8;
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(store_dir, options));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(store_dir, options));
   for (int i = 0; i < 10; ++i) {
     RILL_ASSERT_OK(
-        store->Append("s", ExpectedVersion::Any(), {testing::MakeEvent("E", i)})
-            .status());
+        store->Append("s", ExpectedVersion::Any(), {testing::MakeEvent("E", i)}).status());
   }
   for (unsigned i = 0; i < options.max_readers; ++i) {
     std::unique_ptr<ChildProcess> reader =
@@ -444,13 +405,10 @@ TEST(MultiProcessTest, ReaderProcessesKilledMidReadDoNotUseUpReaderSlots) {
   }
   absl::StatusOr<std::vector<RecordedEvent>> events = store->ReadAll(1);
   ASSERT_TRUE(events.ok()) << "after " << options.max_readers
-                           << " reader processes were killed mid-read: "
-                           << events.status();
+                           << " reader processes were killed mid-read: " << events.status();
   EXPECT_EQ(events->size(), 10u);
-  RILL_ASSERT_OK(store
-                     ->Append("s", ExpectedVersion::Exact(9),
-                              {testing::MakeEvent("E", 10)})
-                     .status());
+  RILL_ASSERT_OK(
+      store->Append("s", ExpectedVersion::Exact(9), {testing::MakeEvent("E", 10)}).status());
   RILL_ASSERT_OK_AND_ASSIGN(const StoreStats stats, store->Stats());
   EXPECT_LT(stats.readers_in_use, options.max_readers);
 }
@@ -458,12 +416,9 @@ TEST(MultiProcessTest, ReaderProcessesKilledMidReadDoNotUseUpReaderSlots) {
 TEST(MultiProcessTest, WriterKilledHoldingTheWriteLockDoesNotBlockAppends) {
   TempDir dir;
   const std::string store_dir = dir.Sub("store");
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(store_dir));
-  RILL_ASSERT_OK(store
-                     ->Append("s", ExpectedVersion::NoStream(),
-                              {testing::MakeEvent("E", 0)})
-                     .status());
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(store_dir));
+  RILL_ASSERT_OK(
+      store->Append("s", ExpectedVersion::NoStream(), {testing::MakeEvent("E", 0)}).status());
   for (int round = 0; round < 3; ++round) {
     std::unique_ptr<ChildProcess> writer =
         HoldTxn(dir, store_dir, "write", absl::StrCat("writer-", round));
@@ -472,8 +427,8 @@ TEST(MultiProcessTest, WriterKilledHoldingTheWriteLockDoesNotBlockAppends) {
     absl::StatusOr<AppendResult> queued = absl::UnknownError("not returned");
     absl::Notification returned;
     std::thread appender([&] {
-      queued = store->Append("s", ExpectedVersion::Exact(round),
-                             {testing::MakeEvent("E", round + 1)});
+      queued =
+          store->Append("s", ExpectedVersion::Exact(round), {testing::MakeEvent("E", round + 1)});
       returned.Notify();
     });
     // ...and goes through once that process dies holding it.
@@ -490,8 +445,7 @@ TEST(MultiProcessTest, WriterKilledHoldingTheWriteLockDoesNotBlockAppends) {
     ASSERT_TRUE(queued.ok()) << queued.status();
     EXPECT_EQ(queued->first_position, static_cast<uint64_t>(round + 2));
   }
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events,
-                            store->ReadAll(1));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events, store->ReadAll(1));
   ASSERT_EQ(events.size(), 4u);
   for (size_t i = 0; i < events.size(); ++i) {
     EXPECT_EQ(events[i].position, i + 1);

@@ -2,8 +2,8 @@
 // format), read-only and permission errors, and opening one store twice in
 // one process.
 #include <grp.h>
-#include <signal.h>
 #include <lmdb.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -72,8 +72,7 @@ absl::Status SetFormatVersion(const std::string& dir, uint32_t format_version) {
   mdb_env_set_maxdbs(env, 16);
   const std::string path = dir + "/log";
   if ((rc = mdb_env_open(env, path.c_str(), 0, 0644)) != 0) {
-    return absl::InternalError(
-        absl::StrCat("open ", path, ": ", mdb_strerror(rc)));
+    return absl::InternalError(absl::StrCat("open ", path, ": ", mdb_strerror(rc)));
   }
   MDB_txn* txn = nullptr;
   if ((rc = mdb_txn_begin(env, nullptr, 0, &txn)) != 0) {
@@ -107,11 +106,9 @@ absl::Status SetFormatVersion(const std::string& dir, uint32_t format_version) {
   }
   flatbuffers::FlatBufferBuilder fbb;
   auto magic = fbb.CreateString("rill");
-  auto id = old->store_id() ? fbb.CreateVector(old->store_id()->data(),
-                                               old->store_id()->size())
+  auto id = old->store_id() ? fbb.CreateVector(old->store_id()->data(), old->store_id()->size())
                             : fbb.CreateVector(std::vector<uint8_t>(16, 1));
-  fbb.Finish(schema::CreateStoreMeta(fbb, magic, format_version, id,
-                                     old->created_us()));
+  fbb.Finish(schema::CreateStoreMeta(fbb, magic, format_version, id, old->created_us()));
   MDB_val nv{fbb.GetSize(), fbb.GetBufferPointer()};
   if ((rc = mdb_put(txn, dbi, &k, &nv, 0)) != 0) {
     mdb_txn_abort(txn);
@@ -133,23 +130,19 @@ TEST(OpenTest, CreatesAStoreInAMissingDirectory) {
     EXPECT_EQ(store->dir(), dir);
     RILL_ASSERT_OK_AND_ASSIGN(uint64_t head, store->HeadPosition());
     EXPECT_EQ(head, 0u);
-    RILL_ASSERT_OK(
-        store->Append("s", ExpectedVersion::NoStream(), MakeEvents(2))
-            .status());
+    RILL_ASSERT_OK(store->Append("s", ExpectedVersion::NoStream(), MakeEvents(2)).status());
   }
   // It is a store now: it opens again, also without create_if_missing.
   StoreOptions no_create;
   no_create.create_if_missing = false;
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(dir, no_create));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(dir, no_create));
   RILL_ASSERT_OK_AND_ASSIGN(uint64_t head, store->HeadPosition());
   EXPECT_EQ(head, 2u);
 }
 
 TEST(OpenTest, CreatesAStoreInAnEmptyDirectory) {
   TempDir tmp;
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(tmp.path()));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(tmp.path()));
   RILL_ASSERT_OK_AND_ASSIGN(StoreStats stats, store->Stats());
   EXPECT_EQ(stats.format_version, kFormatVersion);
   EXPECT_EQ(stats.head_position, 0u);
@@ -162,8 +155,7 @@ TEST(OpenTest, MissingDirectoryWithoutCreateIfMissingIsNotFound) {
   StoreOptions options;
   options.create_if_missing = false;
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(dir, options);
-  EXPECT_EQ(store.status().code(), absl::StatusCode::kNotFound)
-      << store.status();
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kNotFound) << store.status();
   EXPECT_FALSE(fs::exists(dir));
 }
 
@@ -171,8 +163,7 @@ TEST(OpenTest, EmptyDirectoryWithoutCreateIfMissingFails) {
   TempDir tmp;
   StoreOptions options;
   options.create_if_missing = false;
-  absl::StatusOr<std::unique_ptr<Store>> store =
-      Store::Open(tmp.path(), options);
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(tmp.path(), options);
   EXPECT_FALSE(store.ok());
   EXPECT_THAT(ListTree(tmp.path()), IsEmpty());
 }
@@ -182,8 +173,7 @@ TEST(OpenTest, NonStoreDirectoryIsFailedPreconditionAndUntouched) {
   WriteFile(tmp.Sub("notes.txt"), "my precious notes\n");
   const std::set<std::string> before = ListTree(tmp.path());
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(tmp.path());
-  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition)
-      << store.status();
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition) << store.status();
   EXPECT_EQ(ListTree(tmp.path()), before);
   EXPECT_EQ(ReadFile(tmp.Sub("notes.txt")), "my precious notes\n");
 }
@@ -192,8 +182,7 @@ TEST(OpenTest, DirectoryWithOnlyASubdirectoryIsNotAStore) {
   TempDir tmp;
   fs::create_directory(tmp.Sub("photos"));
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(tmp.path());
-  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition)
-      << store.status();
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition) << store.status();
   EXPECT_THAT(ListTree(tmp.path()), ElementsAre("photos"));
 }
 
@@ -261,8 +250,7 @@ TEST(OpenTest, LogDirectoryHoldingOtherFilesIsNotAStore) {
   WriteFile(tmp.Sub("log/notes.txt"), "mine\n");
   const std::set<std::string> before = ListTree(tmp.path());
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(tmp.path());
-  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition)
-      << store.status();
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition) << store.status();
   EXPECT_EQ(ListTree(tmp.path()), before);
 }
 
@@ -285,8 +273,7 @@ TEST(OpenTest, ReadOnlyOnAMissingStoreFailsAndCreatesNothing) {
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(missing, options);
   EXPECT_FALSE(store.ok());
   EXPECT_THAT(store.status().code(),
-              ::testing::AnyOf(absl::StatusCode::kFailedPrecondition,
-                               absl::StatusCode::kNotFound))
+              ::testing::AnyOf(absl::StatusCode::kFailedPrecondition, absl::StatusCode::kNotFound))
       << store.status();
   EXPECT_FALSE(fs::exists(missing));
 }
@@ -297,25 +284,20 @@ TEST(OpenTest, ReadOnlyOnAnEmptyDirectoryIsFailedPrecondition) {
   TempDir tmp;
   StoreOptions options;
   options.read_only = true;
-  absl::StatusOr<std::unique_ptr<Store>> store =
-      Store::Open(tmp.path(), options);
-  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition)
-      << store.status();
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(tmp.path(), options);
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition) << store.status();
   EXPECT_THAT(ListTree(tmp.path()), IsEmpty());
 }
 
 TEST(OpenTest, ReadOnlyOnAnExistingStore) {
   TempDir tmp;
   {
-    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                              Store::Open(tmp.path()));
-    RILL_ASSERT_OK(
-        store->Append("s", ExpectedVersion::Any(), MakeEvents(1)).status());
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(tmp.path()));
+    RILL_ASSERT_OK(store->Append("s", ExpectedVersion::Any(), MakeEvents(1)).status());
   }
   StoreOptions options;
   options.read_only = true;
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(tmp.path(), options));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(tmp.path(), options));
   RILL_ASSERT_OK_AND_ASSIGN(StoreStats stats, store->Stats());
   EXPECT_TRUE(stats.read_only);
   EXPECT_EQ(stats.head_position, 1u);
@@ -326,8 +308,7 @@ TEST(OpenTest, StatsReportTheOpenOptions) {
   StoreOptions options;
   options.durability = Durability::kNoSyncUnsafe;
   options.max_readers = 100;
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(tmp.path(), options));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(tmp.path(), options));
   RILL_ASSERT_OK_AND_ASSIGN(StoreStats stats, store->Stats());
   EXPECT_EQ(stats.durability, Durability::kNoSyncUnsafe);
   EXPECT_EQ(stats.max_readers, 100u);
@@ -340,10 +321,8 @@ TEST_P(NewerFormatTest, IsFailedPreconditionNamingTheVersion) {
   const uint32_t newer = GetParam();
   TempDir tmp;
   {
-    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                              Store::Open(tmp.path()));
-    RILL_ASSERT_OK(
-        store->Append("s", ExpectedVersion::Any(), MakeEvents(1)).status());
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(tmp.path()));
+    RILL_ASSERT_OK(store->Append("s", ExpectedVersion::Any(), MakeEvents(1)).status());
   }
   RILL_ASSERT_OK(SetFormatVersion(tmp.path(), newer));
 
@@ -351,27 +330,21 @@ TEST_P(NewerFormatTest, IsFailedPreconditionNamingTheVersion) {
     SCOPED_TRACE(read_only);
     StoreOptions options;
     options.read_only = read_only;
-    absl::StatusOr<std::unique_ptr<Store>> store =
-        Store::Open(tmp.path(), options);
-    ASSERT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition)
-        << store.status();
-    EXPECT_THAT(std::string(store.status().message()),
-                HasSubstr(std::to_string(newer)));
+    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(tmp.path(), options);
+    ASSERT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition) << store.status();
+    EXPECT_THAT(std::string(store.status().message()), HasSubstr(std::to_string(newer)));
   }
   // The refusal did not "upgrade" or rewrite the meta record: still refused
   // after a second attempt, and the original store is intact once the version
   // is put back.
-  EXPECT_EQ(Store::Open(tmp.path()).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Store::Open(tmp.path()).status().code(), absl::StatusCode::kFailedPrecondition);
   RILL_ASSERT_OK(SetFormatVersion(tmp.path(), kFormatVersion));
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(tmp.path()));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(tmp.path()));
   RILL_ASSERT_OK_AND_ASSIGN(uint64_t head, store->HeadPosition());
   EXPECT_EQ(head, 1u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Versions, NewerFormatTest,
-                         ::testing::Values(kFormatVersion + 1, 4242u));
+INSTANTIATE_TEST_SUITE_P(Versions, NewerFormatTest, ::testing::Values(kFormatVersion + 1, 4242u));
 
 // Runs Store::Open(dir, options) in a child process as user and group 65534
 // (nobody) and returns the child's exit code: the absl::StatusCode of the
@@ -383,8 +356,7 @@ constexpr int kSetuidFailed = 101;
 int OpenAsNobody(const std::string& dir, const StoreOptions& options) {
   pid_t pid = fork();
   if (pid == 0) {
-    if (setgroups(0, nullptr) != 0 || setgid(65534) != 0 ||
-        setuid(65534) != 0) {
+    if (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0) {
       _exit(kSetuidFailed);
     }
     absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(dir, options);
@@ -412,8 +384,7 @@ TEST(OpenPermissionTest, UnwritableEmptyDirectoryIsPermissionDenied) {
   ASSERT_NE(code, kSetuidFailed);
   ASSERT_NE(code, kOpenedFine);
   EXPECT_EQ(code, static_cast<int>(absl::StatusCode::kPermissionDenied))
-      << "child got "
-      << absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+      << "child got " << absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
   EXPECT_THAT(ListTree(dir), IsEmpty());
 }
 
@@ -424,8 +395,7 @@ TEST(OpenPermissionTest, UnwritableExistingStoreIsPermissionDenied) {
   const std::string dir = tmp.Sub("store");
   {
     RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(dir));
-    RILL_ASSERT_OK(
-        store->Append("s", ExpectedVersion::Any(), MakeEvents(1)).status());
+    RILL_ASSERT_OK(store->Append("s", ExpectedVersion::Any(), MakeEvents(1)).status());
   }
   // Root owns the directory and files; make them readable by all, writable
   // by root only.
@@ -437,8 +407,7 @@ TEST(OpenPermissionTest, UnwritableExistingStoreIsPermissionDenied) {
   ASSERT_NE(code, kSetuidFailed);
   ASSERT_NE(code, kOpenedFine);
   EXPECT_EQ(code, static_cast<int>(absl::StatusCode::kPermissionDenied))
-      << "child got "
-      << absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+      << "child got " << absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
   // The store still works for its owner.
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(dir));
   RILL_ASSERT_OK_AND_ASSIGN(uint64_t head, store->HeadPosition());
@@ -450,37 +419,27 @@ TEST(OpenPermissionTest, UnwritableExistingStoreIsPermissionDenied) {
 // cleanly while the first stays usable.
 TEST(OpenTwiceTest, SecondOpenInTheSameProcessIsFailedPrecondition) {
   TempDir tmp;
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> first,
-                            Store::Open(tmp.path()));
-  RILL_ASSERT_OK(
-      first->Append("s", ExpectedVersion::Any(), MakeEvents(1)).status());
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> first, Store::Open(tmp.path()));
+  RILL_ASSERT_OK(first->Append("s", ExpectedVersion::Any(), MakeEvents(1)).status());
 
   absl::StatusOr<std::unique_ptr<Store>> second = Store::Open(tmp.path());
-  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition)
-      << second.status();
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition) << second.status();
   StoreOptions read_only;
   read_only.read_only = true;
-  absl::StatusOr<std::unique_ptr<Store>> third =
-      Store::Open(tmp.path(), read_only);
-  EXPECT_EQ(third.status().code(), absl::StatusCode::kFailedPrecondition)
-      << third.status();
+  absl::StatusOr<std::unique_ptr<Store>> third = Store::Open(tmp.path(), read_only);
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kFailedPrecondition) << third.status();
   // The same directory spelled differently is still the same store.
-  absl::StatusOr<std::unique_ptr<Store>> fourth =
-      Store::Open(tmp.path() + "/./");
-  EXPECT_EQ(fourth.status().code(), absl::StatusCode::kFailedPrecondition)
-      << fourth.status();
+  absl::StatusOr<std::unique_ptr<Store>> fourth = Store::Open(tmp.path() + "/./");
+  EXPECT_EQ(fourth.status().code(), absl::StatusCode::kFailedPrecondition) << fourth.status();
 
   // The first store is unaffected.
-  RILL_ASSERT_OK(
-      first->Append("s", ExpectedVersion::Exact(0), MakeEvents(1)).status());
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> events,
-                            first->ReadStream("s", 0));
+  RILL_ASSERT_OK(first->Append("s", ExpectedVersion::Exact(0), MakeEvents(1)).status());
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> events, first->ReadStream("s", 0));
   EXPECT_EQ(events.size(), 2u);
 
   // Once it is closed the directory can be opened again.
   first.reset();
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> again,
-                            Store::Open(tmp.path()));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> again, Store::Open(tmp.path()));
   RILL_ASSERT_OK_AND_ASSIGN(uint64_t head, again->HeadPosition());
   EXPECT_EQ(head, 2u);
 }

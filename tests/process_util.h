@@ -36,11 +36,10 @@ namespace rill::testing {
 
 // "exited with code N" / "killed by signal N (name)".
 inline std::string DescribeWaitStatus(int status) {
-  if (WIFEXITED(status))
-    return absl::StrCat("exited with code ", WEXITSTATUS(status));
+  if (WIFEXITED(status)) return absl::StrCat("exited with code ", WEXITSTATUS(status));
   if (WIFSIGNALED(status)) {
-    return absl::StrCat("killed by signal ", WTERMSIG(status), " (",
-                        strsignal(WTERMSIG(status)), ")");
+    return absl::StrCat("killed by signal ", WTERMSIG(status), " (", strsignal(WTERMSIG(status)),
+                        ")");
   }
   return absl::StrCat("wait status ", status);
 }
@@ -58,8 +57,7 @@ inline std::string ReadFileOrEmpty(const std::string& path) {
 
 // Polls `cond` every millisecond until it holds (true) or `timeout` passed
 // (false). Tests use generous timeouts only to turn a hang into a failure.
-inline bool WaitUntil(const std::function<bool()>& cond,
-                      absl::Duration timeout) {
+inline bool WaitUntil(const std::function<bool()>& cond, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   while (!cond()) {
     if (absl::Now() > deadline) return false;
@@ -97,9 +95,9 @@ inline int RunInForkedChild(const std::function<int()>& body) {
 // a failed ASSERT never leaves a process behind.
 class ChildProcess {
  public:
-  static absl::StatusOr<std::unique_ptr<ChildProcess>> Start(
-      const std::string& name, const std::vector<std::string>& args,
-      const std::string& stderr_path) {
+  static absl::StatusOr<std::unique_ptr<ChildProcess>> Start(const std::string& name,
+                                                             const std::vector<std::string>& args,
+                                                             const std::string& stderr_path) {
     const std::string binary = ChildBinary(name);
     std::vector<std::string> argv_storage;
     argv_storage.push_back(binary);
@@ -121,10 +119,8 @@ class ChildProcess {
     if (pid < 0) return absl::InternalError("fork");
     if (pid == 0) {
       // Only async-signal-safe calls until execv.
-      const int err = open(stderr_path.c_str(),
-                           O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      if (err < 0 || dup2(err, 2) < 0 || dup2(in_pipe[0], 0) < 0 ||
-          dup2(out_pipe[1], 1) < 0) {
+      const int err = open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (err < 0 || dup2(err, 2) < 0 || dup2(in_pipe[0], 0) < 0 || dup2(out_pipe[1], 1) < 0) {
         _exit(126);
       }
       execv(binary.c_str(), argv.data());
@@ -158,8 +154,7 @@ class ChildProcess {
     std::string line;
     for (;;) {
       const int64_t left_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
-      if (left_ms <= 0)
-        return absl::DeadlineExceededError("no line from child");
+      if (left_ms <= 0) return absl::DeadlineExceededError("no line from child");
       pollfd p{stdout_fd_, POLLIN, 0};
       const int n = poll(&p, 1, static_cast<int>(left_ms));
       if (n < 0 && errno == EINTR) continue;
@@ -167,9 +162,7 @@ class ChildProcess {
       char c;
       const ssize_t r = read(stdout_fd_, &c, 1);
       if (r < 0 && errno == EINTR) continue;
-      if (r <= 0)
-        return absl::UnavailableError(
-            absl::StrCat("child stdout closed: ", line));
+      if (r <= 0) return absl::UnavailableError(absl::StrCat("child stdout closed: ", line));
       if (c == '\n') return line;
       line.push_back(c);
     }

@@ -88,16 +88,14 @@ const char* KindName(Kind k) {
 }
 
 constexpr Kind kPlan[] = {
-    Kind::kRandom,       Kind::kBumpStall,    Kind::kRandom,
-    Kind::kRequestStall, Kind::kRandom,       Kind::kBumpRandom,
-    Kind::kRandom,       Kind::kBumpStall,    Kind::kRequestStall,
-    Kind::kRandom,       Kind::kBumpRandom,   Kind::kRequestStall,
-    Kind::kRandom,       Kind::kRequestStall, Kind::kBumpStall,
-    Kind::kRandom,       Kind::kBumpRandom,   Kind::kRandom,
-    Kind::kRequestStall, Kind::kRandom,       Kind::kRandom,
-    Kind::kBumpStall,    Kind::kRandom,       Kind::kRequestStall,
-    Kind::kRandom,       Kind::kBumpRandom,   Kind::kRandom,
-    Kind::kRequestStall, Kind::kRandom,       Kind::kRandom};
+    Kind::kRandom,       Kind::kBumpStall,    Kind::kRandom,       Kind::kRequestStall,
+    Kind::kRandom,       Kind::kBumpRandom,   Kind::kRandom,       Kind::kBumpStall,
+    Kind::kRequestStall, Kind::kRandom,       Kind::kBumpRandom,   Kind::kRequestStall,
+    Kind::kRandom,       Kind::kRequestStall, Kind::kBumpStall,    Kind::kRandom,
+    Kind::kBumpRandom,   Kind::kRandom,       Kind::kRequestStall, Kind::kRandom,
+    Kind::kRandom,       Kind::kBumpStall,    Kind::kRandom,       Kind::kRequestStall,
+    Kind::kRandom,       Kind::kBumpRandom,   Kind::kRandom,       Kind::kRequestStall,
+    Kind::kRandom,       Kind::kRandom};
 
 uint64_t TestSeed() {
   const char* env = getenv("RILL_TEST_SEED");
@@ -133,16 +131,13 @@ class Appender {
     static const char* const kTypes[] = {"Opened", "Updated", "Closed"};
     uint64_t appended = 0;
     while (!stop_.load() && appended < kMaxEvents) {
-      const std::string stream =
-          absl::StrCat(rng_() % 2 == 0 ? "acct-" : "misc-", rng_() % 8);
+      const std::string stream = absl::StrCat(rng_() % 2 == 0 ? "acct-" : "misc-", rng_() % 8);
       std::vector<EventData> events;
       const int n = 1 + static_cast<int>(rng_() % 3);
       for (int i = 0; i < n; ++i) {
-        events.push_back(
-            MakeEvent(kTypes[rng_() % 3], static_cast<int>(appended) + i));
+        events.push_back(MakeEvent(kTypes[rng_() % 3], static_cast<int>(appended) + i));
       }
-      absl::StatusOr<AppendResult> r =
-          store_->Append(stream, ExpectedVersion::Any(), events);
+      absl::StatusOr<AppendResult> r = store_->Append(stream, ExpectedVersion::Any(), events);
       if (!r.ok()) {
         status_ = r.status();
         return;
@@ -167,10 +162,8 @@ TEST(ProjectionCrashTest, ExactlyOnceAcrossKillsAndInterruptedRebuilds) {
   const std::string store_dir = dir.Sub("store");
   const std::string violations = dir.Sub("violations");
   StoreOptions store_options;
-  store_options.durability =
-      Durability::kNoSyncUnsafe;  // survives a process kill
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(store_dir, store_options));
+  store_options.durability = Durability::kNoSyncUnsafe;  // survives a process kill
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(store_dir, store_options));
   Appender appender(store.get(), seed + 1);
 
   uint32_t version = 1;
@@ -194,25 +187,20 @@ TEST(ProjectionCrashTest, ExactlyOnceAcrossKillsAndInterruptedRebuilds) {
       // The rebuild resumes after its recorded checkpoint (or starts at 0);
       // the serving generation follows the log after its own checkpoint
       // (unless it is frozen by a pending version bump).
-      const uint64_t lo =
-          ledger->rebuild_version == version ? ledger->rebuild_checkpoint : 0;
-      const uint64_t hi =
-          ledger->version == version ? ledger->checkpoint : head;
+      const uint64_t lo = ledger->rebuild_version == version ? ledger->rebuild_checkpoint : 0;
+      const uint64_t hi = ledger->version == version ? ledger->checkpoint : head;
       if (hi > lo) stall_at = lo + 1 + rng() % (hi - lo);
     }
-    SCOPED_TRACE(absl::StrCat("cycle ", cycle, " (", KindName(kind),
-                              ", ledger version ", version, ", stall_at ",
-                              stall_at, ", head ", head, ")"));
-    const std::string err_path =
-        dir.Sub(absl::StrCat("child-", cycle, ".stderr"));
+    SCOPED_TRACE(absl::StrCat("cycle ", cycle, " (", KindName(kind), ", ledger version ", version,
+                              ", stall_at ", stall_at, ", head ", head, ")"));
+    const std::string err_path = dir.Sub(absl::StrCat("child-", cycle, ".stderr"));
     RILL_ASSERT_OK_AND_ASSIGN(
         std::unique_ptr<ChildProcess> child,
-        ChildProcess::Start(
-            "projector_child",
-            {"mode=run", "dir=" + store_dir, absl::StrCat("version=", version),
-             absl::StrCat("batch=", kChildBatch),
-             absl::StrCat("stall_at=", stall_at), "violations=" + violations},
-            err_path));
+        ChildProcess::Start("projector_child",
+                            {"mode=run", "dir=" + store_dir, absl::StrCat("version=", version),
+                             absl::StrCat("batch=", kChildBatch),
+                             absl::StrCat("stall_at=", stall_at), "violations=" + violations},
+                            err_path));
     // "ready" and "stalled P" come in either order (the workers start
     // before the child prints "ready").
     bool ready = false, stalled = false;
@@ -232,29 +220,25 @@ TEST(ProjectionCrashTest, ExactlyOnceAcrossKillsAndInterruptedRebuilds) {
     };
     absl::Status read = read_until([&] { return ready; });
     ASSERT_TRUE(read.ok()) << read << "\n" << child->Stderr();
-    if (kind == Kind::kRequestStall)
-      RILL_ASSERT_OK(RequestRebuild(store.get(), kLedger));
+    if (kind == Kind::kRequestStall) RILL_ASSERT_OK(RequestRebuild(store.get(), kLedger));
     if (stall_at != 0) {
       read = read_until([&] { return stalled; });
       ASSERT_TRUE(read.ok()) << read << "\n" << child->Stderr();
-      absl::SleepFor(
-          absl::Milliseconds(rng() % 20));  // the other projections go on
+      absl::SleepFor(absl::Milliseconds(rng() % 20));  // the other projections go on
     } else {
       absl::SleepFor(absl::Milliseconds(50 + rng() % 251));
     }
     child->Kill(SIGKILL);
     const int wait_status = child->Wait();
     ASSERT_TRUE(WIFSIGNALED(wait_status) && WTERMSIG(wait_status) == SIGKILL)
-        << "the projector ended on its own: " << DescribeWaitStatus(wait_status)
-        << "\n"
+        << "the projector ended on its own: " << DescribeWaitStatus(wait_status) << "\n"
         << child->Stderr();
 
     RILL_ASSERT_OK_AND_ASSIGN(const std::vector<ProjectionStatus> after,
                               ReadProjectionStatuses(store.get()));
     const std::optional<ProjectionStatus> now = Find(after, kLedger);
     ASSERT_TRUE(now.has_value());
-    EXPECT_GE(now->checkpoint, last_checkpoint)
-        << "the serving ledger went back";
+    EXPECT_GE(now->checkpoint, last_checkpoint) << "the serving ledger went back";
     last_checkpoint = now->checkpoint;
     if (now->version != last_serving_version) ++swaps_seen;
     last_serving_version = now->version;
@@ -275,8 +259,7 @@ TEST(ProjectionCrashTest, ExactlyOnceAcrossKillsAndInterruptedRebuilds) {
       "%llu events; killed mid-rebuild %d times; serving version changed %d "
       "times; final "
       "version %u\n",
-      static_cast<unsigned long long>(head), killed_mid_rebuild, swaps_seen,
-      version);
+      static_cast<unsigned long long>(head), killed_mid_rebuild, swaps_seen, version);
   EXPECT_GE(killed_mid_rebuild,
             8);  // four bumps, and requests with room to stall
 
@@ -284,27 +267,23 @@ TEST(ProjectionCrashTest, ExactlyOnceAcrossKillsAndInterruptedRebuilds) {
   {
     RILL_ASSERT_OK_AND_ASSIGN(
         std::unique_ptr<ChildProcess> child,
-        ChildProcess::Start(
-            "projector_child",
-            {"mode=final", "dir=" + store_dir,
-             absl::StrCat("version=", version),
-             absl::StrCat("batch=", kChildBatch), "violations=" + violations},
-            dir.Sub("final.stderr")));
+        ChildProcess::Start("projector_child",
+                            {"mode=final", "dir=" + store_dir, absl::StrCat("version=", version),
+                             absl::StrCat("batch=", kChildBatch), "violations=" + violations},
+                            dir.Sub("final.stderr")));
     absl::StatusOr<std::string> line = child->ReadLine(absl::Seconds(150));
     EXPECT_TRUE(line.ok() && *line == absl::StrCat("caught_up ", head))
         << line.status() << " " << line.value_or("") << "\n"
         << child->Stderr();
     const int wait_status = child->Wait();
-    ASSERT_TRUE(testing::ExitedWithCode(wait_status, 0))
-        << DescribeWaitStatus(wait_status) << "\n"
-        << child->Stderr();
+    ASSERT_TRUE(testing::ExitedWithCode(wait_status, 0)) << DescribeWaitStatus(wait_status) << "\n"
+                                                         << child->Stderr();
   }
   const std::string broken = ReadFileOrEmpty(violations);
   ASSERT_TRUE(broken.empty()) << broken;
 
   // Compare with an independent fold of the log and a fresh rebuild.
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log,
-                            store->ReadAll(1));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log, store->ReadAll(1));
   ASSERT_EQ(log.size(), head);
   const std::vector<ProjectionDef> defs = CrashProjections(version);
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
@@ -312,8 +291,7 @@ TEST(ProjectionCrashTest, ExactlyOnceAcrossKillsAndInterruptedRebuilds) {
   for (const ProjectionDef& def : defs) {
     SCOPED_TRACE(def.name);
     RILL_ASSERT_OK(runner->WaitFor(def.name, head, kLong));
-    RILL_ASSERT_OK_AND_ASSIGN(const ProjectionStatus st,
-                              runner->Status(def.name));
+    RILL_ASSERT_OK_AND_ASSIGN(const ProjectionStatus st, runner->Status(def.name));
     EXPECT_EQ(st.version, def.version);
     EXPECT_EQ(st.rebuild_version, 0u);
     EXPECT_EQ(st.checkpoint, head);
@@ -322,32 +300,26 @@ TEST(ProjectionCrashTest, ExactlyOnceAcrossKillsAndInterruptedRebuilds) {
                            : def.name == kTyped ? FoldTyped(log, head)
                                                 : FoldParking(log, head);
     {
-      RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> view,
-                                runner->View(def.name));
+      RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> view, runner->View(def.name));
       EXPECT_EQ(view->checkpoint(), head);
-      RILL_ASSERT_OK_AND_ASSIGN(const ModelDump got,
-                                DumpView(*view, def.tables));
-      EXPECT_TRUE(got == want)
-          << "the model built across kills differs from the fold";
+      RILL_ASSERT_OK_AND_ASSIGN(const ModelDump got, DumpView(*view, def.tables));
+      EXPECT_TRUE(got == want) << "the model built across kills differs from the fold";
     }
     RILL_ASSERT_OK(runner->RebuildAsOf(def.name, head, "fresh"));
     {
       RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> view,
                                 runner->ViewAsOf(def.name, "fresh"));
-      RILL_ASSERT_OK_AND_ASSIGN(const ModelDump fresh,
-                                DumpView(*view, def.tables));
+      RILL_ASSERT_OK_AND_ASSIGN(const ModelDump fresh, DumpView(*view, def.tables));
       EXPECT_TRUE(fresh == want) << "a fresh rebuild differs from the fold";
     }
   }
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<ParkedEvent> parked,
-                            runner->ListParked(kParking));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<ParkedEvent> parked, runner->ListParked(kParking));
   std::vector<uint64_t> got_parked, want_parked;
   for (const ParkedEvent& p : parked) {
     got_parked.push_back(p.position);
     EXPECT_EQ(p.attempts, 2) << p.position;
   }
-  for (uint64_t p = kPoisonEvery; p <= head; p += kPoisonEvery)
-    want_parked.push_back(p);
+  for (uint64_t p = kPoisonEvery; p <= head; p += kPoisonEvery) want_parked.push_back(p);
   EXPECT_EQ(got_parked, want_parked);
 }
 

@@ -40,8 +40,9 @@ TEST(ProjectionSmokeTest, CountsWaitRebuild) {
   TempDir dir;
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(dir.path()));
   for (int i = 0; i < 100; ++i) {
-    RILL_ASSERT_OK(store->Append("s-" + std::to_string(i % 7), ExpectedVersion::Any(),
-                                 {MakeEvent(i % 2 ? "Odd" : "Even", i)})
+    RILL_ASSERT_OK(store
+                       ->Append("s-" + std::to_string(i % 7), ExpectedVersion::Any(),
+                                {MakeEvent(i % 2 ? "Odd" : "Even", i)})
                        .status());
   }
   {
@@ -94,8 +95,9 @@ TEST(ProjectionSmokeTest, ParkAndRetry) {
   };
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
                             ProjectionRunner::Start(store.get(), {def}));
-  RILL_ASSERT_OK(store->Append("a", ExpectedVersion::Any(),
-                               {MakeEvent("Odd", 1), MakeEvent("Poison", 2), MakeEvent("Odd", 3)})
+  RILL_ASSERT_OK(store
+                     ->Append("a", ExpectedVersion::Any(),
+                              {MakeEvent("Odd", 1), MakeEvent("Poison", 2), MakeEvent("Odd", 3)})
                      .status());
   RILL_ASSERT_OK(runner->WaitFor("count_by_type", 3, absl::Seconds(10)));
   EXPECT_EQ(Count(*runner, "Odd"), 2);

@@ -31,28 +31,24 @@
 namespace rill::testing {
 
 // Row keys for positions sort in position order.
-inline std::string PosKey(uint64_t position) {
-  return absl::StrFormat("%012d", position);
-}
+inline std::string PosKey(uint64_t position) { return absl::StrFormat("%012d", position); }
 
 // The integer under table/key (0 when absent).
-inline absl::StatusOr<int64_t> GetInt(ReadModelTxn& txn,
-                                      absl::string_view table,
+inline absl::StatusOr<int64_t> GetInt(ReadModelTxn& txn, absl::string_view table,
                                       absl::string_view key) {
   absl::StatusOr<std::optional<std::string>> v = txn.Get(table, key);
   if (!v.ok()) return v.status();
   if (!v->has_value()) return 0;
   int64_t n = 0;
   if (!absl::SimpleAtoi(**v, &n)) {
-    return absl::DataLossError(
-        absl::StrCat(table, "/", key, " holds \"", **v, "\""));
+    return absl::DataLossError(absl::StrCat(table, "/", key, " holds \"", **v, "\""));
   }
   return n;
 }
 
 // Read-modify-write: table/key += delta.
-inline absl::Status AddInt(ReadModelTxn& txn, absl::string_view table,
-                           absl::string_view key, int64_t delta) {
+inline absl::Status AddInt(ReadModelTxn& txn, absl::string_view table, absl::string_view key,
+                           int64_t delta) {
   absl::StatusOr<int64_t> n = GetInt(txn, table, key);
   if (!n.ok()) return n.status();
   return txn.Put(table, key, absl::StrCat(*n + delta));
@@ -73,16 +69,12 @@ inline ProjectionDef LedgerProjection(uint32_t version = 1) {
   def.tables = {"totals", "streams", "applied"};
   def.apply = [version](const EventView& e, ReadModelTxn& txn) -> absl::Status {
     if (absl::Status s = AddInt(txn, "totals", "count", 1); !s.ok()) return s;
-    if (absl::Status s = AddInt(txn, "totals", "sum",
-                                static_cast<int64_t>(e.position()) * version);
+    if (absl::Status s = AddInt(txn, "totals", "sum", static_cast<int64_t>(e.position()) * version);
         !s.ok()) {
       return s;
     }
-    if (absl::Status s = txn.Put("totals", "version", absl::StrCat(version));
-        !s.ok())
-      return s;
-    if (absl::Status s = AddInt(txn, "streams", e.stream(), 1); !s.ok())
-      return s;
+    if (absl::Status s = txn.Put("totals", "version", absl::StrCat(version)); !s.ok()) return s;
+    if (absl::Status s = AddInt(txn, "streams", e.stream(), 1); !s.ok()) return s;
     return AddInt(txn, "applied", PosKey(e.position()), 1);
   };
   return def;
@@ -125,8 +117,7 @@ inline ProjectionDef ParkingProjection(uint32_t version = 1) {
     // RILL_TEST_HEALED in the environment: the poison is gone (a fixed
     // deployment), so a retry of the parked events succeeds.
     if (e.position() % kPoisonEvery == 0 && std::getenv("RILL_TEST_HEALED") == nullptr) {
-      return absl::InternalError(
-          absl::StrCat("poison at position ", e.position()));
+      return absl::InternalError(absl::StrCat("poison at position ", e.position()));
     }
     if (absl::Status s = AddInt(txn, "totals", "count", 1); !s.ok()) return s;
     return AddInt(txn, "applied", PosKey(e.position()), 1);
@@ -135,24 +126,22 @@ inline ProjectionDef ParkingProjection(uint32_t version = 1) {
 }
 
 inline std::vector<ProjectionDef> CrashProjections(uint32_t ledger_version) {
-  return {LedgerProjection(ledger_version), TypedProjection(),
-          ParkingProjection()};
+  return {LedgerProjection(ledger_version), TypedProjection(), ParkingProjection()};
 }
 
 // --- models as plain maps ----------------------------------------------------
 // table -> key -> value
 using ModelDump = std::map<std::string, std::map<std::string, std::string>>;
 
-inline absl::StatusOr<ModelDump> DumpView(
-    ReadModelView& view, const std::vector<std::string>& tables) {
+inline absl::StatusOr<ModelDump> DumpView(ReadModelView& view,
+                                          const std::vector<std::string>& tables) {
   ModelDump out;
   for (const std::string& table : tables) {
     std::map<std::string, std::string>& rows = out[table];
-    absl::Status s =
-        view.Scan(table, "", [&rows](absl::string_view k, absl::string_view v) {
-          rows.emplace(std::string(k), std::string(v));
-          return true;
-        });
+    absl::Status s = view.Scan(table, "", [&rows](absl::string_view k, absl::string_view v) {
+      rows.emplace(std::string(k), std::string(v));
+      return true;
+    });
     if (!s.ok()) return s;
   }
   return out;
@@ -171,8 +160,8 @@ inline bool MatchesFilter(const EventFilter& f, const RecordedEvent& e) {
 }
 
 // The ledger model of version `version` over the events at positions <= upto.
-inline ModelDump FoldLedger(const std::vector<RecordedEvent>& log,
-                            uint64_t upto, uint32_t version) {
+inline ModelDump FoldLedger(const std::vector<RecordedEvent>& log, uint64_t upto,
+                            uint32_t version) {
   ModelDump m;
   m["totals"];
   m["streams"];
@@ -195,8 +184,7 @@ inline ModelDump FoldLedger(const std::vector<RecordedEvent>& log,
   return m;
 }
 
-inline ModelDump FoldTyped(const std::vector<RecordedEvent>& log,
-                           uint64_t upto) {
+inline ModelDump FoldTyped(const std::vector<RecordedEvent>& log, uint64_t upto) {
   const EventFilter filter = TypedProjection().filter;
   ModelDump m;
   m["by_type"];
@@ -212,8 +200,7 @@ inline ModelDump FoldTyped(const std::vector<RecordedEvent>& log,
   return m;
 }
 
-inline ModelDump FoldParking(const std::vector<RecordedEvent>& log,
-                             uint64_t upto) {
+inline ModelDump FoldParking(const std::vector<RecordedEvent>& log, uint64_t upto) {
   ModelDump m;
   m["totals"];
   m["applied"];
@@ -235,22 +222,18 @@ inline ModelDump FoldParking(const std::vector<RecordedEvent>& log,
 // 1..checkpoint, each applied once. Returns "" or what is wrong.
 inline std::string CheckLedgerView(ReadModelView& view) {
   const uint64_t cp = view.checkpoint();
-  auto get = [&view](absl::string_view table,
-                     absl::string_view key) -> std::optional<int64_t> {
+  auto get = [&view](absl::string_view table, absl::string_view key) -> std::optional<int64_t> {
     absl::StatusOr<std::optional<std::string>> v = view.Get(table, key);
     int64_t n = 0;
-    if (!v.ok() || !v->has_value() || !absl::SimpleAtoi(**v, &n))
-      return std::nullopt;
+    if (!v.ok() || !v->has_value() || !absl::SimpleAtoi(**v, &n)) return std::nullopt;
     return n;
   };
   const std::optional<int64_t> count = get("totals", "count");
   const std::optional<int64_t> sum = get("totals", "sum");
   const std::optional<int64_t> version = get("totals", "version");
-  const std::string where =
-      absl::StrCat("ledger view at checkpoint ", cp, ": ");
+  const std::string where = absl::StrCat("ledger view at checkpoint ", cp, ": ");
   if (cp == 0) {
-    if (count || sum || version)
-      return absl::StrCat(where, "rows in an empty model");
+    if (count || sum || version) return absl::StrCat(where, "rows in an empty model");
     return "";
   }
   if (!count || !sum || !version) return absl::StrCat(where, "totals missing");
@@ -259,30 +242,26 @@ inline std::string CheckLedgerView(ReadModelView& view) {
   }
   const int64_t want_sum = *version * static_cast<int64_t>(cp * (cp + 1) / 2);
   if (*sum != want_sum) {
-    return absl::StrCat(where, "sum ", *sum, " != ", want_sum, " (version ",
-                        *version, ")");
+    return absl::StrCat(where, "sum ", *sum, " != ", want_sum, " (version ", *version, ")");
   }
   int64_t streams = 0;
   std::string err;
-  absl::Status s =
-      view.Scan("streams", "", [&](absl::string_view k, absl::string_view v) {
-        int64_t n = 0;
-        if (!absl::SimpleAtoi(v, &n)) {
-          err = absl::StrCat("streams/", k, " holds ", v);
-          return false;
-        }
-        streams += n;
-        return true;
-      });
+  absl::Status s = view.Scan("streams", "", [&](absl::string_view k, absl::string_view v) {
+    int64_t n = 0;
+    if (!absl::SimpleAtoi(v, &n)) {
+      err = absl::StrCat("streams/", k, " holds ", v);
+      return false;
+    }
+    streams += n;
+    return true;
+  });
   if (!s.ok()) return absl::StrCat(where, s.ToString());
   if (!err.empty()) return absl::StrCat(where, err);
-  if (streams != *count)
-    return absl::StrCat(where, "streams add up to ", streams);
+  if (streams != *count) return absl::StrCat(where, "streams add up to ", streams);
   uint64_t next = 1;
   s = view.Scan("applied", "", [&](absl::string_view k, absl::string_view v) {
     if (k != PosKey(next)) {
-      err =
-          absl::StrCat("applied/", k, " where ", PosKey(next), " was expected");
+      err = absl::StrCat("applied/", k, " where ", PosKey(next), " was expected");
       return false;
     }
     if (v != "1") {
@@ -302,10 +281,8 @@ inline std::string CheckLedgerView(ReadModelView& view) {
 // checkpoint applied once except the poison ones.
 inline std::string CheckParkingView(ReadModelView& view) {
   const uint64_t cp = view.checkpoint();
-  const std::string where =
-      absl::StrCat("parking view at checkpoint ", cp, ": ");
-  absl::StatusOr<std::optional<std::string>> count =
-      view.Get("totals", "count");
+  const std::string where = absl::StrCat("parking view at checkpoint ", cp, ": ");
+  absl::StatusOr<std::optional<std::string>> count = view.Get("totals", "count");
   if (!count.ok()) return absl::StrCat(where, count.status().ToString());
   const uint64_t want = cp - cp / kPoisonEvery;
   const std::string want_text = want == 0 ? "" : absl::StrCat(want);
@@ -314,26 +291,23 @@ inline std::string CheckParkingView(ReadModelView& view) {
   }
   uint64_t next = 1;
   std::string err;
-  absl::Status s =
-      view.Scan("applied", "", [&](absl::string_view k, absl::string_view v) {
-        if (next % kPoisonEvery == 0) ++next;
-        if (next > cp) {
-          err = absl::StrCat("applied/", k, " is past the checkpoint");
-          return false;
-        }
-        if (k != PosKey(next) || v != "1") {
-          err = absl::StrCat("applied/", k, "=", v, " where ", PosKey(next),
-                             "=1 was expected");
-          return false;
-        }
-        ++next;
-        return true;
-      });
+  absl::Status s = view.Scan("applied", "", [&](absl::string_view k, absl::string_view v) {
+    if (next % kPoisonEvery == 0) ++next;
+    if (next > cp) {
+      err = absl::StrCat("applied/", k, " is past the checkpoint");
+      return false;
+    }
+    if (k != PosKey(next) || v != "1") {
+      err = absl::StrCat("applied/", k, "=", v, " where ", PosKey(next), "=1 was expected");
+      return false;
+    }
+    ++next;
+    return true;
+  });
   if (!s.ok()) return absl::StrCat(where, s.ToString());
   if (!err.empty()) return absl::StrCat(where, err);
   if (next % kPoisonEvery == 0) ++next;
-  if (next <= cp)
-    return absl::StrCat(where, "applied ends before ", PosKey(next));
+  if (next <= cp) return absl::StrCat(where, "applied ends before ", PosKey(next));
   return "";
 }
 

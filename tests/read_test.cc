@@ -88,31 +88,25 @@ class ReadTest : public ::testing::Test {
     for (const std::string& type : types) {
       events.push_back(MakeEvent(type, next_n_++));
     }
-    RILL_ASSERT_OK(
-        store_->Append(stream, ExpectedVersion::Any(), events).status());
+    RILL_ASSERT_OK(store_->Append(stream, ExpectedVersion::Any(), events).status());
   }
 
-  std::vector<uint64_t> ReadAllPositions(uint64_t from,
-                                         const ReadOptions& options) {
-    absl::StatusOr<std::vector<RecordedEvent>> events =
-        store_->ReadAll(from, options);
+  std::vector<uint64_t> ReadAllPositions(uint64_t from, const ReadOptions& options) {
+    absl::StatusOr<std::vector<RecordedEvent>> events = store_->ReadAll(from, options);
     EXPECT_TRUE(events.ok()) << events.status();
     return events.ok() ? Positions(*events) : std::vector<uint64_t>{};
   }
 
-  std::vector<int64_t> ReadStreamVersions(const std::string& stream,
-                                          int64_t from,
+  std::vector<int64_t> ReadStreamVersions(const std::string& stream, int64_t from,
                                           const ReadOptions& options) {
-    absl::StatusOr<std::vector<RecordedEvent>> events =
-        store_->ReadStream(stream, from, options);
+    absl::StatusOr<std::vector<RecordedEvent>> events = store_->ReadStream(stream, from, options);
     EXPECT_TRUE(events.ok()) << events.status();
     return events.ok() ? Versions(*events) : std::vector<int64_t>{};
   }
 
   // Positions ScanAll delivers; the callback returns false on the
   // `stop_after`th event (never when -1).
-  std::vector<uint64_t> ScanAllPositions(uint64_t from,
-                                         const ReadOptions& options,
+  std::vector<uint64_t> ScanAllPositions(uint64_t from, const ReadOptions& options,
                                          int stop_after = -1) {
     std::vector<uint64_t> seen;
     absl::Status s = store_->ScanAll(from, options, [&](const EventView& v) {
@@ -131,8 +125,7 @@ class ReadTest : public ::testing::Test {
 };
 
 TEST_F(ReadTest, ReadStreamForwardFromTheStart) {
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> events,
-                            store_->ReadStream("order-1", 0));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> events, store_->ReadStream("order-1", 0));
   EXPECT_THAT(Versions(events), ElementsAre(0, 1, 2, 3));
   EXPECT_THAT(Positions(events), ElementsAre(1, 3, 4, 8));
   ASSERT_EQ(events.size(), 4u);
@@ -149,22 +142,18 @@ TEST_F(ReadTest, ReadStreamForwardFromAVersionWithALimit) {
 }
 
 TEST_F(ReadTest, ReadStreamBackwardFromAVersion) {
-  EXPECT_THAT(ReadStreamVersions("order-1", 2, Backward()),
-              ElementsAre(2, 1, 0));
+  EXPECT_THAT(ReadStreamVersions("order-1", 2, Backward()), ElementsAre(2, 1, 0));
   EXPECT_THAT(ReadStreamVersions("order-1", 2, Backward(2)), ElementsAre(2, 1));
   EXPECT_THAT(ReadStreamVersions("order-1", 0, Backward()), ElementsAre(0));
 }
 
 TEST_F(ReadTest, ReadStreamBackwardFromStreamEnd) {
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::vector<RecordedEvent> events,
-      store_->ReadStream("order-1", kStreamEnd, Backward()));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> events,
+                            store_->ReadStream("order-1", kStreamEnd, Backward()));
   EXPECT_THAT(Versions(events), ElementsAre(3, 2, 1, 0));
   EXPECT_THAT(Positions(events), ElementsAre(8, 4, 3, 1));
-  EXPECT_THAT(ReadStreamVersions("order-1", kStreamEnd, Backward(1)),
-              ElementsAre(3));
-  EXPECT_THAT(ReadStreamVersions("order-2", kStreamEnd, Backward()),
-              ElementsAre(1, 0));
+  EXPECT_THAT(ReadStreamVersions("order-1", kStreamEnd, Backward(1)), ElementsAre(3));
+  EXPECT_THAT(ReadStreamVersions("order-2", kStreamEnd, Backward()), ElementsAre(1, 0));
 }
 
 TEST_F(ReadTest, ReadStreamFromBeyondTheEndIsEmpty) {
@@ -173,29 +162,23 @@ TEST_F(ReadTest, ReadStreamFromBeyondTheEndIsEmpty) {
 }
 
 TEST_F(ReadTest, ReadStreamOfAMissingStreamIsNotFound) {
-  EXPECT_EQ(store_->ReadStream("order-3", 0).status().code(),
+  EXPECT_EQ(store_->ReadStream("order-3", 0).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->ReadStream("order-3", kStreamEnd, Backward()).status().code(),
             absl::StatusCode::kNotFound);
-  EXPECT_EQ(
-      store_->ReadStream("order-3", kStreamEnd, Backward()).status().code(),
-      absl::StatusCode::kNotFound);
   // A prefix of an existing stream is not that stream.
-  EXPECT_EQ(store_->ReadStream("order-", 0).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->ReadStream("order-", 0).status().code(), absl::StatusCode::kNotFound);
   int calls = 0;
-  absl::Status s =
-      store_->ScanStream("order-3", 0, ReadOptions(), [&](const EventView&) {
-        ++calls;
-        return true;
-      });
+  absl::Status s = store_->ScanStream("order-3", 0, ReadOptions(), [&](const EventView&) {
+    ++calls;
+    return true;
+  });
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
   EXPECT_EQ(calls, 0);
 }
 
 TEST_F(ReadTest, ReadAllForward) {
-  EXPECT_THAT(ReadAllPositions(0, Forward()),
-              ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));
-  EXPECT_THAT(ReadAllPositions(1, Forward()),
-              ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));
+  EXPECT_THAT(ReadAllPositions(0, Forward()), ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));
+  EXPECT_THAT(ReadAllPositions(1, Forward()), ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));
   EXPECT_THAT(ReadAllPositions(5, Forward()), ElementsAre(5, 6, 7, 8));
   EXPECT_THAT(ReadAllPositions(2, Forward(3)), ElementsAre(2, 3, 4));
   EXPECT_THAT(ReadAllPositions(8, Forward()), ElementsAre(8));
@@ -204,8 +187,7 @@ TEST_F(ReadTest, ReadAllForward) {
 }
 
 TEST_F(ReadTest, ReadAllBackward) {
-  EXPECT_THAT(ReadAllPositions(kLogEnd, Backward()),
-              ElementsAre(8, 7, 6, 5, 4, 3, 2, 1));
+  EXPECT_THAT(ReadAllPositions(kLogEnd, Backward()), ElementsAre(8, 7, 6, 5, 4, 3, 2, 1));
   EXPECT_THAT(ReadAllPositions(kLogEnd, Backward(3)), ElementsAre(8, 7, 6));
   EXPECT_THAT(ReadAllPositions(5, Backward()), ElementsAre(5, 4, 3, 2, 1));
   EXPECT_THAT(ReadAllPositions(5, Backward(2)), ElementsAre(5, 4));
@@ -214,49 +196,40 @@ TEST_F(ReadTest, ReadAllBackward) {
 
 TEST_F(ReadTest, ReadAllAgreesWithReadStream) {
   RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> all, store_->ReadAll(0));
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> order2,
-                            store_->ReadStream("order-2", 0));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> order2, store_->ReadStream("order-2", 0));
   ASSERT_EQ(order2.size(), 2u);
   EXPECT_TRUE(SameEvent(order2[0], all[4]));
   EXPECT_TRUE(SameEvent(order2[1], all[6]));
 }
 
 TEST_F(ReadTest, ReadAllFiltersByType) {
-  EXPECT_THAT(ReadAllPositions(0, Filtered({"ItemAdded"}, "")),
-              ElementsAre(3, 4, 7));
-  EXPECT_THAT(ReadAllPositions(0, Filtered({"Created", "Shipped"}, "")),
-              ElementsAre(1, 5, 8));
+  EXPECT_THAT(ReadAllPositions(0, Filtered({"ItemAdded"}, "")), ElementsAre(3, 4, 7));
+  EXPECT_THAT(ReadAllPositions(0, Filtered({"Created", "Shipped"}, "")), ElementsAre(1, 5, 8));
   EXPECT_THAT(ReadAllPositions(0, Filtered({"NoSuchType"}, "")), IsEmpty());
   // Exact match only: a type prefix does not match.
   EXPECT_THAT(ReadAllPositions(0, Filtered({"Item"}, "")), IsEmpty());
 }
 
 TEST_F(ReadTest, ReadAllFiltersByStreamPrefix) {
-  EXPECT_THAT(ReadAllPositions(0, Filtered({}, "order-")),
-              ElementsAre(1, 3, 4, 5, 7, 8));
+  EXPECT_THAT(ReadAllPositions(0, Filtered({}, "order-")), ElementsAre(1, 3, 4, 5, 7, 8));
   EXPECT_THAT(ReadAllPositions(0, Filtered({}, "order-2")), ElementsAre(5, 7));
   EXPECT_THAT(ReadAllPositions(0, Filtered({}, "customer")), ElementsAre(2, 6));
   EXPECT_THAT(ReadAllPositions(0, Filtered({}, "zzz")), IsEmpty());
 }
 
 TEST_F(ReadTest, ReadAllFiltersByTypeAndPrefix) {
-  EXPECT_THAT(ReadAllPositions(0, Filtered({"ItemAdded"}, "order-")),
-              ElementsAre(3, 4, 7));
-  EXPECT_THAT(ReadAllPositions(0, Filtered({"Created"}, "order-2")),
-              ElementsAre(5));
+  EXPECT_THAT(ReadAllPositions(0, Filtered({"ItemAdded"}, "order-")), ElementsAre(3, 4, 7));
+  EXPECT_THAT(ReadAllPositions(0, Filtered({"Created"}, "order-2")), ElementsAre(5));
   EXPECT_THAT(ReadAllPositions(0, Filtered({"Renamed"}, "order-")), IsEmpty());
 }
 
 TEST_F(ReadTest, LimitCountsEventsAfterFiltering) {
-  EXPECT_THAT(
-      ReadAllPositions(0, Filtered({}, "order-", Direction::kForward, 2)),
-      ElementsAre(1, 3));
-  EXPECT_THAT(ReadAllPositions(kLogEnd, Filtered({"ItemAdded"}, "",
-                                                 Direction::kBackward, 2)),
+  EXPECT_THAT(ReadAllPositions(0, Filtered({}, "order-", Direction::kForward, 2)),
+              ElementsAre(1, 3));
+  EXPECT_THAT(ReadAllPositions(kLogEnd, Filtered({"ItemAdded"}, "", Direction::kBackward, 2)),
               ElementsAre(7, 4));
-  EXPECT_THAT(
-      ReadAllPositions(6, Filtered({}, "order-", Direction::kBackward, 10)),
-      ElementsAre(5, 4, 3, 1));
+  EXPECT_THAT(ReadAllPositions(6, Filtered({}, "order-", Direction::kBackward, 10)),
+              ElementsAre(5, 4, 3, 1));
 }
 
 TEST_F(ReadTest, ScanAllDeliversViewsOfEveryEvent) {
@@ -275,22 +248,16 @@ TEST_F(ReadTest, ScanAllDeliversViewsOfEveryEvent) {
 }
 
 TEST_F(ReadTest, ScanAllStopsWhenTheCallbackReturnsFalse) {
-  EXPECT_THAT(ScanAllPositions(0, ReadOptions(), /*stop_after=*/3),
-              ElementsAre(1, 2, 3));
-  EXPECT_THAT(ScanAllPositions(0, ReadOptions(), /*stop_after=*/1),
-              ElementsAre(1));
-  EXPECT_THAT(ScanAllPositions(kLogEnd, Backward(), /*stop_after=*/2),
-              ElementsAre(8, 7));
+  EXPECT_THAT(ScanAllPositions(0, ReadOptions(), /*stop_after=*/3), ElementsAre(1, 2, 3));
+  EXPECT_THAT(ScanAllPositions(0, ReadOptions(), /*stop_after=*/1), ElementsAre(1));
+  EXPECT_THAT(ScanAllPositions(kLogEnd, Backward(), /*stop_after=*/2), ElementsAre(8, 7));
 }
 
 TEST_F(ReadTest, ScanAllFilters) {
-  EXPECT_THAT(ScanAllPositions(0, Filtered({"ItemAdded"}, "")),
-              ElementsAre(3, 4, 7));
+  EXPECT_THAT(ScanAllPositions(0, Filtered({"ItemAdded"}, "")), ElementsAre(3, 4, 7));
   EXPECT_THAT(ScanAllPositions(0, Filtered({}, "order-2")), ElementsAre(5, 7));
-  EXPECT_THAT(ScanAllPositions(0, Filtered({}, "order-"), /*stop_after=*/2),
-              ElementsAre(1, 3));
-  EXPECT_THAT(ScanAllPositions(4, Filtered({"Created"}, "order-")),
-              ElementsAre(5));
+  EXPECT_THAT(ScanAllPositions(0, Filtered({}, "order-"), /*stop_after=*/2), ElementsAre(1, 3));
+  EXPECT_THAT(ScanAllPositions(4, Filtered({"Created"}, "order-")), ElementsAre(5));
 }
 
 TEST_F(ReadTest, ScanStream) {
@@ -304,8 +271,7 @@ TEST_F(ReadTest, ScanStream) {
   EXPECT_THAT(versions, ElementsAre(0, 1, 2, 3));
 
   versions.clear();
-  RILL_ASSERT_OK(
-      store_->ScanStream("order-1", kStreamEnd, Backward(), collect));
+  RILL_ASSERT_OK(store_->ScanStream("order-1", kStreamEnd, Backward(), collect));
   EXPECT_THAT(versions, ElementsAre(3, 2, 1, 0));
 
   versions.clear();
@@ -313,11 +279,10 @@ TEST_F(ReadTest, ScanStream) {
   EXPECT_THAT(versions, ElementsAre(1, 2));
 
   versions.clear();
-  RILL_ASSERT_OK(
-      store_->ScanStream("order-1", 0, ReadOptions(), [&](const EventView& v) {
-        versions.push_back(v.version());
-        return versions.size() < 2;
-      }));
+  RILL_ASSERT_OK(store_->ScanStream("order-1", 0, ReadOptions(), [&](const EventView& v) {
+    versions.push_back(v.version());
+    return versions.size() < 2;
+  }));
   EXPECT_THAT(versions, ElementsAre(0, 1));
 
   versions.clear();
@@ -336,8 +301,7 @@ TEST_F(ReadTest, StreamInfoOfAnExistingStream) {
   // Microsecond precision on disk.
   EXPECT_GE(info.last_recorded_at, before_last_ - absl::Milliseconds(1));
   EXPECT_LE(info.last_recorded_at, after_last_ + absl::Milliseconds(1));
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> last,
-                            store_->ReadStream("order-1", 3));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> last, store_->ReadStream("order-1", 3));
   ASSERT_EQ(last.size(), 1u);
   EXPECT_EQ(info.last_recorded_at, last[0].recorded_at);
 
@@ -360,20 +324,16 @@ TEST_F(ReadTest, StreamInfoOfAMissingStream) {
 }
 
 TEST_F(ReadTest, ListStreamsInNameOrderWithPrefix) {
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<StreamInfo> all,
-                            store_->ListStreams(""));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<StreamInfo> all, store_->ListStreams(""));
   EXPECT_THAT(Names(all), ElementsAre("customer-1", "order-1", "order-2"));
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<StreamInfo> orders,
-                            store_->ListStreams("order-"));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<StreamInfo> orders, store_->ListStreams("order-"));
   EXPECT_THAT(Names(orders), ElementsAre("order-1", "order-2"));
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<StreamInfo> none,
-                            store_->ListStreams("x"));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<StreamInfo> none, store_->ListStreams("x"));
   EXPECT_THAT(none, IsEmpty());
 
   // Each entry carries the same facts as GetStreamInfo.
   for (const StreamInfo& listed : all) {
-    RILL_ASSERT_OK_AND_ASSIGN(StreamInfo info,
-                              store_->GetStreamInfo(listed.name));
+    RILL_ASSERT_OK_AND_ASSIGN(StreamInfo info, store_->GetStreamInfo(listed.name));
     EXPECT_TRUE(listed.exists);
     EXPECT_EQ(listed.last_version, info.last_version);
     EXPECT_EQ(listed.event_count, info.event_count);
@@ -384,8 +344,7 @@ TEST_F(ReadTest, ListStreamsInNameOrderWithPrefix) {
 }
 
 TEST_F(ReadTest, ListStreamsLimitAndStartAfter) {
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<StreamInfo> first,
-                            store_->ListStreams("", 1));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<StreamInfo> first, store_->ListStreams("", 1));
   EXPECT_THAT(Names(first), ElementsAre("customer-1"));
   RILL_ASSERT_OK_AND_ASSIGN(std::vector<StreamInfo> rest,
                             store_->ListStreams("", 10, "customer-1"));
@@ -394,14 +353,12 @@ TEST_F(ReadTest, ListStreamsLimitAndStartAfter) {
                             store_->ListStreams("order-", 10, "order-1"));
   EXPECT_THAT(Names(after_order1), ElementsAre("order-2"));
   // start_after need not name an existing stream.
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<StreamInfo> after_d,
-                            store_->ListStreams("", 10, "d"));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<StreamInfo> after_d, store_->ListStreams("", 10, "d"));
   EXPECT_THAT(Names(after_d), ElementsAre("order-1", "order-2"));
   RILL_ASSERT_OK_AND_ASSIGN(std::vector<StreamInfo> after_last,
                             store_->ListStreams("", 10, "order-2"));
   EXPECT_THAT(after_last, IsEmpty());
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<StreamInfo> zero,
-                            store_->ListStreams("", 0));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<StreamInfo> zero, store_->ListStreams("", 0));
   EXPECT_THAT(zero, IsEmpty());
 }
 
@@ -445,8 +402,7 @@ TEST_F(ReadTest, Stats) {
   EXPECT_EQ(stats.format_version, kFormatVersion);
   EXPECT_FALSE(stats.store_id.empty());
   EXPECT_EQ(stats.store_id, store_->store_id());
-  EXPECT_TRUE(EventId::Parse(stats.store_id).ok())
-      << "store id is not a UUID: " << stats.store_id;
+  EXPECT_TRUE(EventId::Parse(stats.store_id).ok()) << "store id is not a UUID: " << stats.store_id;
   EXPECT_FALSE(stats.read_only);
   EXPECT_EQ(stats.durability, Durability::kDurable);
   EXPECT_GT(stats.map_size, 0u);
@@ -471,23 +427,19 @@ TEST(ReadLongLogTest, ReadsSpanningManyChunksAreComplete) {
   TempDir dir;
   StoreOptions options;
   options.durability = Durability::kNoSyncUnsafe;  // only to save time
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(dir.path(), options));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(dir.path(), options));
   constexpr int kRounds = 130;  // each: 10 events to "long", 1 to "other"
   for (int i = 0; i < kRounds; ++i) {
     std::vector<EventData> events;
     for (int j = 0; j < 10; ++j) events.push_back(MakeEvent("L", i * 10 + j));
-    RILL_ASSERT_OK(
-        store->Append("long", ExpectedVersion::Any(), events).status());
-    RILL_ASSERT_OK(
-        store->Append("other", ExpectedVersion::Any(), {MakeEvent("O", i)})
-            .status());
+    RILL_ASSERT_OK(store->Append("long", ExpectedVersion::Any(), events).status());
+    RILL_ASSERT_OK(store->Append("other", ExpectedVersion::Any(), {MakeEvent("O", i)}).status());
   }
   const int64_t kLong = kRounds * 10;
   const uint64_t kHead = kRounds * 11;
 
-  auto expect_versions = [](const std::vector<RecordedEvent>& events,
-                            int64_t first, int64_t step, size_t count) {
+  auto expect_versions = [](const std::vector<RecordedEvent>& events, int64_t first, int64_t step,
+                            size_t count) {
     ASSERT_EQ(events.size(), count);
     for (size_t i = 0; i < events.size(); ++i) {
       const int64_t want = first + step * static_cast<int64_t>(i);
@@ -495,8 +447,7 @@ TEST(ReadLongLogTest, ReadsSpanningManyChunksAreComplete) {
       ASSERT_EQ(events[i].payload, absl::StrCat("{\"n\":", want, "}"));
     }
   };
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> all_long,
-                            store->ReadStream("long", 0));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> all_long, store->ReadStream("long", 0));
   expect_versions(all_long, 0, 1, kLong);
   RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> mid,
                             store->ReadStream("long", 500, Forward(700)));
@@ -530,8 +481,7 @@ TEST(ReadLongLogTest, ReadsSpanningManyChunksAreComplete) {
 
 TEST(ReadLongLogTest, LargePayloadsReadBackWhole) {
   TempDir dir;
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(dir.path()));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(dir.path()));
   std::vector<EventData> events;
   for (int i = 0; i < 6; ++i) {
     EventData e = MakeEvent("Blob", i);
@@ -539,8 +489,7 @@ TEST(ReadLongLogTest, LargePayloadsReadBackWhole) {
     e.payload.assign(size_t{3} << 20, static_cast<char>('a' + i));
     events.push_back(std::move(e));
   }
-  RILL_ASSERT_OK(
-      store->Append("blobs", ExpectedVersion::Any(), events).status());
+  RILL_ASSERT_OK(store->Append("blobs", ExpectedVersion::Any(), events).status());
   for (bool by_stream : {true, false}) {
     SCOPED_TRACE(by_stream);
     absl::StatusOr<std::vector<RecordedEvent>> got =
@@ -555,17 +504,14 @@ TEST(ReadLongLogTest, LargePayloadsReadBackWhole) {
 
 TEST(ReadEmptyStoreTest, EverythingIsEmpty) {
   TempDir dir;
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(dir.path()));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(dir.path()));
   RILL_ASSERT_OK_AND_ASSIGN(uint64_t head, store->HeadPosition());
   EXPECT_EQ(head, 0u);
   RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> fwd, store->ReadAll(0));
   EXPECT_THAT(fwd, IsEmpty());
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> bwd,
-                            store->ReadAll(kLogEnd, Backward()));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> bwd, store->ReadAll(kLogEnd, Backward()));
   EXPECT_THAT(bwd, IsEmpty());
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<StreamInfo> streams,
-                            store->ListStreams(""));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<StreamInfo> streams, store->ListStreams(""));
   EXPECT_THAT(streams, IsEmpty());
   RILL_ASSERT_OK_AND_ASSIGN(StoreStats stats, store->Stats());
   EXPECT_EQ(stats.event_count, 0u);
@@ -576,8 +522,7 @@ TEST(ReadEmptyStoreTest, EverythingIsEmpty) {
 
   // Two stores get different ids.
   TempDir other_dir;
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> other,
-                            Store::Open(other_dir.path()));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> other, Store::Open(other_dir.path()));
   EXPECT_NE(other->store_id(), store->store_id());
 }
 

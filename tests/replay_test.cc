@@ -58,11 +58,8 @@ class ReplayTest : public ::testing::Test {
   void AppendThirty() {
     const char* streams[] = {"order-1", "order-2", "cart-1"};
     for (int i = 0; i < 15; ++i) {
-      std::vector<EventData> events = {MakeEvent("A", 2 * i),
-                                       MakeEvent("B", 2 * i + 1)};
-      RILL_ASSERT_OK(
-          store_->Append(streams[i % 3], ExpectedVersion::Any(), events)
-              .status());
+      std::vector<EventData> events = {MakeEvent("A", 2 * i), MakeEvent("B", 2 * i + 1)};
+      RILL_ASSERT_OK(store_->Append(streams[i % 3], ExpectedVersion::Any(), events).status());
     }
   }
 
@@ -73,8 +70,7 @@ class ReplayTest : public ::testing::Test {
   }
 
   // Positions in [from, to] of ReadAll that match `filter`.
-  std::vector<uint64_t> Expected(uint64_t from, uint64_t to,
-                                 const EventFilter& filter) {
+  std::vector<uint64_t> Expected(uint64_t from, uint64_t to, const EventFilter& filter) {
     std::vector<uint64_t> out;
     for (const RecordedEvent& e : All()) {
       if (e.position >= from && e.position <= to && Matches(filter, e)) {
@@ -84,8 +80,8 @@ class ReplayTest : public ::testing::Test {
     return out;
   }
 
-  absl::StatusOr<Collected> Positions(
-      uint64_t from, uint64_t to, const EventFilter& filter = EventFilter()) {
+  absl::StatusOr<Collected> Positions(uint64_t from, uint64_t to,
+                                      const EventFilter& filter = EventFilter()) {
     Collected c;
     absl::StatusOr<ReplayResult> r =
         ReplayPositions(store_.get(), from, to, filter, [&c](const EventView& e) {
@@ -119,9 +115,8 @@ TEST_F(ReplayTest, PositionRanges) {
   struct Case {
     uint64_t from, to;
   };
-  for (Case c :
-       {Case{1, 30}, Case{0, 5}, Case{0, 0}, Case{7, 7}, Case{25, 1000},
-        Case{10, 9}, Case{31, 40}, Case{5, kLogEnd}, Case{0, kLogEnd}}) {
+  for (Case c : {Case{1, 30}, Case{0, 5}, Case{0, 0}, Case{7, 7}, Case{25, 1000}, Case{10, 9},
+                 Case{31, 40}, Case{5, kLogEnd}, Case{0, kLogEnd}}) {
     SCOPED_TRACE(absl::StrCat("[", c.from, ", ", c.to, "]"));
     RILL_ASSERT_OK_AND_ASSIGN(Collected got, Positions(c.from, c.to));
     const std::vector<uint64_t> want = Expected(c.from, c.to, EventFilter());
@@ -135,11 +130,9 @@ TEST_F(ReplayTest, PositionRanges) {
 TEST_F(ReplayTest, EmptyLog) {
   RILL_ASSERT_OK_AND_ASSIGN(Collected got, Positions(0, kLogEnd));
   EXPECT_TRUE(got.positions.empty());
-  RILL_ASSERT_OK_AND_ASSIGN(
-      got, Times(absl::InfinitePast(), absl::InfiniteFuture()));
+  RILL_ASSERT_OK_AND_ASSIGN(got, Times(absl::InfinitePast(), absl::InfiniteFuture()));
   EXPECT_TRUE(got.positions.empty());
-  RILL_ASSERT_OK_AND_ASSIGN(uint64_t first,
-                            FirstPositionAtOrAfter(store_.get(), absl::Now()));
+  RILL_ASSERT_OK_AND_ASSIGN(uint64_t first, FirstPositionAtOrAfter(store_.get(), absl::Now()));
   EXPECT_EQ(first, 1u);
 }
 
@@ -155,10 +148,8 @@ TEST_F(ReplayTest, FiltersApplyInsideTheRange) {
   EventFilter nothing;
   nothing.types = {"NoSuchType"};
   for (const EventFilter& f : {by_type, by_prefix, both, nothing}) {
-    for (auto [from, to] :
-         {std::pair<uint64_t, uint64_t>{1, 30}, {4, 17}, {6, 6}, {29, 99}}) {
-      SCOPED_TRACE(
-          absl::StrCat("[", from, ", ", to, "] prefix=", f.stream_prefix));
+    for (auto [from, to] : {std::pair<uint64_t, uint64_t>{1, 30}, {4, 17}, {6, 6}, {29, 99}}) {
+      SCOPED_TRACE(absl::StrCat("[", from, ", ", to, "] prefix=", f.stream_prefix));
       RILL_ASSERT_OK_AND_ASSIGN(Collected got, Positions(from, to, f));
       EXPECT_EQ(got.positions, Expected(from, to, f));
     }
@@ -169,8 +160,7 @@ TEST_F(ReplayTest, TheHandlerStopsTheReplay) {
   AppendThirty();
   std::vector<uint64_t> seen;
   RILL_ASSERT_OK_AND_ASSIGN(
-      ReplayResult r,
-      ReplayPositions(store_.get(), 5, 20, EventFilter(), [&](const EventView& e) {
+      ReplayResult r, ReplayPositions(store_.get(), 5, 20, EventFilter(), [&](const EventView& e) {
         seen.push_back(e.position());
         return seen.size() < 3;
       }));
@@ -194,17 +184,13 @@ TEST_F(ReplayTest, TheHandlerStopsTheReplay) {
 // the log chunk by chunk and ends at the head it finds), but what is
 // delivered is always a gapless run of the range, each event once.
 TEST_F(ReplayTest, TheHandlerMayAppendDuringAReplay) {
-  RILL_ASSERT_OK(
-      store_->Append("s", ExpectedVersion::Any(), MakeEvents(5)).status());
+  RILL_ASSERT_OK(store_->Append("s", ExpectedVersion::Any(), MakeEvents(5)).status());
   std::vector<uint64_t> seen;
   RILL_ASSERT_OK_AND_ASSIGN(
-      ReplayResult r,
-      ReplayPositions(store_.get(), 1, 8, EventFilter(), [&](const EventView& e) {
+      ReplayResult r, ReplayPositions(store_.get(), 1, 8, EventFilter(), [&](const EventView& e) {
         seen.push_back(e.position());
         if (e.position() == 2) {
-          EXPECT_TRUE(
-              store_->Append("s", ExpectedVersion::Any(), MakeEvents(5, 5))
-                  .ok());
+          EXPECT_TRUE(store_->Append("s", ExpectedVersion::Any(), MakeEvents(5, 5)).ok());
         }
         return true;
       }));
@@ -226,8 +212,7 @@ TEST_F(ReplayTest, TimeRangesMatchRecordedTimesExactly) {
     for (int i = 0; i < 3; ++i) {
       RILL_ASSERT_OK(store_
                          ->Append(absl::StrCat(group % 2 ? "odd-" : "even-", i),
-                                  ExpectedVersion::Any(),
-                                  MakeEvents(2, 10 * group + i))
+                                  ExpectedVersion::Any(), MakeEvents(2, 10 * group + i))
                          .status());
     }
     absl::SleepFor(absl::Milliseconds(5));
@@ -241,8 +226,7 @@ TEST_F(ReplayTest, TimeRangesMatchRecordedTimesExactly) {
 
   // Boundaries: every recorded time, one microsecond either side, and the
   // infinities.
-  std::vector<absl::Time> bounds = {absl::InfinitePast(),
-                                    absl::InfiniteFuture()};
+  std::vector<absl::Time> bounds = {absl::InfinitePast(), absl::InfiniteFuture()};
   for (const RecordedEvent& e : all) {
     bounds.push_back(e.recorded_at);
     bounds.push_back(e.recorded_at - absl::Microseconds(1));
@@ -274,8 +258,7 @@ TEST_F(ReplayTest, TimeRangesMatchRecordedTimesExactly) {
 
   // The first position of each distinct time, and past the end.
   for (const RecordedEvent& e : all) {
-    RILL_ASSERT_OK_AND_ASSIGN(uint64_t first,
-                              FirstPositionAtOrAfter(store_.get(), e.recorded_at));
+    RILL_ASSERT_OK_AND_ASSIGN(uint64_t first, FirstPositionAtOrAfter(store_.get(), e.recorded_at));
     uint64_t want = 0;
     for (const RecordedEvent& x : all) {
       if (x.recorded_at >= e.recorded_at) {
@@ -287,22 +270,18 @@ TEST_F(ReplayTest, TimeRangesMatchRecordedTimesExactly) {
   }
   RILL_ASSERT_OK_AND_ASSIGN(
       uint64_t past,
-      FirstPositionAtOrAfter(store_.get(),
-                             all.back().recorded_at + absl::Microseconds(1)));
+      FirstPositionAtOrAfter(store_.get(), all.back().recorded_at + absl::Microseconds(1)));
   EXPECT_EQ(past, 31u);
   // An empty or inverted time range replays nothing.
-  RILL_ASSERT_OK_AND_ASSIGN(Collected none,
-                            Times(all[5].recorded_at, all[5].recorded_at));
+  RILL_ASSERT_OK_AND_ASSIGN(Collected none, Times(all[5].recorded_at, all[5].recorded_at));
   EXPECT_TRUE(none.positions.empty());
-  RILL_ASSERT_OK_AND_ASSIGN(none,
-                            Times(all.back().recorded_at, all[0].recorded_at));
+  RILL_ASSERT_OK_AND_ASSIGN(none, Times(all.back().recorded_at, all[0].recorded_at));
   EXPECT_TRUE(none.positions.empty());
 }
 
 TEST_F(ReplayTest, StreamUpToAVersion) {
   AppendThirty();
-  auto versions = [&](const std::string& stream,
-                      int64_t to) -> std::vector<int64_t> {
+  auto versions = [&](const std::string& stream, int64_t to) -> std::vector<int64_t> {
     std::vector<int64_t> out;
     absl::StatusOr<ReplayResult> r =
         ReplayStream(store_.get(), stream, to, [&](const EventView& e) {
@@ -329,12 +308,10 @@ TEST_F(ReplayTest, StreamUpToAVersion) {
                    positions.push_back(e.position());
                    return true;
                  }).status());
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> cart,
-                            store_->ReadStream("cart-1", 0));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> cart, store_->ReadStream("cart-1", 0));
   ASSERT_GE(cart.size(), 4u);
-  EXPECT_EQ(positions,
-            (std::vector<uint64_t>{cart[0].position, cart[1].position,
-                                   cart[2].position, cart[3].position}));
+  EXPECT_EQ(positions, (std::vector<uint64_t>{cart[0].position, cart[1].position, cart[2].position,
+                                              cart[3].position}));
 
   auto noop = [](const EventView&) { return true; };
   EXPECT_EQ(ReplayStream(store_.get(), "missing", kStreamEnd, noop).status().code(),
@@ -363,8 +340,7 @@ TEST_F(ReplayTest, ACorruptEventIsDataLoss) {
   const int fd = open(file.c_str(), O_WRONLY);
   ASSERT_GE(fd, 0);
   int copies = 0;
-  for (size_t at = data.find(kMarker); at != std::string::npos;
-       at = data.find(kMarker, at + 1)) {
+  for (size_t at = data.find(kMarker); at != std::string::npos; at = data.find(kMarker, at + 1)) {
     const char flipped = static_cast<char>(data[at + 5] ^ 0x02);
     ASSERT_EQ(pwrite(fd, &flipped, 1, static_cast<off_t>(at + 5)), 1);
     ++copies;
@@ -378,8 +354,7 @@ TEST_F(ReplayTest, ACorruptEventIsDataLoss) {
     seen.push_back(e.position());
     return true;
   };
-  absl::StatusOr<ReplayResult> r =
-      ReplayPositions(store_.get(), 1, 10, EventFilter(), collect);
+  absl::StatusOr<ReplayResult> r = ReplayPositions(store_.get(), 1, 10, EventFilter(), collect);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(seen, (std::vector<uint64_t>{1, 2, 3, 4, 5, 6}));
   seen.clear();
@@ -392,8 +367,7 @@ TEST_F(ReplayTest, ACorruptEventIsDataLoss) {
   RILL_ASSERT_OK_AND_ASSIGN(Collected after, Positions(8, 10));
   EXPECT_EQ(after.positions, (std::vector<uint64_t>{8, 9, 10}));
   seen.clear();
-  RILL_ASSERT_OK_AND_ASSIGN(ReplayResult upto5,
-                            ReplayStream(store_.get(), "s", 5, collect));
+  RILL_ASSERT_OK_AND_ASSIGN(ReplayResult upto5, ReplayStream(store_.get(), "s", 5, collect));
   EXPECT_EQ(upto5.delivered, 6u);
 }
 

@@ -48,8 +48,7 @@ struct Tally {
 };
 
 std::ostream& operator<<(std::ostream& os, const Tally& t) {
-  return os << "Tally{count=" << t.count << " sum=" << t.sum
-            << " hash=" << t.hash << "}";
+  return os << "Tally{count=" << t.count << " sum=" << t.sum << " hash=" << t.hash << "}";
 }
 
 // The n of a {"n":n} payload (test_util's MakeEvent).
@@ -57,8 +56,7 @@ int64_t PayloadN(absl::string_view payload) {
   int64_t n = -1;
   const size_t colon = payload.find(':');
   EXPECT_TRUE(colon != absl::string_view::npos &&
-              absl::SimpleAtoi(
-                  payload.substr(colon + 1, payload.size() - colon - 2), &n))
+              absl::SimpleAtoi(payload.substr(colon + 1, payload.size() - colon - 2), &n))
       << payload;
   return n;
 }
@@ -77,29 +75,22 @@ std::string Encode(const Tally& t) {
 absl::StatusOr<Tally> Decode(absl::string_view data) {
   std::vector<std::string> parts = absl::StrSplit(data, absl::ByAnyChar(":,"));
   Tally t;
-  if (parts.size() != 4 || parts[0] != "tally1" ||
-      !absl::SimpleAtoi(parts[1], &t.count) ||
-      !absl::SimpleAtoi(parts[2], &t.sum) ||
-      !absl::SimpleAtoi(parts[3], &t.hash)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("not a schema-1 tally: ", data));
+  if (parts.size() != 4 || parts[0] != "tally1" || !absl::SimpleAtoi(parts[1], &t.count) ||
+      !absl::SimpleAtoi(parts[2], &t.sum) || !absl::SimpleAtoi(parts[3], &t.hash)) {
+    return absl::InvalidArgumentError(absl::StrCat("not a schema-1 tally: ", data));
   }
   return t;
 }
 
-absl::StatusOr<LoadedAggregate<Tally>> Load(SnapshotStore& snapshots,
-                                            const std::string& stream,
+absl::StatusOr<LoadedAggregate<Tally>> Load(SnapshotStore& snapshots, const std::string& stream,
                                             uint32_t schema_version = 1) {
-  return snapshots.LoadAggregate(stream, schema_version, Tally{}, Decode,
-                                 Encode, Apply);
+  return snapshots.LoadAggregate(stream, schema_version, Tally{}, Decode, Encode, Apply);
 }
 
 // The reference: every event of the stream folded from scratch.
-Tally FoldAll(Store& store, const std::string& stream,
-              int64_t up_to = kStreamEnd) {
+Tally FoldAll(Store& store, const std::string& stream, int64_t up_to = kStreamEnd) {
   Tally t;
-  absl::StatusOr<std::vector<RecordedEvent>> events =
-      store.ReadStream(stream, 0);
+  absl::StatusOr<std::vector<RecordedEvent>> events = store.ReadStream(stream, 0);
   EXPECT_TRUE(events.ok()) << events.status();
   if (!events.ok()) return t;
   for (const RecordedEvent& e : *events) {
@@ -117,8 +108,7 @@ std::vector<int64_t> Versions(const std::vector<Snapshot>& snapshots) {
 std::string SnapshotKey(const std::string& stream, int64_t version) {
   uint8_t be[8];
   internal::PutBigEndian64(static_cast<uint64_t>(version), be);
-  return stream + std::string(1, '\0') +
-         std::string(reinterpret_cast<char*>(be), 8);
+  return stream + std::string(1, '\0') + std::string(reinterpret_cast<char*>(be), 8);
 }
 
 // Raw LMDB access to STORE/derived's `snapshots` database, for damaging it.
@@ -163,14 +153,12 @@ class SnapshotTest : public ::testing::Test {
  protected:
   void SetUp() override { Reopen(); }
 
-  void Reopen(SnapshotPolicy policy = SnapshotPolicy(),
-              StoreOptions options = StoreOptions()) {
+  void Reopen(SnapshotPolicy policy = SnapshotPolicy(), StoreOptions options = StoreOptions()) {
     snapshots_.reset();
     store_.reset();
     options.durability = Durability::kNoSyncUnsafe;
     RILL_ASSERT_OK_AND_ASSIGN(store_, Store::Open(dir_.Sub("store"), options));
-    RILL_ASSERT_OK_AND_ASSIGN(snapshots_,
-                              SnapshotStore::Open(store_.get(), policy));
+    RILL_ASSERT_OK_AND_ASSIGN(snapshots_, SnapshotStore::Open(store_.get(), policy));
   }
   void Close() {
     snapshots_.reset();
@@ -178,9 +166,7 @@ class SnapshotTest : public ::testing::Test {
   }
   void AppendN(const std::string& stream, int count, int first_n) {
     RILL_ASSERT_OK(
-        store_
-            ->Append(stream, ExpectedVersion::Any(), MakeEvents(count, first_n))
-            .status());
+        store_->Append(stream, ExpectedVersion::Any(), MakeEvents(count, first_n)).status());
   }
   std::string StoreDir() const { return dir_.Sub("store"); }
 
@@ -193,12 +179,10 @@ TEST_F(SnapshotTest, SaveThenLoadLatestReturnsTheNewestSnapshot) {
   AppendN("acc-1", 10, 0);
   const absl::Time before = absl::Now();
   RILL_ASSERT_OK(snapshots_->Save("acc-1", 3, 1, "state at 3"));
-  RILL_ASSERT_OK(
-      snapshots_->Save("acc-1", 7, 1, std::string("state\0at 7", 10)));
+  RILL_ASSERT_OK(snapshots_->Save("acc-1", 7, 1, std::string("state\0at 7", 10)));
   const absl::Time after = absl::Now();
 
-  RILL_ASSERT_OK_AND_ASSIGN(std::optional<Snapshot> latest,
-                            snapshots_->LoadLatest("acc-1", 1));
+  RILL_ASSERT_OK_AND_ASSIGN(std::optional<Snapshot> latest, snapshots_->LoadLatest("acc-1", 1));
   ASSERT_TRUE(latest.has_value());
   EXPECT_EQ(latest->stream, "acc-1");
   EXPECT_EQ(latest->version, 7);
@@ -208,8 +192,7 @@ TEST_F(SnapshotTest, SaveThenLoadLatestReturnsTheNewestSnapshot) {
   EXPECT_GE(latest->taken_at, absl::FromUnixMicros(absl::ToUnixMicros(before)));
   EXPECT_LE(latest->taken_at, after);
 
-  RILL_ASSERT_OK_AND_ASSIGN(std::optional<Snapshot> none,
-                            snapshots_->LoadLatest("acc-2", 1));
+  RILL_ASSERT_OK_AND_ASSIGN(std::optional<Snapshot> none, snapshots_->LoadLatest("acc-2", 1));
   EXPECT_FALSE(none.has_value());
 }
 
@@ -220,15 +203,13 @@ TEST_F(SnapshotTest, StreamsWhoseNamesPrefixEachOtherDoNotMix) {
   RILL_ASSERT_OK(snapshots_->Save("ab", 4, 1, "ab@4"));
   RILL_ASSERT_OK(snapshots_->Save("a-1", 2, 1, "a-1@2"));
   RILL_ASSERT_OK(snapshots_->Save("b", 1, 1, "b@1"));
-  RILL_ASSERT_OK_AND_ASSIGN(std::optional<Snapshot> a,
-                            snapshots_->LoadLatest("a", 1));
+  RILL_ASSERT_OK_AND_ASSIGN(std::optional<Snapshot> a, snapshots_->LoadLatest("a", 1));
   EXPECT_FALSE(a.has_value());
   RILL_ASSERT_OK(snapshots_->Save("a", 0, 1, "a@0"));
   RILL_ASSERT_OK_AND_ASSIGN(a, snapshots_->LoadLatest("a", 1));
   ASSERT_TRUE(a.has_value());
   EXPECT_EQ(a->data, "a@0");
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<Snapshot> listed,
-                            snapshots_->List("a"));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<Snapshot> listed, snapshots_->List("a"));
   ASSERT_EQ(listed.size(), 1u);
   EXPECT_EQ(listed[0].data, "a@0");
   RILL_ASSERT_OK_AND_ASSIGN(std::vector<Snapshot> all, snapshots_->List(""));
@@ -239,27 +220,20 @@ TEST_F(SnapshotTest, StreamsWhoseNamesPrefixEachOtherDoNotMix) {
 
 TEST_F(SnapshotTest, SaveRejectsBadRequests) {
   AppendN("acc", 3, 0);
-  EXPECT_EQ(snapshots_->Save("missing", 0, 1, "x").code(),
-            absl::StatusCode::kNotFound);
-  EXPECT_EQ(snapshots_->Save("acc", 3, 1, "x").code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(snapshots_->Save("acc", -1, 1, "x").code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(snapshots_->Save("", 0, 1, "x").code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(snapshots_->Save("missing", 0, 1, "x").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(snapshots_->Save("acc", 3, 1, "x").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(snapshots_->Save("acc", -1, 1, "x").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(snapshots_->Save("", 0, 1, "x").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(snapshots_->Save(std::string("a\0c", 3), 0, 1, "x").code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(
-      snapshots_->Save("acc", 2, 1, std::string(kMaxSnapshotBytes + 1, 'x'))
-          .code(),
-      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(snapshots_->Save("acc", 2, 1, std::string(kMaxSnapshotBytes + 1, 'x')).code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(snapshots_->LoadLatest(std::string("a\0c", 3), 1).status().code(),
             absl::StatusCode::kInvalidArgument);
   RILL_ASSERT_OK_AND_ASSIGN(std::vector<Snapshot> all, snapshots_->List(""));
   EXPECT_TRUE(all.empty());
-  EXPECT_EQ(
-      SnapshotStore::Open(store_.get(), SnapshotPolicy{-1, 3}).status().code(),
-      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SnapshotStore::Open(store_.get(), SnapshotPolicy{-1, 3}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(SnapshotTest, SavingTheSameVersionAgainReplacesIt) {
@@ -276,26 +250,20 @@ TEST_F(SnapshotTest, SavingTheSameVersionAgainReplacesIt) {
 // "tally1:" data and would fail the load if it were handed schema 2's bytes.
 TEST_F(SnapshotTest, SnapshotsOfAnotherSchemaVersionAreIgnored) {
   AppendN("acc", 20, 0);
-  RILL_ASSERT_OK(
-      snapshots_->Save("acc", 5, 1, Encode(FoldAll(*store_, "acc", 5))));
-  RILL_ASSERT_OK(
-      snapshots_->Save("acc", 15, 2, "tally2:{a different encoding}"));
+  RILL_ASSERT_OK(snapshots_->Save("acc", 5, 1, Encode(FoldAll(*store_, "acc", 5))));
+  RILL_ASSERT_OK(snapshots_->Save("acc", 15, 2, "tally2:{a different encoding}"));
 
-  RILL_ASSERT_OK_AND_ASSIGN(std::optional<Snapshot> v1,
-                            snapshots_->LoadLatest("acc", 1));
+  RILL_ASSERT_OK_AND_ASSIGN(std::optional<Snapshot> v1, snapshots_->LoadLatest("acc", 1));
   ASSERT_TRUE(v1.has_value());
   EXPECT_EQ(v1->version, 5);
-  RILL_ASSERT_OK_AND_ASSIGN(std::optional<Snapshot> v2,
-                            snapshots_->LoadLatest("acc", 2));
+  RILL_ASSERT_OK_AND_ASSIGN(std::optional<Snapshot> v2, snapshots_->LoadLatest("acc", 2));
   ASSERT_TRUE(v2.has_value());
   EXPECT_EQ(v2->version, 15);
-  RILL_ASSERT_OK_AND_ASSIGN(std::optional<Snapshot> v3,
-                            snapshots_->LoadLatest("acc", 3));
+  RILL_ASSERT_OK_AND_ASSIGN(std::optional<Snapshot> v3, snapshots_->LoadLatest("acc", 3));
   EXPECT_FALSE(v3.has_value());
 
   // Schema 1: the newer schema-2 snapshot is skipped, the older one is used.
-  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> loaded,
-                            Load(*snapshots_, "acc", 1));
+  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> loaded, Load(*snapshots_, "acc", 1));
   EXPECT_TRUE(loaded.from_snapshot);
   EXPECT_EQ(loaded.snapshot_version, 5);
   EXPECT_EQ(loaded.events_folded, 14);
@@ -320,22 +288,18 @@ TEST_F(SnapshotTest, LoadAggregateEqualsAFoldOfTheWholeStream) {
   const Tally expected = FoldAll(*store_, "acc");
   ASSERT_EQ(expected.count, 210);
 
-  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> plain,
-                            Load(*snapshots_, "acc"));
+  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> plain, Load(*snapshots_, "acc"));
   EXPECT_EQ(plain.state, expected);
   EXPECT_EQ(plain.version, 209);
   EXPECT_FALSE(plain.from_snapshot);
   EXPECT_EQ(plain.events_folded, 210);
-  EXPECT_FALSE(
-      plain.snapshot_saved);  // the default policy saves only on demand
+  EXPECT_FALSE(plain.snapshot_saved);  // the default policy saves only on demand
 
   for (int64_t at : {0, 1, 99, 208, 209}) {
     SCOPED_TRACE(absl::StrCat("snapshot at version ", at));
     RILL_ASSERT_OK(snapshots_->Drop("acc").status());
-    RILL_ASSERT_OK(
-        snapshots_->Save("acc", at, 1, Encode(FoldAll(*store_, "acc", at))));
-    RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> loaded,
-                              Load(*snapshots_, "acc"));
+    RILL_ASSERT_OK(snapshots_->Save("acc", at, 1, Encode(FoldAll(*store_, "acc", at))));
+    RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> loaded, Load(*snapshots_, "acc"));
     EXPECT_EQ(loaded.state, expected);
     EXPECT_EQ(loaded.version, 209);
     EXPECT_TRUE(loaded.from_snapshot);
@@ -348,9 +312,8 @@ TEST_F(SnapshotTest, AMissingStreamLoadsAsInitialAtVersionMinusOne) {
   Reopen(SnapshotPolicy{1, 3});
   Tally initial;
   Fold(initial, 42);
-  RILL_ASSERT_OK_AND_ASSIGN(
-      LoadedAggregate<Tally> loaded,
-      snapshots_->LoadAggregate("nobody", 1, initial, Decode, Encode, Apply));
+  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> loaded,
+                            snapshots_->LoadAggregate("nobody", 1, initial, Decode, Encode, Apply));
   EXPECT_EQ(loaded.state, initial);
   EXPECT_EQ(loaded.version, -1);
   EXPECT_FALSE(loaded.from_snapshot);
@@ -358,14 +321,12 @@ TEST_F(SnapshotTest, AMissingStreamLoadsAsInitialAtVersionMinusOne) {
   EXPECT_FALSE(loaded.snapshot_saved);
 }
 
-TEST_F(SnapshotTest,
-       PolicyEveryNSavesWhenNEventsWereFoldedPastTheLastSnapshot) {
+TEST_F(SnapshotTest, PolicyEveryNSavesWhenNEventsWereFoldedPastTheLastSnapshot) {
   Reopen(SnapshotPolicy{10, 0});
   std::vector<int64_t> saved_at;
   for (int v = 0; v < 35; ++v) {
     AppendN("acc", 1, v);
-    RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> loaded,
-                              Load(*snapshots_, "acc"));
+    RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> loaded, Load(*snapshots_, "acc"));
     RILL_ASSERT_OK(loaded.snapshot_status);
     ASSERT_EQ(loaded.version, v);
     ASSERT_EQ(loaded.state, FoldAll(*store_, "acc"));
@@ -374,15 +335,13 @@ TEST_F(SnapshotTest,
     EXPECT_LE(loaded.events_folded, 10);
   }
   EXPECT_EQ(saved_at, (std::vector<int64_t>{9, 19, 29}));
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<Snapshot> listed,
-                            snapshots_->List("acc"));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<Snapshot> listed, snapshots_->List("acc"));
   EXPECT_EQ(Versions(listed), (std::vector<int64_t>{9, 19, 29}));
 
   // A big batch: one load folds 25 events and saves at the last one; the
   // next save comes N events later.
   AppendN("big", 25, 0);
-  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> loaded,
-                            Load(*snapshots_, "big"));
+  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> loaded, Load(*snapshots_, "big"));
   EXPECT_TRUE(loaded.snapshot_saved);
   AppendN("big", 9, 25);
   RILL_ASSERT_OK_AND_ASSIGN(loaded, Load(*snapshots_, "big"));
@@ -401,12 +360,10 @@ TEST_F(SnapshotTest, SavesPruneToKeepLastAndPruneKeepsTheNewestK) {
   AppendN("bob", 10, 0);
   for (int v = 0; v < 10; ++v) {
     // Schema versions alternate: keep_last counts snapshots of any schema.
-    RILL_ASSERT_OK(
-        snapshots_->Save("acc", v, 1 + v % 2, absl::StrCat("acc@", v)));
+    RILL_ASSERT_OK(snapshots_->Save("acc", v, 1 + v % 2, absl::StrCat("acc@", v)));
     RILL_ASSERT_OK(snapshots_->Save("bob", v, 1, absl::StrCat("bob@", v)));
   }
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<Snapshot> listed,
-                            snapshots_->List("acc"));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<Snapshot> listed, snapshots_->List("acc"));
   EXPECT_EQ(Versions(listed), (std::vector<int64_t>{7, 8, 9}));
 
   RILL_ASSERT_OK_AND_ASSIGN(size_t deleted, snapshots_->Prune("acc", 1));
@@ -422,8 +379,7 @@ TEST_F(SnapshotTest, SavesPruneToKeepLastAndPruneKeepsTheNewestK) {
   EXPECT_EQ(deleted, 1u);
   RILL_ASSERT_OK_AND_ASSIGN(listed, snapshots_->List(""));
   EXPECT_EQ(Versions(listed), (std::vector<int64_t>{9, 8, 9}));
-  EXPECT_EQ(snapshots_->Prune("acc", -1).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(snapshots_->Prune("acc", -1).status().code(), absl::StatusCode::kInvalidArgument);
 
   RILL_ASSERT_OK_AND_ASSIGN(deleted, snapshots_->Drop("bob"));
   EXPECT_EQ(deleted, 2u);
@@ -441,27 +397,23 @@ TEST_F(SnapshotTest, PolicyPrunesAfterEachSave) {
     AppendN("acc", 1, v);
     RILL_ASSERT_OK(Load(*snapshots_, "acc").status());
   }
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<Snapshot> listed,
-                            snapshots_->List("acc"));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<Snapshot> listed, snapshots_->List("acc"));
   EXPECT_EQ(Versions(listed), (std::vector<int64_t>{24, 29}));
 }
 
 TEST_F(SnapshotTest, SnapshotsSurviveReopen) {
   Reopen(SnapshotPolicy{50, 3});
   AppendN("acc", 120, 0);
-  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> first,
-                            Load(*snapshots_, "acc"));
+  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> first, Load(*snapshots_, "acc"));
   EXPECT_TRUE(first.snapshot_saved);
   Close();
 
   Reopen(SnapshotPolicy{50, 3});
-  RILL_ASSERT_OK_AND_ASSIGN(std::optional<Snapshot> latest,
-                            snapshots_->LoadLatest("acc", 1));
+  RILL_ASSERT_OK_AND_ASSIGN(std::optional<Snapshot> latest, snapshots_->LoadLatest("acc", 1));
   ASSERT_TRUE(latest.has_value());
   EXPECT_EQ(latest->version, 119);
   AppendN("acc", 5, 120);
-  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> again,
-                            Load(*snapshots_, "acc"));
+  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> again, Load(*snapshots_, "acc"));
   EXPECT_TRUE(again.from_snapshot);
   EXPECT_EQ(again.events_folded, 5);
   EXPECT_EQ(again.state, FoldAll(*store_, "acc"));
@@ -470,19 +422,17 @@ TEST_F(SnapshotTest, SnapshotsSurviveReopen) {
 TEST_F(SnapshotTest, ErrorsFromDecodeAndApplyAreReturned) {
   AppendN("acc", 10, 0);
   RILL_ASSERT_OK(snapshots_->Save("acc", 4, 1, "not a tally"));
-  EXPECT_EQ(Load(*snapshots_, "acc").status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Load(*snapshots_, "acc").status().code(), absl::StatusCode::kInvalidArgument);
 
   int applied = 0;
-  auto failing_apply = [&applied](Tally& t,
-                                  const EventView& e) -> absl::Status {
+  auto failing_apply = [&applied](Tally& t, const EventView& e) -> absl::Status {
     if (e.version() == 7) return absl::InternalError("cannot apply 7");
     ++applied;
     Apply(t, e);
     return absl::OkStatus();
   };
-  absl::StatusOr<LoadedAggregate<Tally>> loaded = snapshots_->LoadAggregate(
-      "acc", 2, Tally{}, Decode, Encode, failing_apply);
+  absl::StatusOr<LoadedAggregate<Tally>> loaded =
+      snapshots_->LoadAggregate("acc", 2, Tally{}, Decode, Encode, failing_apply);
   EXPECT_EQ(loaded.status(), absl::InternalError("cannot apply 7"));
   EXPECT_EQ(applied, 7);  // versions 0..6, then the failure stopped the load
 }
@@ -491,21 +441,18 @@ TEST_F(SnapshotTest, ErrorsFromDecodeAndApplyAreReturned) {
 // (Save refuses such versions): here derived/ is copied from another store.
 TEST_F(SnapshotTest, ASnapshotAheadOfTheLogIsFailedPrecondition) {
   AppendN("acc", 10, 0);
-  RILL_ASSERT_OK(
-      snapshots_->Save("acc", 9, 1, Encode(FoldAll(*store_, "acc"))));
+  RILL_ASSERT_OK(snapshots_->Save("acc", 9, 1, Encode(FoldAll(*store_, "acc"))));
   Close();
   const std::string other = dir_.Sub("other");
   {
     RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(other));
-    RILL_ASSERT_OK(
-        store->Append("acc", ExpectedVersion::Any(), MakeEvents(3)).status());
+    RILL_ASSERT_OK(store->Append("acc", ExpectedVersion::Any(), MakeEvents(3)).status());
   }
   std::filesystem::copy(StoreDir() + "/derived", other + "/derived");
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(other));
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<SnapshotStore> snapshots,
                             SnapshotStore::Open(store.get()));
-  EXPECT_EQ(Load(*snapshots, "acc").status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Load(*snapshots, "acc").status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(Load(*snapshots, "never").status().code(), absl::StatusCode::kOk);
 }
 
@@ -523,8 +470,7 @@ TEST_F(SnapshotTest, TheDerivedMapGrowsForBigSnapshots) {
     RILL_ASSERT_OK(snapshots_->Save("acc", v, 1, data));
     datas.push_back(std::move(data));
   }
-  RILL_ASSERT_OK_AND_ASSIGN(std::optional<Snapshot> latest,
-                            snapshots_->LoadLatest("acc", 1));
+  RILL_ASSERT_OK_AND_ASSIGN(std::optional<Snapshot> latest, snapshots_->LoadLatest("acc", 1));
   ASSERT_TRUE(latest.has_value());
   EXPECT_EQ(latest->version, 3);
   EXPECT_TRUE(latest->data == datas[3]);
@@ -538,10 +484,9 @@ TEST_F(SnapshotTest, SnapshotsDoNotTakeTheLogsWriterLock) {
   Reopen(SnapshotPolicy{10, 2});
   AppendN("acc", 50, 0);
   const std::string at20 = Encode(FoldAll(*store_, "acc", 20));
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<ChildProcess> holder,
-      ChildProcess::Start("lmdb_txn_child", {"write", StoreDir() + "/log"},
-                          dir_.Sub("lmdb_txn_child.err")));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ChildProcess> holder,
+                            ChildProcess::Start("lmdb_txn_child", {"write", StoreDir() + "/log"},
+                                                dir_.Sub("lmdb_txn_child.err")));
   absl::StatusOr<std::string> line = holder->ReadLine(absl::Seconds(30));
   ASSERT_TRUE(line.ok() && *line == "locked") << holder->Stderr();
 
@@ -555,8 +500,7 @@ TEST_F(SnapshotTest, SnapshotsDoNotTakeTheLogsWriterLock) {
     if (absl::Status s = snapshots_->Prune("", 1).status(); !s.ok()) return s;
     return snapshots_->Drop("acc").status();
   });
-  const bool finished =
-      work.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  const bool finished = work.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
   holder->CloseStdin();  // lets a blocked `work` finish before it is joined
   EXPECT_TRUE(::rill::testing::ExitedWithCode(holder->Wait(), 0));
   ASSERT_TRUE(finished) << "snapshot writes waited for the log's writer lock";
@@ -589,17 +533,14 @@ std::string DamageName(const ::testing::TestParamInfo<Damage>& info) {
   return "?";
 }
 
-class SnapshotCorruptionTest : public SnapshotTest,
-                               public ::testing::WithParamInterface<Damage> {
+class SnapshotCorruptionTest : public SnapshotTest, public ::testing::WithParamInterface<Damage> {
  protected:
   // Snapshots at 3 (good) and 7 (damaged, unless the damage puts version 3's
   // record under key 7); then the store is reopened.
   void Damage7() {
     AppendN("acc", 10, 0);
-    RILL_ASSERT_OK(
-        snapshots_->Save("acc", 3, 1, Encode(FoldAll(*store_, "acc", 3))));
-    RILL_ASSERT_OK(
-        snapshots_->Save("acc", 7, 1, Encode(FoldAll(*store_, "acc", 7))));
+    RILL_ASSERT_OK(snapshots_->Save("acc", 3, 1, Encode(FoldAll(*store_, "acc", 3))));
+    RILL_ASSERT_OK(snapshots_->Save("acc", 7, 1, Encode(FoldAll(*store_, "acc", 7))));
     Close();
     {
       RawSnapshots raw(StoreDir());
@@ -639,25 +580,19 @@ class SnapshotCorruptionTest : public SnapshotTest,
 
 TEST_P(SnapshotCorruptionTest, LoadsAreDataLossUntilTheSnapshotsAreDropped) {
   Damage7();
-  EXPECT_EQ(snapshots_->LoadLatest("acc", 1).status().code(),
-            absl::StatusCode::kDataLoss);
-  EXPECT_EQ(snapshots_->LoadLatest("acc", 2).status().code(),
-            absl::StatusCode::kDataLoss);
-  EXPECT_EQ(Load(*snapshots_, "acc").status().code(),
-            absl::StatusCode::kDataLoss);
-  EXPECT_EQ(snapshots_->List("acc").status().code(),
-            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(snapshots_->LoadLatest("acc", 1).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(snapshots_->LoadLatest("acc", 2).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(Load(*snapshots_, "acc").status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(snapshots_->List("acc").status().code(), absl::StatusCode::kDataLoss);
 
   // Pruning reads keys only; keep_last 1 keeps the damaged newest one.
   RILL_ASSERT_OK_AND_ASSIGN(size_t deleted, snapshots_->Prune("acc", 1));
   EXPECT_EQ(deleted, 1u);
-  EXPECT_EQ(Load(*snapshots_, "acc").status().code(),
-            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(Load(*snapshots_, "acc").status().code(), absl::StatusCode::kDataLoss);
 
   RILL_ASSERT_OK_AND_ASSIGN(deleted, snapshots_->Drop("acc"));
   EXPECT_EQ(deleted, 1u);
-  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> loaded,
-                            Load(*snapshots_, "acc"));
+  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> loaded, Load(*snapshots_, "acc"));
   EXPECT_FALSE(loaded.from_snapshot);
   EXPECT_EQ(loaded.state, FoldAll(*store_, "acc"));
 }
@@ -665,82 +600,65 @@ TEST_P(SnapshotCorruptionTest, LoadsAreDataLossUntilTheSnapshotsAreDropped) {
 // Only the snapshots newer than the one returned are looked at.
 TEST_P(SnapshotCorruptionTest, ANewerGoodSnapshotHidesAnOlderDamagedOne) {
   Damage7();
-  RILL_ASSERT_OK(
-      snapshots_->Save("acc", 9, 1, Encode(FoldAll(*store_, "acc"))));
-  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> loaded,
-                            Load(*snapshots_, "acc"));
+  RILL_ASSERT_OK(snapshots_->Save("acc", 9, 1, Encode(FoldAll(*store_, "acc"))));
+  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> loaded, Load(*snapshots_, "acc"));
   EXPECT_TRUE(loaded.from_snapshot);
   EXPECT_EQ(loaded.snapshot_version, 9);
   EXPECT_EQ(loaded.state, FoldAll(*store_, "acc"));
 }
 
 INSTANTIATE_TEST_SUITE_P(AllDamage, SnapshotCorruptionTest,
-                         ::testing::Values(Damage::kFlipDataByte,
-                                           Damage::kFlipChecksum,
-                                           Damage::kTruncate,
-                                           Damage::kGarbageWithValidChecksum,
+                         ::testing::Values(Damage::kFlipDataByte, Damage::kFlipChecksum,
+                                           Damage::kTruncate, Damage::kGarbageWithValidChecksum,
                                            Damage::kUnderAnotherKey),
                          DamageName);
 
 // --- Read-only stores ---
 
-TEST_F(SnapshotTest,
-       ReadOnlyStoreWithoutDerivedDataLoadsFromTheLogAndWritesNothing) {
+TEST_F(SnapshotTest, ReadOnlyStoreWithoutDerivedDataLoadsFromTheLogAndWritesNothing) {
   // A store of its own: the fixture's has derived data already.
   const std::string dir = dir_.Sub("plain");
   {
     RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(dir));
-    RILL_ASSERT_OK(
-        store->Append("acc", ExpectedVersion::Any(), MakeEvents(30)).status());
+    RILL_ASSERT_OK(store->Append("acc", ExpectedVersion::Any(), MakeEvents(30)).status());
   }
   ASSERT_FALSE(std::filesystem::exists(dir + "/derived"));
   StoreOptions ro;
   ro.read_only = true;
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(dir, ro));
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<SnapshotStore> snapshots,
-      SnapshotStore::Open(store.get(), SnapshotPolicy{1, 3}));
-  RILL_ASSERT_OK_AND_ASSIGN(std::optional<Snapshot> latest,
-                            snapshots->LoadLatest("acc", 1));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<SnapshotStore> snapshots,
+                            SnapshotStore::Open(store.get(), SnapshotPolicy{1, 3}));
+  RILL_ASSERT_OK_AND_ASSIGN(std::optional<Snapshot> latest, snapshots->LoadLatest("acc", 1));
   EXPECT_FALSE(latest.has_value());
   RILL_ASSERT_OK_AND_ASSIGN(std::vector<Snapshot> listed, snapshots->List(""));
   EXPECT_TRUE(listed.empty());
-  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> loaded,
-                            Load(*snapshots, "acc"));
+  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> loaded, Load(*snapshots, "acc"));
   EXPECT_EQ(loaded.state, FoldAll(*store, "acc"));
   EXPECT_FALSE(loaded.snapshot_saved);  // the policy does not apply read-only
   RILL_EXPECT_OK(loaded.snapshot_status);
 
-  EXPECT_EQ(snapshots->Save("acc", 3, 1, "x").code(),
-            absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(snapshots->Prune("acc", 1).status().code(),
-            absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(snapshots->Drop("").status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(snapshots->Save("acc", 3, 1, "x").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(snapshots->Prune("acc", 1).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(snapshots->Drop("").status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_FALSE(std::filesystem::exists(dir + "/derived"));
 }
 
 TEST_F(SnapshotTest, ReadOnlyStoreReadsExistingSnapshots) {
   AppendN("acc", 30, 0);
-  RILL_ASSERT_OK(
-      snapshots_->Save("acc", 19, 1, Encode(FoldAll(*store_, "acc", 19))));
+  RILL_ASSERT_OK(snapshots_->Save("acc", 19, 1, Encode(FoldAll(*store_, "acc", 19))));
   Close();
   StoreOptions ro;
   ro.read_only = true;
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(StoreDir(), ro));
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<SnapshotStore> snapshots,
-      SnapshotStore::Open(store.get(), SnapshotPolicy{1, 3}));
-  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> loaded,
-                            Load(*snapshots, "acc"));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(StoreDir(), ro));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<SnapshotStore> snapshots,
+                            SnapshotStore::Open(store.get(), SnapshotPolicy{1, 3}));
+  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> loaded, Load(*snapshots, "acc"));
   EXPECT_TRUE(loaded.from_snapshot);
   EXPECT_EQ(loaded.snapshot_version, 19);
   EXPECT_EQ(loaded.events_folded, 10);
   EXPECT_EQ(loaded.state, FoldAll(*store, "acc"));
   EXPECT_FALSE(loaded.snapshot_saved);
-  EXPECT_EQ(snapshots->Save("acc", 29, 1, "x").code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(snapshots->Save("acc", 29, 1, "x").code(), absl::StatusCode::kFailedPrecondition);
 }
 
 // --- Concurrency ---
@@ -762,9 +680,7 @@ TEST_F(SnapshotTest, ConcurrentLoadsWhileAppending) {
   std::atomic<int> loads{0};
   std::thread appender([&] {
     for (int v = 0; v < kEvents; ++v) {
-      absl::Status s =
-          store_->Append("acc", ExpectedVersion::Any(), {MakeEvent("E", v)})
-              .status();
+      absl::Status s = store_->Append("acc", ExpectedVersion::Any(), {MakeEvent("E", v)}).status();
       if (!s.ok()) {
         ADD_FAILURE() << s;
         ++failures;
@@ -779,19 +695,15 @@ TEST_F(SnapshotTest, ConcurrentLoadsWhileAppending) {
       // append.
       for (int i = 0;; ++i) {
         const bool last = done.load() && i >= 30;
-        absl::StatusOr<LoadedAggregate<Tally>> loaded =
-            Load(*snapshots_, "acc");
+        absl::StatusOr<LoadedAggregate<Tally>> loaded = Load(*snapshots_, "acc");
         ++loads;
         if (!loaded.ok() || !loaded->snapshot_status.ok()) {
-          ADD_FAILURE() << (loaded.ok() ? loaded->snapshot_status
-                                        : loaded.status());
+          ADD_FAILURE() << (loaded.ok() ? loaded->snapshot_status : loaded.status());
           ++failures;
-        } else if (const Tally want = loaded->version < 0
-                                          ? Tally{}
-                                          : expected[loaded->version];
+        } else if (const Tally want = loaded->version < 0 ? Tally{} : expected[loaded->version];
                    !(loaded->state == want)) {
-          ADD_FAILURE() << "at version " << loaded->version << ": "
-                        << loaded->state << " != " << want;
+          ADD_FAILURE() << "at version " << loaded->version << ": " << loaded->state
+                        << " != " << want;
           ++failures;
         }
         if (last) break;
@@ -802,13 +714,11 @@ TEST_F(SnapshotTest, ConcurrentLoadsWhileAppending) {
   for (std::thread& th : loaders) th.join();
   EXPECT_EQ(failures.load(), 0);
   EXPECT_GE(loads.load(), 4 * 31);
-  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> final_load,
-                            Load(*snapshots_, "acc"));
+  RILL_ASSERT_OK_AND_ASSIGN(LoadedAggregate<Tally> final_load, Load(*snapshots_, "acc"));
   EXPECT_EQ(final_load.state, expected.back());
   EXPECT_LT(final_load.events_folded,
             5);  // the last loads left a recent snapshot
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<Snapshot> listed,
-                            snapshots_->List("acc"));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<Snapshot> listed, snapshots_->List("acc"));
   EXPECT_LE(listed.size(), 2u);
 }
 

@@ -42,8 +42,8 @@ class Collector {
  public:
   absl::Status Add(const EventView& e) {
     absl::MutexLock lock(&mu_);
-    seen_.push_back(Seen{e.position(), std::string(e.stream()), e.version(),
-                         std::string(e.type()), std::string(e.payload())});
+    seen_.push_back(Seen{e.position(), std::string(e.stream()), e.version(), std::string(e.type()),
+                         std::string(e.payload())});
     return absl::OkStatus();
   }
   SubscriptionHandler Handler() {
@@ -95,13 +95,10 @@ class SubscriptionTest : public ::testing::Test {
   }
 
   // Appends `n` events "E<i>" with payload {"n":i} to `stream`.
-  void AppendN(const std::string& stream, int first, int n,
-               const std::string& type = "") {
+  void AppendN(const std::string& stream, int first, int n, const std::string& type = "") {
     for (int i = first; i < first + n; ++i) {
-      EventData e =
-          testing::MakeEvent(type.empty() ? absl::StrCat("E", i) : type, i);
-      RILL_ASSERT_OK(
-          store_->Append(stream, ExpectedVersion::Any(), {e}).status());
+      EventData e = testing::MakeEvent(type.empty() ? absl::StrCat("E", i) : type, i);
+      RILL_ASSERT_OK(store_->Append(stream, ExpectedVersion::Any(), {e}).status());
     }
   }
 
@@ -124,16 +121,14 @@ TEST_F(SubscriptionTest, CatchUpThenLiveDeliversEveryEventOnceInOrder) {
   };
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Subscription> sub,
                             store_->Subscribe(0, options, got.Handler()));
-  ASSERT_TRUE(live.WaitForNotificationWithTimeout(kHang))
-      << "on_live never called";
+  ASSERT_TRUE(live.WaitForNotificationWithTimeout(kHang)) << "on_live never called";
   EXPECT_TRUE(sub->live());
   EXPECT_GE(seen_when_live.load(), 150u) << "on_live before catching up";
 
   // Live: appends from several threads after the subscription caught up.
   std::vector<std::thread> appenders;
   for (int t = 0; t < 3; ++t) {
-    appenders.emplace_back(
-        [&, t] { AppendN(absl::StrCat("after-", t), 1000 * t, 50); });
+    appenders.emplace_back([&, t] { AppendN(absl::StrCat("after-", t), 1000 * t, 50); });
   }
   for (std::thread& t : appenders) t.join();
   ASSERT_TRUE(got.WaitFor(300)) << "live events not delivered";
@@ -145,8 +140,7 @@ TEST_F(SubscriptionTest, CatchUpThenLiveDeliversEveryEventOnceInOrder) {
   EXPECT_TRUE(sub->status().ok()) << sub->status();
   EXPECT_EQ(live_calls.load(), 1);
 
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log,
-                            store_->ReadAll(1));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log, store_->ReadAll(1));
   const std::vector<Seen> seen = got.seen();
   ASSERT_EQ(seen.size(), log.size());
   for (size_t i = 0; i < seen.size(); ++i) {
@@ -160,9 +154,8 @@ TEST_F(SubscriptionTest, CatchUpThenLiveDeliversEveryEventOnceInOrder) {
 TEST_F(SubscriptionTest, AfterPositionSkipsEarlierEvents) {
   AppendN("s", 0, 50);
   Collector got;
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<Subscription> sub,
-      store_->Subscribe(30, SubscriptionOptions(), got.Handler()));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Subscription> sub,
+                            store_->Subscribe(30, SubscriptionOptions(), got.Handler()));
   AppendN("s", 50, 10);
   ASSERT_TRUE(got.WaitFor(30));
   ASSERT_TRUE(WaitUntil([&] { return sub->position() == 60; }, kHang));
@@ -186,10 +179,8 @@ TEST_F(SubscriptionTest, FiltersByTypeAndStreamPrefix) {
   std::vector<Appended> appended;
   auto append = [&](int i) {
     const Appended a{streams[i % 3], types[(i / 3) % 3]};
-    RILL_ASSERT_OK(store_
-                       ->Append(a.stream, ExpectedVersion::Any(),
-                                {testing::MakeEvent(a.type, i)})
-                       .status());
+    RILL_ASSERT_OK(
+        store_->Append(a.stream, ExpectedVersion::Any(), {testing::MakeEvent(a.type, i)}).status());
     appended.push_back(a);
   };
   for (int i = 0; i < 30; ++i) append(i);
@@ -208,25 +199,21 @@ TEST_F(SubscriptionTest, FiltersByTypeAndStreamPrefix) {
     SubscriptionOptions options;
     options.filter = c.filter;
     options.batch_size = 7;
-    RILL_ASSERT_OK_AND_ASSIGN(c.sub,
-                              store_->Subscribe(0, options, c.got->Handler()));
+    RILL_ASSERT_OK_AND_ASSIGN(c.sub, store_->Subscribe(0, options, c.got->Handler()));
   }
   for (int i = 30; i < 59; ++i) append(i);
-  RILL_ASSERT_OK(store_
-                     ->Append("cust-1", ExpectedVersion::Any(),
-                              {testing::MakeEvent("Created", 59)})
-                     .status());
+  RILL_ASSERT_OK(
+      store_->Append("cust-1", ExpectedVersion::Any(), {testing::MakeEvent("Created", 59)})
+          .status());
   appended.push_back({"cust-1", "Created"});
 
   for (Case& c : cases) {
     std::vector<uint64_t> expected;
     for (size_t i = 0; i < appended.size(); ++i) {
       const bool type_ok =
-          c.filter.types.empty() ||
-          std::find(c.filter.types.begin(), c.filter.types.end(),
-                    appended[i].type) != c.filter.types.end();
-      const bool prefix_ok =
-          appended[i].stream.rfind(c.filter.stream_prefix, 0) == 0;
+          c.filter.types.empty() || std::find(c.filter.types.begin(), c.filter.types.end(),
+                                              appended[i].type) != c.filter.types.end();
+      const bool prefix_ok = appended[i].stream.rfind(c.filter.stream_prefix, 0) == 0;
       if (type_ok && prefix_ok) expected.push_back(i + 1);
     }
     ASSERT_FALSE(expected.empty());
@@ -234,8 +221,7 @@ TEST_F(SubscriptionTest, FiltersByTypeAndStreamPrefix) {
         << "position() stuck at " << c.sub->position();
     c.sub->Stop();
     const std::vector<Seen> seen = c.got->seen();
-    ASSERT_EQ(seen.size(), expected.size())
-        << "prefix " << c.filter.stream_prefix;
+    ASSERT_EQ(seen.size(), expected.size()) << "prefix " << c.filter.stream_prefix;
     for (size_t i = 0; i < seen.size(); ++i) {
       EXPECT_EQ(seen[i].position, expected[i]);
       EXPECT_EQ(seen[i].stream, appended[expected[i] - 1].stream);
@@ -244,27 +230,22 @@ TEST_F(SubscriptionTest, FiltersByTypeAndStreamPrefix) {
   }
 }
 
-TEST_F(SubscriptionTest,
-       StopIsIdempotentAndTheHandlerIsNotCalledAfterItReturns) {
+TEST_F(SubscriptionTest, StopIsIdempotentAndTheHandlerIsNotCalledAfterItReturns) {
   std::atomic<bool> stopped{false};
   std::atomic<int> calls_after_stop{0};
   std::atomic<int> calls{0};
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<Subscription> sub,
-      store_->Subscribe(0, SubscriptionOptions(), [&](const EventView&) {
-        if (stopped) ++calls_after_stop;
-        ++calls;
-        absl::SleepFor(absl::Microseconds(200));
-        return absl::OkStatus();
-      }));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Subscription> sub,
+                            store_->Subscribe(0, SubscriptionOptions(), [&](const EventView&) {
+                              if (stopped) ++calls_after_stop;
+                              ++calls;
+                              absl::SleepFor(absl::Microseconds(200));
+                              return absl::OkStatus();
+                            }));
   // Appends keep coming while the subscription is stopped.
   std::atomic<bool> appending{true};
   std::thread appender([&] {
     for (int i = 0; appending; ++i) {
-      ASSERT_TRUE(store_
-                      ->Append("s", ExpectedVersion::Any(),
-                               {testing::MakeEvent("E", i)})
-                      .ok());
+      ASSERT_TRUE(store_->Append("s", ExpectedVersion::Any(), {testing::MakeEvent("E", i)}).ok());
     }
   });
   ASSERT_TRUE(WaitUntil([&] { return calls >= 20; }, kHang));
@@ -277,8 +258,7 @@ TEST_F(SubscriptionTest,
   EXPECT_TRUE(sub->status().ok()) << sub->status();
   const int calls_at_stop = calls;
   // Give a handler that wrongly survived Stop a moment to show itself.
-  EXPECT_FALSE(
-      WaitUntil([&] { return calls_after_stop > 0; }, absl::Milliseconds(200)))
+  EXPECT_FALSE(WaitUntil([&] { return calls_after_stop > 0; }, absl::Milliseconds(200)))
       << "the handler ran after Stop returned";
   appending = false;
   appender.join();
@@ -291,25 +271,22 @@ TEST_F(SubscriptionTest,
 TEST_F(SubscriptionTest, StopDuringCatchUpAndDestroyWithoutStop) {
   for (int i = 0; i < 20; ++i) {
     std::vector<EventData> batch = testing::MakeEvents(100, 100 * i);
-    RILL_ASSERT_OK(
-        store_->Append("backlog", ExpectedVersion::Any(), batch).status());
+    RILL_ASSERT_OK(store_->Append("backlog", ExpectedVersion::Any(), batch).status());
   }
   // A slow handler still far behind the head when Stop is called.
   std::atomic<bool> stopped{false};
   std::atomic<int> calls{0}, calls_after_stop{0};
   SubscriptionOptions options;
   options.batch_size = 50;
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<Subscription> sub,
-      store_->Subscribe(0, options, [&](const EventView&) {
-        if (stopped) ++calls_after_stop;
-        ++calls;
-        absl::SleepFor(absl::Milliseconds(1));
-        return absl::OkStatus();
-      }));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Subscription> sub,
+                            store_->Subscribe(0, options, [&](const EventView&) {
+                              if (stopped) ++calls_after_stop;
+                              ++calls;
+                              absl::SleepFor(absl::Milliseconds(1));
+                              return absl::OkStatus();
+                            }));
   ASSERT_TRUE(WaitUntil([&] { return calls >= 10; }, kHang));
-  EXPECT_TRUE(FinishesWithoutHanging([&] { sub->Stop(); }))
-      << "Stop hung in catch-up";
+  EXPECT_TRUE(FinishesWithoutHanging([&] { sub->Stop(); })) << "Stop hung in catch-up";
   stopped = true;
   EXPECT_LT(sub->position(), 2000u);
   EXPECT_FALSE(sub->live());
@@ -320,11 +297,9 @@ TEST_F(SubscriptionTest, StopDuringCatchUpAndDestroyWithoutStop) {
 
   // The destructor stops a running subscription, live or not.
   Collector got;
-  RILL_ASSERT_OK_AND_ASSIGN(
-      sub, store_->Subscribe(1990, SubscriptionOptions(), got.Handler()));
+  RILL_ASSERT_OK_AND_ASSIGN(sub, store_->Subscribe(1990, SubscriptionOptions(), got.Handler()));
   ASSERT_TRUE(got.WaitFor(10));
-  EXPECT_TRUE(FinishesWithoutHanging([&] { sub.reset(); }))
-      << "destructor hung";
+  EXPECT_TRUE(FinishesWithoutHanging([&] { sub.reset(); })) << "destructor hung";
   const size_t at_destroy = got.size();
   AppendN("backlog", 2000, 5);
   EXPECT_EQ(got.size(), at_destroy);
@@ -333,18 +308,16 @@ TEST_F(SubscriptionTest, StopDuringCatchUpAndDestroyWithoutStop) {
 TEST_F(SubscriptionTest, HandlerErrorEndsTheSubscriptionWithThatStatus) {
   AppendN("s", 0, 20);
   std::atomic<int> calls{0};
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<Subscription> sub,
-      store_->Subscribe(0, SubscriptionOptions(), [&](const EventView& e) {
-        ++calls;
-        if (e.position() == 5)
-          return absl::FailedPreconditionError("handler says no");
-        return absl::OkStatus();
-      }));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Subscription> sub,
+                            store_->Subscribe(0, SubscriptionOptions(), [&](const EventView& e) {
+                              ++calls;
+                              if (e.position() == 5)
+                                return absl::FailedPreconditionError("handler says no");
+                              return absl::OkStatus();
+                            }));
   ASSERT_TRUE(WaitUntil([&] { return !sub->running(); }, kHang))
       << "the subscription went on after its handler failed";
-  EXPECT_EQ(sub->status().code(), absl::StatusCode::kFailedPrecondition)
-      << sub->status();
+  EXPECT_EQ(sub->status().code(), absl::StatusCode::kFailedPrecondition) << sub->status();
   EXPECT_EQ(sub->status().message(), "handler says no");
   EXPECT_EQ(calls.load(), 5);
   AppendN("s", 20, 5);
@@ -366,17 +339,16 @@ TEST_F(SubscriptionTest, BlockedHandlerDoesNotBlockAppendsOrMapGrowth) {
   std::vector<uint64_t> positions;  // written by the handler thread only
   SubscriptionOptions options;
   options.batch_size = 8;
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<Subscription> sub,
-      store_->Subscribe(0, options, [&](const EventView& e) {
-        if (!entered.HasBeenNotified()) {
-          entered.Notify();
-          release.WaitForNotification();
-        }
-        positions.push_back(e.position());
-        ++returned;
-        return absl::OkStatus();
-      }));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Subscription> sub,
+                            store_->Subscribe(0, options, [&](const EventView& e) {
+                              if (!entered.HasBeenNotified()) {
+                                entered.Notify();
+                                release.WaitForNotification();
+                              }
+                              positions.push_back(e.position());
+                              ++returned;
+                              return absl::OkStatus();
+                            }));
   AppendN("s", 0, 1);
   ASSERT_TRUE(entered.WaitForNotificationWithTimeout(kHang));
 
@@ -388,13 +360,9 @@ TEST_F(SubscriptionTest, BlockedHandlerDoesNotBlockAppendsOrMapGrowth) {
     for (int t = 0; t < 4; ++t) {
       pool.emplace_back([&, t] {
         for (int i = 0; i < 25; ++i) {
-          std::vector<EventData> events =
-              testing::MakeEvents(4, 100 * t + 4 * i);
+          std::vector<EventData> events = testing::MakeEvents(4, 100 * t + 4 * i);
           for (EventData& e : events) e.payload.append(20000, 'x');
-          if (!store_
-                   ->Append(absl::StrCat("w-", t), ExpectedVersion::Any(),
-                            events)
-                   .ok()) {
+          if (!store_->Append(absl::StrCat("w-", t), ExpectedVersion::Any(), events).ok()) {
             ++failures;
           }
         }
@@ -411,8 +379,7 @@ TEST_F(SubscriptionTest, BlockedHandlerDoesNotBlockAppendsOrMapGrowth) {
   ASSERT_TRUE(finished) << "appends waited for a blocked subscription handler";
   EXPECT_EQ(failures.load(), 0);
   RILL_ASSERT_OK_AND_ASSIGN(const StoreStats stats, store_->Stats());
-  EXPECT_GT(stats.map_size, small.initial_map_size)
-      << "the map was expected to grow";
+  EXPECT_GT(stats.map_size, small.initial_map_size) << "the map was expected to grow";
 
   ASSERT_TRUE(WaitUntil([&] { return returned == 401; }, kHang));
   sub->Stop();
@@ -431,8 +398,7 @@ TEST_F(SubscriptionTest, CommitsWakeALiveSubscriptionWithoutPolling) {
   ASSERT_TRUE(live.WaitForNotificationWithTimeout(kHang));
   for (int i = 0; i < 5; ++i) {
     AppendN("s", i, 1);
-    ASSERT_TRUE(got.WaitFor(i + 1))
-        << "commit " << i << " did not wake the subscription";
+    ASSERT_TRUE(got.WaitFor(i + 1)) << "commit " << i << " did not wake the subscription";
   }
   EXPECT_TRUE(FinishesWithoutHanging([&] { sub->Stop(); }))
       << "Stop must not wait for the poll interval";
@@ -448,9 +414,8 @@ TEST_F(SubscriptionTest, ManySubscribersUnderConcurrentAppends) {
     got.push_back(std::make_unique<Collector>());
     SubscriptionOptions options;
     options.batch_size = 1 + 13 * i;
-    RILL_ASSERT_OK_AND_ASSIGN(
-        std::unique_ptr<Subscription> sub,
-        store_->Subscribe(0, options, got.back()->Handler()));
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Subscription> sub,
+                              store_->Subscribe(0, options, got.back()->Handler()));
     subs.push_back(std::move(sub));
   }
   std::vector<std::thread> appenders;
@@ -458,16 +423,14 @@ TEST_F(SubscriptionTest, ManySubscribersUnderConcurrentAppends) {
     appenders.emplace_back([&, t] {
       for (int i = 0; i < kPerAppender; ++i) {
         const int n = 1 + i % 3;
-        ASSERT_TRUE(store_
-                        ->Append(absl::StrCat("a-", t), ExpectedVersion::Any(),
-                                 testing::MakeEvents(n, i))
-                        .ok());
+        ASSERT_TRUE(
+            store_->Append(absl::StrCat("a-", t), ExpectedVersion::Any(), testing::MakeEvents(n, i))
+                .ok());
       }
     });
   }
   for (std::thread& t : appenders) t.join();
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log,
-                            store_->ReadAll(1));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log, store_->ReadAll(1));
   for (int i = 0; i < kSubscribers; ++i) {
     ASSERT_TRUE(got[i]->WaitFor(log.size())) << "subscriber " << i;
     subs[i]->Stop();

@@ -56,17 +56,14 @@ std::string DescribeEvent(const RecordedEvent& e) {
     absl::StrAppend(&headers, key, "=", value, ";");
   }
   return absl::StrCat(
-      "pos=", e.position, " stream=", e.stream, " v=", e.version,
-      " id=", e.id.ToString(), " type=", e.type,
-      " ct=", ContentTypeName(e.content_type), " sv=", e.schema_version,
+      "pos=", e.position, " stream=", e.stream, " v=", e.version, " id=", e.id.ToString(),
+      " type=", e.type, " ct=", ContentTypeName(e.content_type), " sv=", e.schema_version,
       " payload=", e.payload.size(), "B#", std::hash<std::string>()(e.payload),
-      " corr=", e.metadata.correlation_id, " cause=", e.metadata.causation_id,
-      " headers=", headers, " at=",
-      absl::FormatTime(absl::RFC3339_full, e.recorded_at, absl::UTCTimeZone()));
+      " corr=", e.metadata.correlation_id, " cause=", e.metadata.causation_id, " headers=", headers,
+      " at=", absl::FormatTime(absl::RFC3339_full, e.recorded_at, absl::UTCTimeZone()));
 }
 
-::testing::AssertionResult SameEvent(const RecordedEvent& a,
-                                     const RecordedEvent& b) {
+::testing::AssertionResult SameEvent(const RecordedEvent& a, const RecordedEvent& b) {
   // DescribeEvent hashes the payload; compare it in full as well.
   if (DescribeEvent(a) == DescribeEvent(b) && a.payload == b.payload) {
     return ::testing::AssertionSuccess();
@@ -96,11 +93,9 @@ absl::StatusOr<LogSnapshot> TakeSnapshot(Store& store) {
   if (!streams.ok()) return streams.status();
   for (const StreamInfo& s : *streams) {
     snapshot.streams.push_back(absl::StrCat(
-        s.name, " exists=", s.exists, " last_version=", s.last_version,
-        " count=", s.event_count, " first=", s.first_position,
-        " last=", s.last_position, " at=",
-        absl::FormatTime(absl::RFC3339_full, s.last_recorded_at,
-                         absl::UTCTimeZone())));
+        s.name, " exists=", s.exists, " last_version=", s.last_version, " count=", s.event_count,
+        " first=", s.first_position, " last=", s.last_position,
+        " at=", absl::FormatTime(absl::RFC3339_full, s.last_recorded_at, absl::UTCTimeZone())));
   }
   return snapshot;
 }

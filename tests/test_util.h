@@ -57,7 +57,7 @@ std::string ChildBinary(const std::string& name);
   } while (0)
 
 // ASSERT that a StatusOr is ok and move its value into `lhs` (a declaration).
-#define RILL_ASSERT_OK_AND_ASSIGN(lhs, expr)                         \
+#define RILL_ASSERT_OK_AND_ASSIGN(lhs, expr) \
   RILL_ASSERT_OK_AND_ASSIGN_IMPL_(RILL_CONCAT_(rill_so_, __LINE__), lhs, expr)
 #define RILL_ASSERT_OK_AND_ASSIGN_IMPL_(so, lhs, expr) \
   auto so = (expr);                                    \
@@ -81,9 +81,7 @@ struct LogSnapshot {
   friend bool operator==(const LogSnapshot& a, const LogSnapshot& b) {
     return a.head == b.head && a.events == b.events && a.streams == b.streams;
   }
-  friend bool operator!=(const LogSnapshot& a, const LogSnapshot& b) {
-    return !(a == b);
-  }
+  friend bool operator!=(const LogSnapshot& a, const LogSnapshot& b) { return !(a == b); }
 };
 void PrintTo(const LogSnapshot& snapshot, std::ostream* os);
 absl::StatusOr<LogSnapshot> TakeSnapshot(Store& store);
@@ -91,8 +89,7 @@ absl::StatusOr<LogSnapshot> TakeSnapshot(Store& store);
 // One line describing every field of `event` (the payload as size + hash).
 std::string DescribeEvent(const RecordedEvent& event);
 // Success when every field of the two events is equal.
-::testing::AssertionResult SameEvent(const RecordedEvent& a,
-                                     const RecordedEvent& b);
+::testing::AssertionResult SameEvent(const RecordedEvent& a, const RecordedEvent& b);
 
 std::vector<uint64_t> Positions(const std::vector<RecordedEvent>& events);
 std::vector<int64_t> Versions(const std::vector<RecordedEvent>& events);

@@ -34,9 +34,9 @@ TEST(ToolManyProcessesTest, AServiceAppendsWhileReadersTailVerifyAndBackupRun) {
   constexpr uint64_t kFinal = 2000;
   constexpr int kStreams = 20;
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(store_dir));
-  RILL_ASSERT_OK(store->Append("warmup", ExpectedVersion::NoStream(),
-                               ChildEvents("warmup", 0, 0, "w", 16))
-                     .status());
+  RILL_ASSERT_OK(
+      store->Append("warmup", ExpectedVersion::NoStream(), ChildEvents("warmup", 0, 0, "w", 16))
+          .status());
 
   std::vector<std::unique_ptr<ChildProcess>> readers;
   for (const char* mode : {"read", "subscribe"}) {

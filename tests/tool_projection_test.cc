@@ -35,7 +35,8 @@ TEST(ToolProjectionTest, TailSeesAppendsOfOtherProcessesAndStopsOnCtrlC) {
   RILL_ASSERT_OK_AND_ASSIGN(std::string line, tail->ReadLine(kLong));
   EXPECT_EQ(Json::parse(line)["stream"], "first");
   // Live now: appends by two other processes arrive in order.
-  ASSERT_EQ(RunTool({"append", store, "second", "--type", "B", "--data", "{\"n\":2}"}).exit_code, 0);
+  ASSERT_EQ(RunTool({"append", store, "second", "--type", "B", "--data", "{\"n\":2}"}).exit_code,
+            0);
   ASSERT_EQ(RunTool({"append", store, "other", "--type", "C", "--data", "{\"n\":3}"}).exit_code, 0);
   RILL_ASSERT_OK_AND_ASSIGN(line, tail->ReadLine(kLong));
   Json second = Json::parse(line);
@@ -123,8 +124,8 @@ TEST(ToolProjectionTest, ProjectionCommandsNextToARunningServiceAndAfterIt) {
   EXPECT_THAT(reset_running.err, HasSubstr("running in another process"));
   // Retry through the service: its code still fails on the poison event, so
   // the event stays parked with one more attempt (the plugin is not used).
-  ToolRun retry_running = RunTool(
-      {"projections", "retry", store, "parking", "26", "--plugin", RILL_TOOL_PLUGIN});
+  ToolRun retry_running =
+      RunTool({"projections", "retry", store, "parking", "26", "--plugin", RILL_TOOL_PLUGIN});
   EXPECT_EQ(retry_running.exit_code, 1) << retry_running.Describe();
   EXPECT_THAT(retry_running.out, HasSubstr("asked the running service"));
   EXPECT_THAT(retry_running.out, HasSubstr("retried 0 of 1 parked event"));
@@ -169,8 +170,8 @@ TEST(ToolProjectionTest, ProjectionCommandsNextToARunningServiceAndAfterIt) {
   ASSERT_EQ(reset.exit_code, 0) << reset.Describe();
   EXPECT_TRUE(StatusOf(store, "ledger").is_null());
   EXPECT_EQ(RunTool({"projections", "reset", store, "ledger"}).exit_code, 5);
-  ToolRun offline = RunTool({"projections", "rebuild", store, "ledger", "--plugin",
-                             RILL_TOOL_PLUGIN, "--timeout", "60"});
+  ToolRun offline = RunTool(
+      {"projections", "rebuild", store, "ledger", "--plugin", RILL_TOOL_PLUGIN, "--timeout", "60"});
   ASSERT_EQ(offline.exit_code, 0) << offline.Describe();
   EXPECT_THAT(offline.out, HasSubstr("in this process"));
   Json rebuilt = StatusOf(store, "ledger");

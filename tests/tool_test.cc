@@ -21,7 +21,7 @@ using Json = nlohmann::json;
 using ::testing::HasSubstr;
 
 const std::vector<std::string> kCommands = {
-    "info",   "streams", "read",   "read-all",    "tail",      "append",    "export",
+    "info",   "streams", "read",   "read-all",    "tail",      "append", "export",
     "import", "verify",  "backup", "projections", "snapshots", "bench"};
 
 TEST(ToolTest, HelpExplainsEveryCommandWithAnExample) {
@@ -98,9 +98,20 @@ TEST(ToolTest, AppendCreatesTheStoreAndReportsEveryOutcome) {
   TempDir dir;
   const std::string store = dir.Sub("s");
   const std::vector<std::string> append = {
-      "append", store, "order-1", "--type", "OrderCreated", "--data", R"({"total": 12})",
-      "--expected-version", "no-stream", "--idempotency-key", "req-1", "--metadata",
-      R"({"correlation_id":"c-1","headers":{"tenant":"acme"}})", "--json"};
+      "append",
+      store,
+      "order-1",
+      "--type",
+      "OrderCreated",
+      "--data",
+      R"({"total": 12})",
+      "--expected-version",
+      "no-stream",
+      "--idempotency-key",
+      "req-1",
+      "--metadata",
+      R"({"correlation_id":"c-1","headers":{"tenant":"acme"}})",
+      "--json"};
   ToolRun first = RunTool(append);
   ASSERT_EQ(first.exit_code, 0) << first.Describe();
   Json r = Json::parse(first.out);
@@ -122,8 +133,8 @@ TEST(ToolTest, AppendCreatesTheStoreAndReportsEveryOutcome) {
   EXPECT_EQ(conflict.exit_code, 3) << conflict.Describe();
   EXPECT_THAT(conflict.err, HasSubstr("version"));
   // The key reused for another request: 4.
-  ToolRun reused = RunTool({"append", store, "order-2", "--type", "X", "--data", "{}",
-                            "--idempotency-key", "req-1"});
+  ToolRun reused = RunTool(
+      {"append", store, "order-2", "--type", "X", "--data", "{}", "--idempotency-key", "req-1"});
   EXPECT_EQ(reused.exit_code, 4) << reused.Describe();
   // Invalid input: 2.
   for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
@@ -142,8 +153,8 @@ TEST(ToolTest, AppendCreatesTheStoreAndReportsEveryOutcome) {
     EXPECT_EQ(r.exit_code, 2) << absl::StrJoin(args, " ") << ": " << r.Describe();
   }
   // Exact version and a binary payload.
-  ToolRun exact = RunTool({"append", store, "order-1", "--type", "Blob", "--data", "AAEC/w==",
-                           "--content-type", "binary", "--expected-version", "0"});
+  ToolRun exact = RunTool({"append", store, "order-1", "--type", "Blob", "--data",
+                           "AAEC/w==", "--content-type", "binary", "--expected-version", "0"});
   EXPECT_EQ(exact.exit_code, 0) << exact.Describe();
   EXPECT_THAT(exact.out, HasSubstr("versions 1..1"));
 
@@ -168,8 +179,8 @@ TEST(ToolTest, AppendFileIsOneAtomicRequest) {
             "{\"type\":\"B\",\"data\":[1, 2]}\n"
             "{\"type\":\"C\",\"data\":\"AAE=\",\"data_encoding\":\"base64\","
             "\"content_type\":\"binary\",\"schema_version\":3}\n");
-  ToolRun ok = RunTool({"append", store, "s-1", "--file", good, "--expected-version",
-                        "no-stream", "--json"});
+  ToolRun ok = RunTool(
+      {"append", store, "s-1", "--file", good, "--expected-version", "no-stream", "--json"});
   ASSERT_EQ(ok.exit_code, 0) << ok.Describe();
   Json r = Json::parse(ok.out);
   EXPECT_EQ(r["first_version"], 0);
@@ -178,7 +189,8 @@ TEST(ToolTest, AppendFileIsOneAtomicRequest) {
   // Keys written with escapes mean what the JSON parser reads (a bug the
   // import_line fuzz target found: "d\/ta" was not found as written).
   const std::string escaped = dir.Sub("escaped.jsonl");
-  WriteFile(escaped, R"({"t\u0079pe":"E","d\u0061ta":{"x" : 1},"str\u0065am":"s-2"})" "\n");
+  WriteFile(escaped, R"({"t\u0079pe":"E","d\u0061ta":{"x" : 1},"str\u0065am":"s-2"})"
+                     "\n");
   ToolRun esc = RunTool({"append", store, "s-2", "--file", escaped, "--json"});
   ASSERT_EQ(esc.exit_code, 0) << esc.Describe();
 
@@ -199,9 +211,13 @@ TEST(ToolTest, AppendFileIsOneAtomicRequest) {
 // A store with three streams: a-1 (3 events), a-2 (2), b-1 (1), interleaved.
 void MakeSmallStore(const std::string& dir) {
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> s, Store::Open(dir));
-  for (const auto& [stream, type] : std::vector<std::pair<std::string, std::string>>{
-           {"a-1", "Opened"}, {"a-2", "Opened"}, {"a-1", "Paid"}, {"b-1", "Opened"},
-           {"a-1", "Closed"}, {"a-2", "Paid"}}) {
+  for (const auto& [stream, type] :
+       std::vector<std::pair<std::string, std::string>>{{"a-1", "Opened"},
+                                                        {"a-2", "Opened"},
+                                                        {"a-1", "Paid"},
+                                                        {"b-1", "Opened"},
+                                                        {"a-1", "Closed"},
+                                                        {"a-2", "Paid"}}) {
     EventData e;
     e.type = type;
     e.payload = absl::StrCat(R"({"stream":")", stream, R"("})");
@@ -228,9 +244,9 @@ TEST(ToolTest, ReadAndReadAllPrintEventsWithTheSameFields) {
     const Json& e = events[i];
     std::vector<std::string> keys;
     for (const auto& [k, v] : e.items()) keys.push_back(k);
-    EXPECT_THAT(keys, ::testing::UnorderedElementsAre("stream", "version", "position", "type",
-                                                      "id", "time", "content_type",
-                                                      "schema_version", "metadata", "data"));
+    EXPECT_THAT(keys, ::testing::UnorderedElementsAre("stream", "version", "position", "type", "id",
+                                                      "time", "content_type", "schema_version",
+                                                      "metadata", "data"));
     EXPECT_EQ(e["position"], i + 1);
     EXPECT_EQ(e["data"]["stream"], e["stream"]);
   }
@@ -246,8 +262,8 @@ TEST(ToolTest, ReadAndReadAllPrintEventsWithTheSameFields) {
   EXPECT_EQ(a1[1], events[2]);
   EXPECT_EQ(a1[2], events[4]);
 
-  std::vector<Json> back = JsonLines(
-      RunTool({"read", store, "a-1", "--backward", "--limit", "2", "--json"}).out);
+  std::vector<Json> back =
+      JsonLines(RunTool({"read", store, "a-1", "--backward", "--limit", "2", "--json"}).out);
   ASSERT_EQ(back.size(), 2u);
   EXPECT_EQ(back[0]["version"], 2);
   EXPECT_EQ(back[1]["version"], 1);
@@ -342,8 +358,8 @@ TEST(ToolTest, BenchRunsEveryWorkloadAndRemovesItsStore) {
   TempDir dir;
   for (const char* w :
        {"append", "append-batch", "concurrent", "read-all", "read-stream", "projection"}) {
-    ToolRun r = RunTool({"bench", dir.path(), "--workload", w, "--events", "200", "--batch",
-                         "20", "--threads", "4", "--streams", "10", "--size", "64", "--json"});
+    ToolRun r = RunTool({"bench", dir.path(), "--workload", w, "--events", "200", "--batch", "20",
+                         "--threads", "4", "--streams", "10", "--size", "64", "--json"});
     ASSERT_EQ(r.exit_code, 0) << w << ": " << r.Describe();
     Json j = Json::parse(r.out);
     EXPECT_EQ(j["workload"], w);
@@ -358,9 +374,10 @@ TEST(ToolTest, BenchRunsEveryWorkloadAndRemovesItsStore) {
                          "--threads", "4", "--group-commit-wait-us", "0", "--json"});
   ASSERT_EQ(off.exit_code, 0) << off.Describe();
   EXPECT_EQ(Json::parse(off.out)["group_commit_wait_us"], 0);
-  EXPECT_EQ(Json::parse(RunTool({"bench", dir.path(), "--events", "20", "--json"}).out)
-                ["group_commit_wait_us"],
-            100);
+  EXPECT_EQ(
+      Json::parse(
+          RunTool({"bench", dir.path(), "--events", "20", "--json"}).out)["group_commit_wait_us"],
+      100);
   EXPECT_EQ(RunTool({"bench", dir.path(), "--group-commit-wait-us", "-5"}).exit_code, 2);
   ToolRun text = RunTool({"bench", dir.path(), "--events", "20"});
   EXPECT_EQ(text.exit_code, 0) << text.Describe();

@@ -27,7 +27,9 @@ using ::testing::HasSubstr;
 // Events of every shape the envelope holds, over interleaved streams.
 std::vector<std::pair<std::string, EventData>> VariedEvents() {
   std::vector<std::pair<std::string, EventData>> out;
-  auto add = [&](const std::string& stream, EventData e) { out.emplace_back(stream, std::move(e)); };
+  auto add = [&](const std::string& stream, EventData e) {
+    out.emplace_back(stream, std::move(e));
+  };
   EventData spaced;
   spaced.type = "Spaced";
   spaced.payload = R"({ "b": 1.50,  "a": [1e3, "x\u00e9"], "z": null })";  // exact bytes kept
@@ -275,8 +277,8 @@ TEST(ToolTransferTest, BackupDuringAppendsOpensAndVerifies) {
   std::atomic<int> appended{0};
   std::thread writer([&] {
     for (int i = 0; !stop.load(); ++i) {
-      absl::StatusOr<AppendResult> r = s->Append(absl::StrCat("live-", i % 5),
-                                                 ExpectedVersion::Any(), MakeEvents(10, i));
+      absl::StatusOr<AppendResult> r =
+          s->Append(absl::StrCat("live-", i % 5), ExpectedVersion::Any(), MakeEvents(10, i));
       if (!r.ok()) break;
       ++appended;
     }

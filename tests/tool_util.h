@@ -42,8 +42,8 @@ inline std::string ToolBinary() { return RILL_TOOL_BINARY; }
 // Runs `rill args...` to completion.
 inline ToolRun RunTool(const std::vector<std::string>& args, const ToolOptions& options = {}) {
   static int counter = 0;
-  const std::string base = absl::StrCat(::testing::TempDir(), "/rill-tool-", getpid(), "-",
-                                        counter++);
+  const std::string base =
+      absl::StrCat(::testing::TempDir(), "/rill-tool-", getpid(), "-", counter++);
   const std::string out_path = base + ".out", err_path = base + ".err";
   std::vector<std::string> argv_storage{ToolBinary()};
   argv_storage.insert(argv_storage.end(), args.begin(), args.end());
@@ -63,8 +63,7 @@ inline ToolRun RunTool(const std::vector<std::string>& args, const ToolOptions& 
     const int in = open(options.stdin_path.c_str(), O_RDONLY);
     const int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     const int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (in < 0 || out < 0 || err < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 ||
-        dup2(err, 2) < 0) {
+    if (in < 0 || out < 0 || err < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) {
       _exit(126);
     }
     if (options.file_size_limit != 0) {

@@ -41,8 +41,9 @@ absl::StatusOr<EventData> EventFromOptions(const AppendArgs& args) {
   e.content_type = *ct;
   if (e.content_type == ContentType::kJson) {
     if (!Json::accept(args.data)) {
-      return absl::InvalidArgumentError("--data is not valid JSON (use --content-type binary "
-                                        "with base64 data for other payloads)");
+      return absl::InvalidArgumentError(
+          "--data is not valid JSON (use --content-type binary "
+          "with base64 data for other payloads)");
     }
     e.payload = args.data;
   } else if (!absl::Base64Unescape(args.data, &e.payload)) {
@@ -56,7 +57,8 @@ absl::StatusOr<EventData> EventFromOptions(const AppendArgs& args) {
   }
   if (!args.metadata.empty()) {
     absl::StatusOr<Metadata> m = ParseMetadataJson(args.metadata);
-    if (!m.ok()) return absl::InvalidArgumentError(absl::StrCat("--metadata: ", m.status().message()));
+    if (!m.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--metadata: ", m.status().message()));
     e.metadata = *std::move(m);
   }
   return e;
@@ -75,7 +77,8 @@ absl::StatusOr<std::vector<EventData>> EventsFromFile(const AppendArgs& args) {
     return absl::OkStatus();
   });
   if (!s.ok()) return s;
-  if (events.empty()) return absl::InvalidArgumentError(absl::StrCat(args.file, " holds no events"));
+  if (events.empty())
+    return absl::InvalidArgumentError(absl::StrCat(args.file, " holds no events"));
   return events;
 }
 
@@ -116,8 +119,8 @@ int RunAppend(const AppendArgs& args) {
   const int64_t n = r->last_version - r->first_version + 1;
   PrintLine(absl::StrCat(r->deduplicated ? "deduplicated (nothing written): " : "appended ", n,
                          n == 1 ? " event" : " events", " to ", r->stream, ": versions ",
-                         r->first_version, "..", r->last_version, ", positions ",
-                         r->first_position, "..", r->last_position));
+                         r->first_version, "..", r->last_version, ", positions ", r->first_position,
+                         "..", r->last_position));
   return kExitOk;
 }
 
@@ -126,8 +129,9 @@ int RunAppend(const AppendArgs& args) {
 void AddAppendCommands(CLI::App& app, Action* action) {
   auto a = std::make_shared<AppendArgs>();
   CLI::App* append = app.add_subcommand(
-      "append", "Append one event (or every line of --file, atomically) to a stream; creates "
-                "the store when its directory does not exist");
+      "append",
+      "Append one event (or every line of --file, atomically) to a stream; creates "
+      "the store when its directory does not exist");
   append->add_option("STORE", a->store, "store directory")->required();
   append->add_option("STREAM", a->stream, "stream name")->required();
   append->add_option("--type", a->type, "event type, e.g. OrderCreated");

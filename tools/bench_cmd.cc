@@ -133,7 +133,8 @@ absl::StatusOr<Result> RunConcurrent(Store* store, const BenchArgs& args, Progre
 }
 
 absl::StatusOr<Result> RunReadAll(Store* store, const BenchArgs& args, Progress* progress) {
-  if (absl::Status s = Fill(store, args, args.events, FillBatch(args), nullptr, nullptr); !s.ok()) return s;
+  if (absl::Status s = Fill(store, args, args.events, FillBatch(args), nullptr, nullptr); !s.ok())
+    return s;
   Result result;
   result.op = absl::StrCat("read of ", args.batch, " events");
   ReadOptions page;
@@ -158,7 +159,8 @@ absl::StatusOr<Result> RunReadAll(Store* store, const BenchArgs& args, Progress*
 }
 
 absl::StatusOr<Result> RunReadStream(Store* store, const BenchArgs& args, Progress* progress) {
-  if (absl::Status s = Fill(store, args, args.events, FillBatch(args), nullptr, nullptr); !s.ok()) return s;
+  if (absl::Status s = Fill(store, args, args.events, FillBatch(args), nullptr, nullptr); !s.ok())
+    return s;
   Result result;
   result.op = "read of one whole stream";
   uint64_t state = 88172645463325252ull;  // xorshift: a fixed, cheap sequence
@@ -183,7 +185,8 @@ absl::StatusOr<Result> RunReadStream(Store* store, const BenchArgs& args, Progre
 }
 
 absl::StatusOr<Result> RunProjection(Store* store, const BenchArgs& args, Progress* progress) {
-  if (absl::Status s = Fill(store, args, args.events, FillBatch(args), nullptr, nullptr); !s.ok()) return s;
+  if (absl::Status s = Fill(store, args, args.events, FillBatch(args), nullptr, nullptr); !s.ok())
+    return s;
   ProjectionDef def;
   def.name = "bench_counts";
   def.tables = {"counts"};
@@ -210,7 +213,8 @@ absl::StatusOr<Result> RunProjection(Store* store, const BenchArgs& args, Progre
     absl::StatusOr<AppendResult> r =
         store->Append("bench-ryw", ExpectedVersion::Any(), {BenchEvent(payload)});
     if (!r.ok()) return r.status();
-    if (absl::Status w = (*runner)->WaitFor(def.name, r->last_position, absl::Minutes(1)); !w.ok()) {
+    if (absl::Status w = (*runner)->WaitFor(def.name, r->last_position, absl::Minutes(1));
+        !w.ok()) {
       return w;
     }
     result.latencies_us.push_back(Micros(absl::Now() - s));
@@ -242,8 +246,7 @@ int RunBench(const BenchArgs& args) {
   }
   absl::StatusOr<Result> result;
   {
-    absl::StatusOr<std::unique_ptr<Store>> store =
-        OpenStore(store_dir, OpenMode::kCreate, options);
+    absl::StatusOr<std::unique_ptr<Store>> store = OpenStore(store_dir, OpenMode::kCreate, options);
     if (!store.ok()) return Fail(store.status());
     Progress progress(absl::StrCat("bench ", args.workload), args.events);
     Store* s = store->get();
@@ -301,9 +304,10 @@ int RunBench(const BenchArgs& args) {
   if (args.workload == "projection") {
     PrintLine("  (catch-up from position 1; the latencies below are of append + WaitFor)");
   }
-  PrintLine(absl::StrFormat("latency of one %s: p50 %.0f us, p99 %.0f us, p99.9 %.0f us "
-                            "(%d samples)",
-                            result->op, p50, p99, p999, result->latencies_us.size()));
+  PrintLine(
+      absl::StrFormat("latency of one %s: p50 %.0f us, p99 %.0f us, p99.9 %.0f us "
+                      "(%d samples)",
+                      result->op, p50, p99, p999, result->latencies_us.size()));
   return kExitOk;
 }
 
@@ -312,30 +316,34 @@ int RunBench(const BenchArgs& args) {
 void AddBenchCommands(CLI::App& app, Action* action) {
   auto b = std::make_shared<BenchArgs>();
   CLI::App* bench = app.add_subcommand(
-      "bench", "Run a workload in a fresh store under DIR (on the disk to measure) and print "
-               "throughput and latency percentiles; the store is removed afterwards");
+      "bench",
+      "Run a workload in a fresh store under DIR (on the disk to measure) and print "
+      "throughput and latency percentiles; the store is removed afterwards");
   bench->add_option("DIR", b->dir, "an existing directory on the disk to measure")->required();
-  bench->add_option("--workload", b->workload,
-                    "append (single events), append-batch, concurrent, read-all, read-stream "
-                    "or projection")
-      ->check(CLI::IsMember({"append", "append-batch", "concurrent", "read-all", "read-stream",
-                             "projection"}));
+  bench
+      ->add_option("--workload", b->workload,
+                   "append (single events), append-batch, concurrent, read-all, read-stream "
+                   "or projection")
+      ->check(CLI::IsMember(
+          {"append", "append-batch", "concurrent", "read-all", "read-stream", "projection"}));
   bench->add_option("--events", b->events, "events to write (default 10000)");
   bench->add_option("--batch", b->batch,
                     "events per append (append-batch) or per read (read-all); default 100");
   bench->add_option("--threads", b->threads, "appending threads (concurrent; default 16)");
-  bench->add_option("--group-commit-wait-us", b->group_commit_wait_us,
-                    "StoreOptions::group_commit_wait in microseconds (default: the store's "
-                    "default, 100; 0 turns the wait off)")
+  bench
+      ->add_option("--group-commit-wait-us", b->group_commit_wait_us,
+                   "StoreOptions::group_commit_wait in microseconds (default: the store's "
+                   "default, 100; 0 turns the wait off)")
       ->check(CLI::NonNegativeNumber);
   bench->add_option("--streams", b->streams, "streams written round robin (default 100)");
   bench->add_option("--size", b->size, "payload bytes per event (default 256)");
   bench->add_flag("--keep", b->keep, "keep the store afterwards");
   bench->add_flag("--json", b->json, "one JSON document");
-  bench->footer("Appends are durable (fsync on commit), as in production.\nExamples:\n"
-                "  rill bench /var/lib --workload append --events 2000\n"
-                "  rill bench /var/lib --workload append-batch --batch 100 --events 200000\n"
-                "  rill bench /var/lib --workload concurrent --threads 16 --events 20000");
+  bench->footer(
+      "Appends are durable (fsync on commit), as in production.\nExamples:\n"
+      "  rill bench /var/lib --workload append --events 2000\n"
+      "  rill bench /var/lib --workload append-batch --batch 100 --events 200000\n"
+      "  rill bench /var/lib --workload concurrent --threads 16 --events 20000");
   bench->callback([b, action] { *action = [b] { return RunBench(*b); }; });
 }
 

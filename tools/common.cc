@@ -154,7 +154,8 @@ std::string Rfc3339(absl::Time t) {
 
 std::string Count(uint64_t n, absl::string_view noun) {
   if (n == 1) return absl::StrCat(n, " ", noun);
-  if (absl::EndsWith(noun, "y")) return absl::StrCat(n, " ", noun.substr(0, noun.size() - 1), "ies");
+  if (absl::EndsWith(noun, "y"))
+    return absl::StrCat(n, " ", noun.substr(0, noun.size() - 1), "ies");
   return absl::StrCat(n, " ", noun, "s");
 }
 
@@ -182,8 +183,7 @@ absl::StatusOr<ExpectedVersion> ParseExpectedVersion(absl::string_view text) {
   int64_t n;
   if (!absl::SimpleAtoi(text, &n) || n < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--expected-version must be any, no-stream, exists or a version >= 0, not \"", text,
-        "\""));
+        "--expected-version must be any, no-stream, exists or a version >= 0, not \"", text, "\""));
   }
   return ExpectedVersion::Exact(n);
 }

@@ -24,13 +24,13 @@ namespace rill::tool {
 // Exit codes, the same for every command (docs/admin.md).
 enum Exit : int {
   kExitOk = 0,
-  kExitError = 1,        // anything not below
-  kExitUsage = 2,        // bad usage or invalid input
-  kExitConflict = 3,     // expected-version conflict
-  kExitKeyReused = 4,    // idempotency key reused with a different request
-  kExitNotFound = 5,     // store, stream or projection not found
-  kExitCorrupt = 6,      // corruption found
-  kExitFull = 7,         // disk or map full
+  kExitError = 1,      // anything not below
+  kExitUsage = 2,      // bad usage or invalid input
+  kExitConflict = 3,   // expected-version conflict
+  kExitKeyReused = 4,  // idempotency key reused with a different request
+  kExitNotFound = 5,   // store, stream or projection not found
+  kExitCorrupt = 6,    // corruption found
+  kExitFull = 7,       // disk or map full
 };
 
 // The exit code for a status, by its code.

@@ -64,8 +64,8 @@ size_t SkipValue(absl::string_view s, size_t i) {
     return kNpos;
   }
   size_t j = i;
-  while (j < s.size() && s[j] != ',' && s[j] != '}' && s[j] != ']' && s[j] != ' ' &&
-         s[j] != '\t' && s[j] != '\n' && s[j] != '\r') {
+  while (j < s.size() && s[j] != ',' && s[j] != '}' && s[j] != ']' && s[j] != ' ' && s[j] != '\t' &&
+         s[j] != '\n' && s[j] != '\r') {
     ++j;
   }
   return j == i ? kNpos : j;
@@ -106,9 +106,9 @@ absl::StatusOr<Metadata> MetadataFromJson(const Json& j) {
         return absl::InvalidArgumentError("metadata.headers must be an object or an array");
       }
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "metadata has an unknown field \"", key,
-          "\" (known: correlation_id, causation_id, headers)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("metadata has an unknown field \"", key,
+                       "\" (known: correlation_id, causation_id, headers)"));
     }
   }
   return m;
@@ -151,7 +151,8 @@ absl::StatusOr<T> IntField(const Json& j, absl::string_view what, T min) {
     }
   } else if (j.is_number_integer()) {
     const int64_t v = j.get<int64_t>();
-    if (v >= 0 && static_cast<uint64_t>(v) <= static_cast<uint64_t>(std::numeric_limits<T>::max()) &&
+    if (v >= 0 &&
+        static_cast<uint64_t>(v) <= static_cast<uint64_t>(std::numeric_limits<T>::max()) &&
         static_cast<T>(v) >= min) {
       return static_cast<T>(v);
     }
@@ -223,8 +224,8 @@ std::string EventJsonLine(const EventView& e) {
 }
 
 std::string EventText(const EventView& e) {
-  std::string out = absl::StrFormat("#%d  %s @ %d  %s  %s", e.position(), e.stream(),
-                                    e.version(), e.type(), TimeText(e.recorded_at()));
+  std::string out = absl::StrFormat("#%d  %s @ %d  %s  %s", e.position(), e.stream(), e.version(),
+                                    e.type(), TimeText(e.recorded_at()));
   absl::StrAppend(&out, "\n  id ", e.id().ToString(), "  ", ContentTypeName(e.content_type()),
                   " schema ", e.schema_version());
   if (!e.correlation_id().empty()) absl::StrAppend(&out, "  correlation ", e.correlation_id());
@@ -260,7 +261,8 @@ absl::Status ForEachEventLine(
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     absl::StatusOr<ParsedEvent> e = ParseEventLine(line);
     if (!e.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, " line ", n, ": ", e.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, " line ", n, ": ", e.status().message()));
     }
     if (absl::Status s = fn(n, *std::move(e)); !s.ok()) return s;
   }
@@ -342,9 +344,9 @@ absl::StatusOr<ParsedEvent> ParseEventLine(absl::string_view line) {
     }
   } else {
     if (ev.content_type != ContentType::kJson) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "content_type ", ContentTypeName(ev.content_type),
-          " needs its data in base64 (\"data_encoding\": \"base64\")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("content_type ", ContentTypeName(ev.content_type),
+                       " needs its data in base64 (\"data_encoding\": \"base64\")"));
     }
     std::optional<absl::string_view> raw = RawJsonValue(line, "data");
     if (!raw.has_value()) {

@@ -96,12 +96,13 @@ int RunInfo(const InfoArgs& args) {
                                   FormatBytes(stats->used_bytes), " in use)")});
   t.Add({"map size", FormatBytes(stats->map_size)});
   t.Add({"durability", "per process; default durable (fsync on commit)"});
-  t.Add({"reader slots", absl::StrCat(stats->readers_in_use, " of ", stats->max_readers, " in use, ",
-                                      stats->stale_readers, " stale (dead processes)")});
+  t.Add(
+      {"reader slots", absl::StrCat(stats->readers_in_use, " of ", stats->max_readers, " in use, ",
+                                    stats->stale_readers, " stale (dead processes)")});
   if (stats->oldest_reader_pid != 0) {
-    t.Add({"oldest reader", absl::StrCat("pid ", stats->oldest_reader_pid, ", ",
-                                         stats->oldest_reader_lag,
-                                         " commits behind (pages it sees cannot be reused)")});
+    t.Add({"oldest reader",
+           absl::StrCat("pid ", stats->oldest_reader_pid, ", ", stats->oldest_reader_lag,
+                        " commits behind (pages it sees cannot be reused)")});
   }
   if (args.clear_stale_readers) t.Add({"stale slots cleared", absl::StrCat(cleared)});
   t.Add({"projections", absl::StrCat(projections->size())});
@@ -141,8 +142,8 @@ int RunStreams(const StreamsArgs& args) {
                       {"last_position", s.last_position},
                       {"last_time", Rfc3339(s.last_recorded_at)}});
     }
-    PrintLine(Json{{"streams", std::move(list)}}.dump(-1, ' ', false,
-                                                     Json::error_handler_t::replace));
+    PrintLine(
+        Json{{"streams", std::move(list)}}.dump(-1, ' ', false, Json::error_handler_t::replace));
     return kExitOk;
   }
   Table t({"stream", "last version", "events", "last recorded"});
@@ -159,8 +160,9 @@ int RunStreams(const StreamsArgs& args) {
 void AddInfoCommands(CLI::App& app, Action* action) {
   auto info_args = std::make_shared<InfoArgs>();
   CLI::App* info = app.add_subcommand(
-      "info", "Format version, store id, head position, streams, events, sizes, map size, "
-              "reader slots, and each projection with its lag");
+      "info",
+      "Format version, store id, head position, streams, events, sizes, map size, "
+      "reader slots, and each projection with its lag");
   info->add_option("STORE", info_args->store, "store directory")->required();
   info->add_flag("--json", info_args->json, "one JSON document instead of a table");
   info->add_flag("--clear-stale-readers", info_args->clear_stale_readers,

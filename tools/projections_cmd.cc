@@ -48,10 +48,14 @@ int RunStatus(const ProjArgs& args) {
   if (args.json) {
     Json list = Json::array();
     for (const ProjectionStatus& p : *all) {
-      Json j{{"name", p.name},         {"version", p.version},
-             {"generation", p.generation}, {"state", ProjectionStateName(p.state)},
-             {"checkpoint", p.checkpoint}, {"head", p.head},
-             {"lag_events", p.lag_events}, {"parked", p.parked}};
+      Json j{{"name", p.name},
+             {"version", p.version},
+             {"generation", p.generation},
+             {"state", ProjectionStateName(p.state)},
+             {"checkpoint", p.checkpoint},
+             {"head", p.head},
+             {"lag_events", p.lag_events},
+             {"parked", p.parked}};
       if (p.rebuild_version != 0) {
         j["rebuild_version"] = p.rebuild_version;
         j["rebuild_checkpoint"] = p.rebuild_checkpoint;
@@ -69,9 +73,9 @@ int RunStatus(const ProjArgs& args) {
   for (const ProjectionStatus& p : *all) {
     t.Add({p.name, absl::StrCat(p.version), ProjectionStateName(p.state),
            absl::StrCat(p.checkpoint), absl::StrCat(p.head), Lag(p), absl::StrCat(p.parked),
-           p.rebuild_version == 0 ? "-"
-                                  : absl::StrCat("v", p.rebuild_version, " at ",
-                                                 p.rebuild_checkpoint)});
+           p.rebuild_version == 0
+               ? "-"
+               : absl::StrCat("v", p.rebuild_version, " at ", p.rebuild_checkpoint)});
   }
   t.Print();
   return kExitOk;
@@ -95,15 +99,16 @@ absl::StatusOr<ProjectionDef> LoadDef(const std::string& plugin, absl::string_vi
   }
   auto fn = reinterpret_cast<ProjectionPluginFn>(dlsym(lib, kProjectionPluginSymbol));
   if (fn == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(plugin, " defines no ",
-                                                   kProjectionPluginSymbol, " (see docs/admin.md)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(plugin, " defines no ", kProjectionPluginSymbol, " (see docs/admin.md)"));
   }
   std::vector<ProjectionDef> defs;
   fn(&defs);
   for (ProjectionDef& d : defs) {
     if (d.name == name) return std::move(d);
   }
-  return absl::NotFoundError(absl::StrCat("plugin ", plugin, " defines no projection \"", name, "\""));
+  return absl::NotFoundError(
+      absl::StrCat("plugin ", plugin, " defines no projection \"", name, "\""));
 }
 
 // Waits until the serving generation is no longer `from_generation`, no
@@ -113,8 +118,8 @@ int WaitForSwap(const ProjArgs& args, uint64_t from_generation, uint64_t target,
                 const std::function<absl::StatusOr<std::optional<ProjectionStatus>>()>& status,
                 const std::function<absl::StatusOr<bool>()>& still_running) {
   Progress progress(absl::StrCat("rebuild ", args.name), 0);
-  const absl::Time deadline = args.timeout_s > 0 ? absl::Now() + absl::Seconds(args.timeout_s)
-                                                 : absl::InfiniteFuture();
+  const absl::Time deadline =
+      args.timeout_s > 0 ? absl::Now() + absl::Seconds(args.timeout_s) : absl::InfiniteFuture();
   for (;;) {
     absl::StatusOr<std::optional<ProjectionStatus>> st = status();
     if (!st.ok()) return Fail(st.status());
@@ -139,13 +144,13 @@ int WaitForSwap(const ProjArgs& args, uint64_t from_generation, uint64_t target,
     absl::StatusOr<bool> running = still_running();
     if (!running.ok()) return Fail(running.status());
     if (!*running) {
-      return Fail(absl::UnavailableError(absl::StrCat(
-                      "the runner of \"", args.name, "\" stopped before the rebuild finished")),
+      return Fail(absl::UnavailableError(absl::StrCat("the runner of \"", args.name,
+                                                      "\" stopped before the rebuild finished")),
                   "the rebuild resumes when the projection runs again");
     }
     if (absl::Now() > deadline) {
-      return Fail(absl::DeadlineExceededError(absl::StrCat(
-                      "the rebuild of \"", args.name, "\" did not finish within --timeout")),
+      return Fail(absl::DeadlineExceededError(absl::StrCat("the rebuild of \"", args.name,
+                                                           "\" did not finish within --timeout")),
                   "it goes on in the service; `rill projections STORE` shows its progress");
     }
     absl::SleepFor(absl::Milliseconds(100));
@@ -188,9 +193,9 @@ int RunRebuild(const ProjArgs& args) {
     return code;
   }
   if (!before->has_value()) {
-    return Fail(absl::NotFoundError(absl::StrCat("the store has no projection \"", args.name,
-                                                 "\"")),
-                "`rill projections STORE` lists them; a projection that never ran needs --plugin");
+    return Fail(
+        absl::NotFoundError(absl::StrCat("the store has no projection \"", args.name, "\"")),
+        "`rill projections STORE` lists them; a projection that never ran needs --plugin");
   }
   if (absl::Status r = RequestRebuild(s, args.name); !r.ok()) return Fail(r);
   if (!*running) {
@@ -269,8 +274,8 @@ int RunDrop(const ProjArgs& args) {
   for (uint64_t pos : *targets) {
     if (absl::Status s = DropParkedEvent(store->get(), args.name, pos); !s.ok()) return Fail(s);
   }
-  PrintLine(absl::StrCat("dropped ", Count(targets->size(), "parked event"), " of \"", args.name,
-                         "\""));
+  PrintLine(
+      absl::StrCat("dropped ", Count(targets->size(), "parked event"), " of \"", args.name, "\""));
   return kExitOk;
 }
 
@@ -285,8 +290,8 @@ int RetryThroughService(Store* store, const ProjArgs& args, const std::vector<ui
   for (uint64_t pos : targets) {
     if (absl::Status s = RequestRetryParked(store, args.name, pos); !s.ok()) return Fail(s);
   }
-  PrintLine(absl::StrCat("asked the running service to retry ", Count(targets.size(), "parked event"),
-                         " of \"", args.name, "\""));
+  PrintLine(absl::StrCat("asked the running service to retry ",
+                         Count(targets.size(), "parked event"), " of \"", args.name, "\""));
   const absl::Time deadline = absl::Now() + absl::Seconds(args.timeout_s > 0 ? args.timeout_s : 60);
   Progress progress(absl::StrCat("retry ", args.name), targets.size());
   for (;;) {
@@ -302,7 +307,8 @@ int RetryThroughService(Store* store, const ProjArgs& args, const std::vector<ui
         ++applied;
       } else if (it->second->attempts > attempts[pos]) {
         ++failed;
-        if (first_error.empty()) first_error = absl::StrCat("position ", pos, ": ", it->second->error);
+        if (first_error.empty())
+          first_error = absl::StrCat("position ", pos, ": ", it->second->error);
       }
     }
     progress.Update(applied + failed);
@@ -380,9 +386,10 @@ CLI::App* AddNamed(CLI::App* parent, const std::string& name, const std::string&
 
 void AddProjectionCommands(CLI::App& app, Action* action) {
   auto status = std::make_shared<ProjArgs>();
-  CLI::App* proj = app.add_subcommand(
-      "projections", "Status of each projection (version, state, checkpoint, lag, parked), and "
-                     "rebuild, reset and dead-letter commands");
+  CLI::App* proj =
+      app.add_subcommand("projections",
+                         "Status of each projection (version, state, checkpoint, lag, parked), and "
+                         "rebuild, reset and dead-letter commands");
   proj->add_option("STORE", status->store, "store directory");
   proj->add_flag("--json", status->json, "one JSON document");
   proj->require_subcommand(0, 1);
@@ -414,8 +421,8 @@ void AddProjectionCommands(CLI::App& app, Action* action) {
   rs->callback([reset, action] { *action = [reset] { return RunReset(*reset); }; });
 
   auto parked = std::make_shared<ProjArgs>();
-  CLI::App* pk = AddNamed(proj, "parked", "List a projection's parked events (dead letters)",
-                          parked);
+  CLI::App* pk =
+      AddNamed(proj, "parked", "List a projection's parked events (dead letters)", parked);
   pk->add_flag("--json", parked->json, "one JSON document");
   pk->callback([parked, action] { *action = [parked] { return RunParked(*parked); }; });
 
@@ -435,8 +442,8 @@ void AddProjectionCommands(CLI::App& app, Action* action) {
   rt->callback([retry, action] { *action = [retry] { return RunRetry(*retry); }; });
 
   auto drop = std::make_shared<ProjArgs>();
-  CLI::App* dr = AddNamed(proj, "drop",
-                          "Delete parked events for good (they stay unapplied)", drop);
+  CLI::App* dr =
+      AddNamed(proj, "drop", "Delete parked events for good (they stay unapplied)", drop);
   dr->add_option("POSITION", drop->position, "position of the parked event");
   dr->add_flag("--all", drop->all, "every parked event of the projection");
   dr->callback([drop, action] { *action = [drop] { return RunDrop(*drop); }; });

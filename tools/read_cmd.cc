@@ -36,11 +36,12 @@ int RunRead(const ReadArgs& args) {
   options.direction = args.backward ? Direction::kBackward : Direction::kForward;
   if (args.limit > 0) options.limit = args.limit;
   const int64_t from = args.from >= 0 ? args.from : (args.backward ? kStreamEnd : 0);
-  absl::Status s = (*store)->ScanStream(args.stream, from, options,
-                                        [&](const EventView& e) { return PrintEvent(e, args.json); });
+  absl::Status s = (*store)->ScanStream(
+      args.stream, from, options, [&](const EventView& e) { return PrintEvent(e, args.json); });
   if (s.code() == absl::StatusCode::kNotFound) {
-    return Fail(absl::NotFoundError(absl::StrCat("no stream \"", args.stream, "\" in ", args.store)),
-                "`rill streams STORE` lists the streams");
+    return Fail(
+        absl::NotFoundError(absl::StrCat("no stream \"", args.stream, "\" in ", args.store)),
+        "`rill streams STORE` lists the streams");
   }
   if (!s.ok()) return Fail(s);
   return kExitOk;
@@ -128,8 +129,9 @@ void AddReadCommands(CLI::App& app, Action* action) {
       "read", "Events of one stream with version, position, type, time, metadata and payload");
   read->add_option("STORE", r->store, "store directory")->required();
   read->add_option("STREAM", r->stream, "stream name")->required();
-  read->add_option("--from", r->from, "first stream version to read (default: the first, or "
-                                      "the last with --backward)")
+  read->add_option("--from", r->from,
+                   "first stream version to read (default: the first, or "
+                   "the last with --backward)")
       ->check(CLI::NonNegativeNumber);
   read->add_flag("--backward", r->backward, "newest first");
   read->add_option("--limit", r->limit, "at most N events (0: all)");
@@ -140,8 +142,9 @@ void AddReadCommands(CLI::App& app, Action* action) {
   auto a = std::make_shared<ReadAllArgs>();
   CLI::App* read_all = app.add_subcommand("read-all", "Events of the whole log in position order");
   read_all->add_option("STORE", a->store, "store directory")->required();
-  read_all->add_option("--from", a->from, "first position to read (default: 1, or the head "
-                                          "with --backward)");
+  read_all->add_option("--from", a->from,
+                       "first position to read (default: 1, or the head "
+                       "with --backward)");
   read_all->add_option("--type", a->types, "only events of this type (repeatable)");
   read_all->add_option("--prefix", a->prefix, "only streams whose names start with P");
   read_all->add_flag("--backward", a->backward, "newest first");
@@ -152,8 +155,8 @@ void AddReadCommands(CLI::App& app, Action* action) {
   read_all->callback([a, action] { *action = [a] { return RunReadAll(*a); }; });
 
   auto t = std::make_shared<TailArgs>();
-  CLI::App* tail = app.add_subcommand(
-      "tail", "Follow new events live until interrupted (Ctrl-C exits cleanly)");
+  CLI::App* tail =
+      app.add_subcommand("tail", "Follow new events live until interrupted (Ctrl-C exits cleanly)");
   tail->add_option("STORE", t->store, "store directory")->required();
   tail->add_option("--from", t->from, "start at this position (default: only new events)");
   tail->add_option("--type", t->types, "only events of this type (repeatable)");

@@ -37,8 +37,8 @@ int RunList(const SnapArgs& args) {
                      {"bytes", s.data.size()},
                      {"taken_at", Rfc3339(s.taken_at)}});
     }
-    PrintLine(Json{{"snapshots", std::move(out)}}.dump(-1, ' ', false,
-                                                      Json::error_handler_t::replace));
+    PrintLine(
+        Json{{"snapshots", std::move(out)}}.dump(-1, ' ', false, Json::error_handler_t::replace));
     return kExitOk;
   }
   if (list->empty()) {
@@ -76,8 +76,8 @@ int RunPrune(const SnapArgs& args) {
   if (args.json) {
     PrintLine(Json{{"deleted", *deleted}, {"keep", args.keep}}.dump());
   } else {
-    PrintLine(absl::StrCat("deleted ", Count(*deleted, "snapshot"), "; kept the newest ",
-                           args.keep, " of ", args.stream.empty() ? "each stream" : args.stream));
+    PrintLine(absl::StrCat("deleted ", Count(*deleted, "snapshot"), "; kept the newest ", args.keep,
+                           " of ", args.stream.empty() ? "each stream" : args.stream));
   }
   return kExitOk;
 }
@@ -91,9 +91,10 @@ void AddSnapshotCommands(CLI::App& app, Action* action) {
   snaps->add_option("STREAM", list->stream, "only this stream's snapshots");
   snaps->add_flag("--json", list->json, "one JSON document");
   snaps->require_subcommand(0, 1);
-  snaps->footer("Examples:\n  rill snapshots /var/lib/orders\n"
-                "  rill snapshots /var/lib/orders order-o-1\n"
-                "  rill snapshots prune /var/lib/orders --keep 2");
+  snaps->footer(
+      "Examples:\n  rill snapshots /var/lib/orders\n"
+      "  rill snapshots /var/lib/orders order-o-1\n"
+      "  rill snapshots prune /var/lib/orders --keep 2");
 
   auto prune = std::make_shared<SnapArgs>();
   CLI::App* pr = snaps->add_subcommand(

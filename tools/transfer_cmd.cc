@@ -2,8 +2,8 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -136,8 +136,8 @@ absl::StatusOr<uint64_t> CheckFile(const std::string& path) {
     if (e.version.has_value()) {
       auto it = versions.find(e.stream);
       if (it != versions.end() && *e.version != it->second + 1) {
-        return bad(absl::StrCat("stream \"", e.stream, "\" jumps from version ", it->second,
-                                " to ", *e.version));
+        return bad(absl::StrCat("stream \"", e.stream, "\" jumps from version ", it->second, " to ",
+                                *e.version));
       }
       versions[e.stream] = *e.version;
     }
@@ -164,10 +164,10 @@ absl::Status ImportBatch(Store* store, const std::string& file, const std::vecto
     if (request.empty()) return absl::OkStatus();
     absl::StatusOr<std::vector<AppendResult>> r = store->AppendMulti(request);
     if (!r.ok()) {
-      return absl::Status(r.status().code(),
-                          absl::StrCat(file, " line ", first_lines.front(), ": ",
-                                       r.status().message(), "; the ", Count(*imported, "event"),
-                                       " before it were imported"));
+      return absl::Status(
+          r.status().code(),
+          absl::StrCat(file, " line ", first_lines.front(), ": ", r.status().message(), "; the ",
+                       Count(*imported, "event"), " before it were imported"));
     }
     for (const StreamAppend& a : request) *imported += a.events.size();
     request.clear();
@@ -184,8 +184,8 @@ absl::Status ImportBatch(Store* store, const std::string& file, const std::vecto
       StreamAppend part;
       part.stream = e.stream;
       if (e.version.has_value()) {
-        part.expected = *e.version == 0 ? ExpectedVersion::NoStream()
-                                        : ExpectedVersion::Exact(*e.version - 1);
+        part.expected =
+            *e.version == 0 ? ExpectedVersion::NoStream() : ExpectedVersion::Exact(*e.version - 1);
       }
       request.push_back(std::move(part));
       first_lines.push_back(line.number);
@@ -232,8 +232,8 @@ int ImportInto(const ImportArgs& args, uint64_t total, Store* store, uint64_t* i
   });
   if (!s.ok() && !appending_failed && s.code() == absl::StatusCode::kInvalidArgument) {
     // The file changed since it was checked.
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        s.message(), "; ", imported, " events before this batch were imported")));
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat(s.message(), "; ", imported, " events before this batch were imported")));
   }
   if (!s.ok()) return Fail(s);
   if (absl::Status last = ImportBatch(store, args.file, batch, &imported); !last.ok()) {
@@ -261,14 +261,16 @@ void AddTransferCommands(CLI::App& app, Action* action) {
   exp->add_option("--to", e->to, "last position (default: the head when the export starts)");
   exp->add_option("--prefix", e->prefix, "only streams whose names start with P");
   exp->add_option("-o,--output", e->output, "write to FILE (default: stdout)");
-  exp->footer("Example:\n  rill export /var/lib/orders -o orders.jsonl\n"
-              "  rill export /var/lib/orders --from 1000 --prefix order- | gzip > part.jsonl.gz");
+  exp->footer(
+      "Example:\n  rill export /var/lib/orders -o orders.jsonl\n"
+      "  rill export /var/lib/orders --from 1000 --prefix order- | gzip > part.jsonl.gz");
   exp->callback([e, action] { *action = [e] { return RunExport(*e); }; });
 
   auto i = std::make_shared<ImportArgs>();
   CLI::App* imp = app.add_subcommand(
-      "import", "Append the events of a JSON-lines file (as written by `rill export`); creates "
-                "the store when its directory does not exist");
+      "import",
+      "Append the events of a JSON-lines file (as written by `rill export`); creates "
+      "the store when its directory does not exist");
   imp->add_option("STORE", i->store, "store directory")->required();
   imp->add_option("FILE", i->file, "JSON lines, one event per line")->required();
   imp->add_option("--batch", i->batch, "events per atomic append (default 1000)");

@@ -89,18 +89,18 @@ int RunVerify(const VerifyArgs& args) {
            {"problems", report->problems}};
     PrintLine(j.dump(2, ' ', false, Json::error_handler_t::replace));
   } else {
-    PrintLine(absl::StrCat("checked ", Count(report->events, "event"), ", ",
-                           Count(report->streams, "stream"), ", ",
-                           Count(report->index_entries, "index entry"), ", ",
-                           Count(report->idempotency_keys, "idempotency key"), ", ",
-                           Count(projections, "projection"), ", ", Count(snapshots, "snapshot"),
-                           " (head ", report->head_position, ")"));
+    PrintLine(absl::StrCat(
+        "checked ", Count(report->events, "event"), ", ", Count(report->streams, "stream"), ", ",
+        Count(report->index_entries, "index entry"), ", ",
+        Count(report->idempotency_keys, "idempotency key"), ", ", Count(projections, "projection"),
+        ", ", Count(snapshots, "snapshot"), " (head ", report->head_position, ")"));
     for (const std::string& p : report->problems) PrintLine(absl::StrCat("PROBLEM: ", p));
     if (report->problem_count > report->problems.size()) {
       PrintLine(absl::StrCat("... and ", report->problem_count - report->problems.size(),
                              " more problems"));
     }
-    PrintLine(report->ok() ? "OK" : absl::StrCat(Count(report->problem_count, "problem"), " found"));
+    PrintLine(report->ok() ? "OK"
+                           : absl::StrCat(Count(report->problem_count, "problem"), " found"));
   }
   if (!report->ok()) {
     std::fprintf(stderr,
@@ -161,13 +161,15 @@ int RunBackup(const BackupArgs& args) {
 void AddVerifyCommands(CLI::App& app, Action* action) {
   auto v = std::make_shared<VerifyArgs>();
   CLI::App* verify = app.add_subcommand(
-      "verify", "Check every record: envelopes, gapless positions, contiguous stream versions, "
-                "index entries, idempotency records, projections and snapshots; exit 6 on any "
-                "problem");
+      "verify",
+      "Check every record: envelopes, gapless positions, contiguous stream versions, "
+      "index entries, idempotency records, projections and snapshots; exit 6 on any "
+      "problem");
   verify->add_option("STORE", v->store, "store directory")->required();
   verify->add_flag("--json", v->json, "one JSON document with the counts and problems");
-  verify->footer("Runs in one read transaction, so it sees one consistent state while the "
-                 "service keeps appending.\nExample:\n  rill verify /var/lib/orders");
+  verify->footer(
+      "Runs in one read transaction, so it sees one consistent state while the "
+      "service keeps appending.\nExample:\n  rill verify /var/lib/orders");
   verify->callback([v, action] { *action = [v] { return RunVerify(*v); }; });
 
   auto b = std::make_shared<BackupArgs>();
@@ -178,8 +180,9 @@ void AddVerifyCommands(CLI::App& app, Action* action) {
       ->required();
   backup->add_flag("--compact", b->compact, "copy only the pages in use (smaller, slower)");
   backup->add_flag("--json", b->json, "print the result as JSON");
-  backup->footer("The copy is a store: open it, or `rill verify` it.\nExample:\n"
-                 "  rill backup /var/lib/orders /backups/orders-2026-11-26 --compact");
+  backup->footer(
+      "The copy is a store: open it, or `rill verify` it.\nExample:\n"
+      "  rill backup /var/lib/orders /backups/orders-2026-11-26 --compact");
   backup->callback([b, action] { *action = [b] { return RunBackup(*b); }; });
 }
 

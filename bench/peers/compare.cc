@@ -88,16 +88,15 @@ void Emit(const std::string& workload, const std::string& system, Figure& f,
       "{\"workload\": \"%s\", \"system\": \"%s\", \"events_per_s\": %s, \"p50_us\": %s, "
       "\"p99_us\": %s, \"bytes_per_event\": %s, \"events\": %d, \"calls\": %d, "
       "\"seconds\": %.4f%s}\n",
-      workload, system, num(f.seconds > 0 ? f.events / f.seconds : -1),
-      num(Pct(f.lat_us, 0.50)), num(Pct(f.lat_us, 0.99)), num(bytes_per_event), f.events,
-      f.calls, f.seconds, extra);
+      workload, system, num(f.seconds > 0 ? f.events / f.seconds : -1), num(Pct(f.lat_us, 0.50)),
+      num(Pct(f.lat_us, 0.99)), num(bytes_per_event), f.events, f.calls, f.seconds, extra);
   std::fflush(stdout);
-  absl::FPrintF(stderr, "  %-18s %-10s %12.0f events/s  p50 %8.1f us  p99 %8.1f us%s\n",
-               workload, system, f.seconds > 0 ? f.events / f.seconds : 0,
-               Pct(f.lat_us, 0.5), Pct(f.lat_us, 0.99),
-               f.extra.count("cpu_s") && f.extra["cpu_s"] > 0
-                   ? absl::StrFormat("  (%.0f events per CPU-second)", f.events / f.extra["cpu_s"])
-                   : "");
+  absl::FPrintF(stderr, "  %-18s %-10s %12.0f events/s  p50 %8.1f us  p99 %8.1f us%s\n", workload,
+                system, f.seconds > 0 ? f.events / f.seconds : 0, Pct(f.lat_us, 0.5),
+                Pct(f.lat_us, 0.99),
+                f.extra.count("cpu_s") && f.extra["cpu_s"] > 0
+                    ? absl::StrFormat("  (%.0f events per CPU-second)", f.events / f.extra["cpu_s"])
+                    : "");
 }
 
 // ------------------------------------------------------------- appends ----
@@ -154,12 +153,12 @@ void RunIdempotent(SerialRun& r, std::vector<Request>& sent, double secs) {
     }
     const Request& q = sent[id];
     const Clock::time_point t0 = Clock::now();
-    const bool dedup = r.writer->AppendIdempotent(SmallStream(q.stream), q.expected,
-                                                  Payload(id), absl::StrFormat("req-%d", id));
+    const bool dedup = r.writer->AppendIdempotent(SmallStream(q.stream), q.expected, Payload(id),
+                                                  absl::StrFormat("req-%d", id));
     r.fig.lat_us.push_back(Us(t0));
     if (dedup != retry) {
-      Die(absl::StrFormat("%s: request %d deduplicated=%d, expected %d", r.peer->name(),
-                          i, dedup, retry));
+      Die(absl::StrFormat("%s: request %d deduplicated=%d, expected %d", r.peer->name(), i, dedup,
+                          retry));
     }
     r.fig.extra["deduplicated"] += dedup;
     ++r.fig.events;
@@ -397,9 +396,7 @@ void ReadWorkloads(std::vector<Peer*>& peers, const Args& args,
   }
 }
 
-std::vector<std::string> List(const char* s) {
-  return absl::StrSplit(s, ',', absl::SkipEmpty());
-}
+std::vector<std::string> List(const char* s) { return absl::StrSplit(s, ',', absl::SkipEmpty()); }
 
 }  // namespace
 }  // namespace rill::bench
@@ -413,26 +410,40 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) Die("missing value after " + a);
       return argv[++i];
     };
-    if (a == "--dir") args.dir = next();
-    else if (a == "--quick") args.quick = true;
-    else if (a == "--systems") args.systems = List(next());
-    else if (a == "--workloads") args.workloads = List(next());
-    else if (a == "--pg-app") args.pg_app = next();
-    else if (a == "--pg-admin") args.pg_admin = next();
-    else if (a == "--seconds") args.seconds = std::atof(next());
-    else if (a == "--read-events") args.read_events = std::strtoull(next(), nullptr, 10);
-    else Die("unknown argument " + a);
+    if (a == "--dir")
+      args.dir = next();
+    else if (a == "--quick")
+      args.quick = true;
+    else if (a == "--systems")
+      args.systems = List(next());
+    else if (a == "--workloads")
+      args.workloads = List(next());
+    else if (a == "--pg-app")
+      args.pg_app = next();
+    else if (a == "--pg-admin")
+      args.pg_admin = next();
+    else if (a == "--seconds")
+      args.seconds = std::atof(next());
+    else if (a == "--read-events")
+      args.read_events = std::strtoull(next(), nullptr, 10);
+    else
+      Die("unknown argument " + a);
   }
   if (args.seconds <= 0) args.seconds = args.quick ? 1.0 : 4.0;
   if (args.read_events == 0) args.read_events = args.quick ? 200000 : 1000000;
 
   std::vector<std::unique_ptr<Peer>> owned;
   for (const std::string& s : args.systems) {
-    if (s == "rill") owned.push_back(NewRillPeer(args.dir + "/rill"));
-    else if (s == "lmdb") owned.push_back(NewLmdbPeer(args.dir + "/lmdb"));
-    else if (s == "sqlite") owned.push_back(NewSqlitePeer(args.dir + "/sqlite"));
-    else if (s == "messagedb") owned.push_back(NewMessageDbPeer(args.pg_app, args.pg_admin));
-    else Die("unknown system " + s);
+    if (s == "rill")
+      owned.push_back(NewRillPeer(args.dir + "/rill"));
+    else if (s == "lmdb")
+      owned.push_back(NewLmdbPeer(args.dir + "/lmdb"));
+    else if (s == "sqlite")
+      owned.push_back(NewSqlitePeer(args.dir + "/sqlite"));
+    else if (s == "messagedb")
+      owned.push_back(NewMessageDbPeer(args.pg_app, args.pg_admin));
+    else
+      Die("unknown system " + s);
   }
   std::vector<Peer*> peers;
   for (auto& p : owned) peers.push_back(p.get());

@@ -46,8 +46,8 @@ class LmdbWriter : public PeerWriter {
     CheckMdb(mdb_txn_commit(txn), "mdb_txn_commit");
   }
 
-  bool AppendIdempotent(const std::string& stream, int64_t /*expected*/,
-                        const std::string& payload, const std::string& key) override {
+  bool AppendIdempotent(const std::string& stream, int64_t /*expected*/, const std::string& payload,
+                        const std::string& key) override {
     MDB_txn* txn;
     CheckMdb(mdb_txn_begin(s_->log->env(), nullptr, 0, &txn), "mdb_txn_begin");
     MDB_val k{key.size(), const_cast<char*>(key.data())}, v;
@@ -99,8 +99,8 @@ class LmdbPeer : public Peer {
       const int slot = StreamSlotOfBatch(b);
       MDB_txn* txn;
       CheckMdb(mdb_txn_begin(shared_.log->env(), nullptr, 0, &txn), "mdb_txn_begin");
-      shared_.log->AppendIn(txn, StreamOfSlot(slot), &recs[slot], &shared_.next_position,
-                            payload, kReadBatch, NowUs());
+      shared_.log->AppendIn(txn, StreamOfSlot(slot), &recs[slot], &shared_.next_position, payload,
+                            kReadBatch, NowUs());
       CheckMdb(mdb_txn_commit(txn), "mdb_txn_commit");
     }
     CheckMdb(mdb_env_sync(shared_.log->env(), 1), "mdb_env_sync");
@@ -134,8 +134,7 @@ class LmdbPeer : public Peer {
   uint64_t ReadStream(const std::string& stream, uint64_t* sum) override {
     return ReadSlice(stream, 0, -1, sum);
   }
-  uint64_t ReadSlice(const std::string& stream, int64_t from, int count,
-                     uint64_t* sum) override {
+  uint64_t ReadSlice(const std::string& stream, int64_t from, int count, uint64_t* sum) override {
     const uint64_t id = ids_.at(stream);
     uint64_t n = 0;
     MDB_txn* txn;

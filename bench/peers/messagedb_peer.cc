@@ -59,12 +59,11 @@ std::string UuidText(uint64_t hi, uint64_t lo) {
   // Version 4 / variant 1 bits, as gen_random_uuid() would have them.
   hi = (hi & ~uint64_t{0xf000}) | 0x4000;
   lo = (lo & ~(uint64_t{0xc} << 60)) | (uint64_t{0x8} << 60);
-  return absl::StrFormat("%08x-%04x-%04x-%04x-%012x", hi >> 32, (hi >> 16) & 0xffff,
-                         hi & 0xffff, lo >> 48, lo & 0xffffffffffffULL);
+  return absl::StrFormat("%08x-%04x-%04x-%04x-%012x", hi >> 32, (hi >> 16) & 0xffff, hi & 0xffff,
+                         lo >> 48, lo & 0xffffffffffffULL);
 }
 
-constexpr const char* kWriteSql =
-    "SELECT message_store.write_message($1, $2, $3, $4, NULL, $5)";
+constexpr const char* kWriteSql = "SELECT message_store.write_message($1, $2, $3, $4, NULL, $5)";
 
 class MdbWriter : public PeerWriter {
  public:
@@ -73,8 +72,8 @@ class MdbWriter : public PeerWriter {
     PGresult* r = PQprepare(c_, "w", kWriteSql, 5, nullptr);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) Die(PQerrorMessage(c_));
     PQclear(r);
-    r = PQprepare(c_, "find", "SELECT 1 FROM message_store.messages WHERE id = $1::uuid",
-                  1, nullptr);
+    r = PQprepare(c_, "find", "SELECT 1 FROM message_store.messages WHERE id = $1::uuid", 1,
+                  nullptr);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) Die(PQerrorMessage(c_));
     PQclear(r);
     if (PQenterPipelineMode(c_) != 1) Die("PQenterPipelineMode");
@@ -100,8 +99,8 @@ class MdbWriter : public PeerWriter {
     if (!error.empty()) Die("messagedb write_message: " + error);
   }
 
-  bool AppendIdempotent(const std::string& stream, int64_t expected,
-                        const std::string& payload, const std::string& key) override {
+  bool AppendIdempotent(const std::string& stream, int64_t expected, const std::string& payload,
+                        const std::string& key) override {
     const XXH128_hash_t h = XXH3_128bits(key.data(), key.size());
     const std::string id = UuidText(h.high64, h.low64);
     const std::string version = std::to_string(expected);
@@ -127,8 +126,8 @@ class MdbWriter : public PeerWriter {
   }
 
  private:
-  void SendWrite(const std::string& id, const std::string& stream,
-                 const std::string& payload, const std::string& version) {
+  void SendWrite(const std::string& id, const std::string& stream, const std::string& payload,
+                 const std::string& version) {
     const char* values[5] = {id.c_str(), stream.c_str(), kEventType, payload.c_str(),
                              version.c_str()};
     if (PQsendQueryPrepared(c_, "w", 5, values, nullptr, nullptr, 0) != 1) {
@@ -173,9 +172,7 @@ class MessageDbPeer : public Peer {
     ExecOrDie(admin_, "TRUNCATE message_store.messages RESTART IDENTITY");
     ExecOrDie(admin_, "CHECKPOINT");
   }
-  std::unique_ptr<PeerWriter> NewWriter() override {
-    return std::make_unique<MdbWriter>(app_);
-  }
+  std::unique_ptr<PeerWriter> NewWriter() override { return std::make_unique<MdbWriter>(app_); }
 
   void LoadReadLog(uint64_t events) override {
     Reset();
@@ -184,16 +181,16 @@ class MessageDbPeer : public Peer {
     const std::string n = std::to_string(events);
     const char* values[2] = {payload.c_str(), n.c_str()};
     // Batch b = g / 100 goes where StreamSlotOfBatch(b) sends it (compare.cc).
-    PGresult* r = PQexecParams(
-        admin_,
-        "INSERT INTO message_store.messages (stream_name, position, type, data, id) "
-        "SELECT CASE WHEN (g / 100) % 10 = 0 THEN 'order-big' ELSE 'order-' || "
-        "  lpad((((g / 100) - (g / 100) / 10 - 1) % 999)::text, 4, '0') END, "
-        "CASE WHEN (g / 100) % 10 = 0 THEN ((g / 100) / 10) * 100 + g % 100 "
-        "  ELSE (((g / 100) - (g / 100) / 10 - 1) / 999) * 100 + g % 100 END, "
-        "'OrderLinePlaced', $1::jsonb, gen_random_uuid() "
-        "FROM generate_series(0, $2::bigint - 1) AS g ORDER BY g",
-        2, nullptr, values, nullptr, nullptr, 0);
+    PGresult* r =
+        PQexecParams(admin_,
+                     "INSERT INTO message_store.messages (stream_name, position, type, data, id) "
+                     "SELECT CASE WHEN (g / 100) % 10 = 0 THEN 'order-big' ELSE 'order-' || "
+                     "  lpad((((g / 100) - (g / 100) / 10 - 1) % 999)::text, 4, '0') END, "
+                     "CASE WHEN (g / 100) % 10 = 0 THEN ((g / 100) / 10) * 100 + g % 100 "
+                     "  ELSE (((g / 100) - (g / 100) / 10 - 1) / 999) * 100 + g % 100 END, "
+                     "'OrderLinePlaced', $1::jsonb, gen_random_uuid() "
+                     "FROM generate_series(0, $2::bigint - 1) AS g ORDER BY g",
+                     2, nullptr, values, nullptr, nullptr, 0);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) Die(PQerrorMessage(admin_));
     PQclear(r);
     ExecOrDie(admin_, "VACUUM (FREEZE, ANALYZE) message_store.messages");
@@ -207,11 +204,10 @@ class MessageDbPeer : public Peer {
     while (true) {
       const std::string pos = std::to_string(from);
       const char* values[1] = {pos.c_str()};
-      PGresult* r = PQexecParams(
-          reader_,
-          "SELECT global_position, data FROM "
-          "message_store.get_category_messages('order', $1::bigint, 1000)",
-          1, nullptr, values, nullptr, nullptr, 0);
+      PGresult* r = PQexecParams(reader_,
+                                 "SELECT global_position, data FROM "
+                                 "message_store.get_category_messages('order', $1::bigint, 1000)",
+                                 1, nullptr, values, nullptr, nullptr, 0);
       const int rows = Drain(r, 0, 1, sum);
       n += rows;
       if (rows < 1000) break;
@@ -230,13 +226,11 @@ class MessageDbPeer : public Peer {
     }
     return n;
   }
-  uint64_t ReadSlice(const std::string& stream, int64_t from, int count,
-                     uint64_t* sum) override {
+  uint64_t ReadSlice(const std::string& stream, int64_t from, int count, uint64_t* sum) override {
     return Slice(stream, from, count, sum);
   }
   double BytesPerEvent() override {
-    PGresult* r = PQexec(admin_,
-                         "SELECT pg_total_relation_size('message_store.messages')");
+    PGresult* r = PQexec(admin_, "SELECT pg_total_relation_size('message_store.messages')");
     if (PQresultStatus(r) != PGRES_TUPLES_OK) Die(PQerrorMessage(admin_));
     const double bytes = std::atof(PQgetvalue(r, 0, 0));
     PQclear(r);
@@ -257,11 +251,10 @@ class MessageDbPeer : public Peer {
   int Slice(const std::string& stream, int64_t from, int count, uint64_t* sum) {
     const std::string pos = std::to_string(from), n = std::to_string(count);
     const char* values[3] = {stream.c_str(), pos.c_str(), n.c_str()};
-    PGresult* r = PQexecParams(
-        reader_,
-        "SELECT global_position, data, position FROM "
-        "message_store.get_stream_messages($1, $2::bigint, $3::bigint)",
-        3, nullptr, values, nullptr, nullptr, 0);
+    PGresult* r = PQexecParams(reader_,
+                               "SELECT global_position, data, position FROM "
+                               "message_store.get_stream_messages($1, $2::bigint, $3::bigint)",
+                               3, nullptr, values, nullptr, nullptr, 0);
     return Drain(r, 0, 1, sum);
   }
   // Rows of `r` (freed): Touch(position column, data column) of each.
@@ -270,8 +263,8 @@ class MessageDbPeer : public Peer {
     const int rows = PQntuples(r);
     for (int i = 0; i < rows; ++i) {
       last_ = std::strtoull(PQgetvalue(r, i, pos_col), nullptr, 10);
-      *sum += Touch(last_, absl::string_view(PQgetvalue(r, i, data_col),
-                                             PQgetlength(r, i, data_col)));
+      *sum +=
+          Touch(last_, absl::string_view(PQgetvalue(r, i, data_col), PQgetlength(r, i, data_col)));
     }
     PQclear(r);
     return rows;

@@ -55,8 +55,7 @@ class PeerWriter {
   // a retry of the same request writes nothing and returns true
   // (deduplicated), even though the stream has moved on since.
   virtual bool AppendIdempotent(const std::string& stream, int64_t expected,
-                                const std::string& payload,
-                                const std::string& key) = 0;
+                                const std::string& payload, const std::string& key) = 0;
 };
 
 class Peer {
@@ -84,8 +83,7 @@ class Peer {
   // Reads one whole stream forwards (number of events read).
   virtual uint64_t ReadStream(const std::string& stream, uint64_t* sum) = 0;
   // Reads `count` events of `stream` from version `from`.
-  virtual uint64_t ReadSlice(const std::string& stream, int64_t from, int count,
-                             uint64_t* sum) = 0;
+  virtual uint64_t ReadSlice(const std::string& stream, int64_t from, int count, uint64_t* sum) = 0;
   // Bytes the read log takes at rest, per event (data and indexes; no WAL).
   virtual double BytesPerEvent() = 0;
   // rill only: seconds a new projection with a trivial Apply takes to catch

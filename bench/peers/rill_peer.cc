@@ -42,15 +42,14 @@ class RillWriter : public PeerWriter {
     if (!r.ok()) Die("rill Append: " + r.status().ToString());
   }
 
-  bool AppendIdempotent(const std::string& stream, int64_t expected,
-                        const std::string& payload, const std::string& key) override {
+  bool AppendIdempotent(const std::string& stream, int64_t expected, const std::string& payload,
+                        const std::string& key) override {
     events_.resize(1);
     events_[0].type = kEventType;
     events_[0].payload = payload;
     AppendOptions options;
     options.idempotency_key = key;
-    absl::StatusOr<AppendResult> r =
-        store_->Append(stream, Expect(expected), events_, options);
+    absl::StatusOr<AppendResult> r = store_->Append(stream, Expect(expected), events_, options);
     if (!r.ok()) Die("rill Append (idempotent): " + r.status().ToString());
     return r->deduplicated;
   }
@@ -101,8 +100,8 @@ class RillPeer : public Peer {
         batch[i].payload = Payload(i);
       }
       for (uint64_t b = 0; b < events / kReadBatch; ++b) {
-        absl::StatusOr<AppendResult> r = store->Append(
-            StreamOfSlot(StreamSlotOfBatch(b)), ExpectedVersion::Any(), batch);
+        absl::StatusOr<AppendResult> r =
+            store->Append(StreamOfSlot(StreamSlotOfBatch(b)), ExpectedVersion::Any(), batch);
         if (!r.ok()) Die("rill read log Append: " + r.status().ToString());
       }
     }
@@ -123,8 +122,7 @@ class RillPeer : public Peer {
   uint64_t ReadStream(const std::string& stream, uint64_t* sum) override {
     return Scan(stream, 0, ReadOptions(), sum);
   }
-  uint64_t ReadSlice(const std::string& stream, int64_t from, int count,
-                     uint64_t* sum) override {
+  uint64_t ReadSlice(const std::string& stream, int64_t from, int count, uint64_t* sum) override {
     ReadOptions options;
     options.limit = count;
     return Scan(stream, from, options, sum);
@@ -153,8 +151,8 @@ class RillPeer : public Peer {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     (*runner)->Stop();
     if (!s.ok() || applied != events_) {
-      Die(absl::StrFormat("projection catch-up: %s, %d of %d applied", s.ToString(),
-                          applied, events_));
+      Die(absl::StrFormat("projection catch-up: %s, %d of %d applied", s.ToString(), applied,
+                          events_));
     }
     return secs;
   }

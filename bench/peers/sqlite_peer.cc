@@ -45,8 +45,7 @@ void Exec(sqlite3* db, const char* sql) {
 struct Stmt {
   sqlite3_stmt* s = nullptr;
   Stmt(sqlite3* db, const char* sql) {
-    Check(db, sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr),
-          sql);
+    Check(db, sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr), sql);
   }
   ~Stmt() { sqlite3_finalize(s); }
   Stmt(const Stmt&) = delete;
@@ -56,8 +55,7 @@ struct Stmt {
 sqlite3* OpenDb(const std::string& path, bool durable) {
   sqlite3* db = nullptr;
   const int rc = sqlite3_open_v2(
-      path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-      nullptr);
+      path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   Check(db, rc, "open");
   sqlite3_busy_timeout(db, 60000);
   Exec(db, "PRAGMA journal_mode=WAL");
@@ -83,8 +81,7 @@ class SqliteWriter : public PeerWriter {
         commit_(db_, "COMMIT"),
         rollback_(db_, "ROLLBACK"),
         version_(db_, "SELECT coalesce(max(version), -1) FROM events WHERE stream = ?1"),
-        insert_(db_,
-                "INSERT INTO events(stream, version, type, data) VALUES (?1, ?2, ?3, ?4)"),
+        insert_(db_, "INSERT INTO events(stream, version, type, data) VALUES (?1, ?2, ?3, ?4)"),
         find_key_(db_, "SELECT fingerprint FROM idempotency WHERE key = ?1"),
         put_key_(db_,
                  "INSERT INTO idempotency(key, fingerprint, position) "
@@ -100,13 +97,12 @@ class SqliteWriter : public PeerWriter {
     Step(commit_);
   }
 
-  bool AppendIdempotent(const std::string& stream, int64_t expected,
-                        const std::string& payload, const std::string& key) override {
+  bool AppendIdempotent(const std::string& stream, int64_t expected, const std::string& payload,
+                        const std::string& key) override {
     std::lock_guard<std::mutex> lock(*write_mu_);
     Step(begin_);
     const XXH128_hash_t fp = Fingerprint(stream, expected, payload);
-    sqlite3_bind_text(find_key_.s, 1, key.data(), static_cast<int>(key.size()),
-                      SQLITE_STATIC);
+    sqlite3_bind_text(find_key_.s, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
     const int rc = sqlite3_step(find_key_.s);
     Check(db_, rc, "find key");
     if (rc == SQLITE_ROW) {
@@ -121,8 +117,7 @@ class SqliteWriter : public PeerWriter {
     sqlite3_reset(find_key_.s);
     CheckVersion(stream, expected);
     Insert(stream, expected + 1, payload);
-    sqlite3_bind_text(put_key_.s, 1, key.data(), static_cast<int>(key.size()),
-                      SQLITE_STATIC);
+    sqlite3_bind_text(put_key_.s, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
     sqlite3_bind_blob(put_key_.s, 2, &fp, sizeof(fp), SQLITE_STATIC);
     Step(put_key_);
     Step(commit_);
@@ -148,21 +143,18 @@ class SqliteWriter : public PeerWriter {
   }
 
   void CheckVersion(const std::string& stream, int64_t expected) {
-    sqlite3_bind_text(version_.s, 1, stream.data(), static_cast<int>(stream.size()),
-                      SQLITE_STATIC);
+    sqlite3_bind_text(version_.s, 1, stream.data(), static_cast<int>(stream.size()), SQLITE_STATIC);
     Check(db_, sqlite3_step(version_.s), "max(version)");
     const int64_t actual = sqlite3_column_int64(version_.s, 0);
     sqlite3_reset(version_.s);
     if (actual != expected) {
       Step(rollback_);
-      Die(absl::StrFormat("sqlite: %s expected version %d, actual %d", stream, expected,
-                          actual));
+      Die(absl::StrFormat("sqlite: %s expected version %d, actual %d", stream, expected, actual));
     }
   }
 
   void Insert(const std::string& stream, int64_t version, const std::string& payload) {
-    sqlite3_bind_text(insert_.s, 1, stream.data(), static_cast<int>(stream.size()),
-                      SQLITE_STATIC);
+    sqlite3_bind_text(insert_.s, 1, stream.data(), static_cast<int>(stream.size()), SQLITE_STATIC);
     sqlite3_bind_int64(insert_.s, 2, version);
     sqlite3_bind_text(insert_.s, 3, kEventType, -1, SQLITE_STATIC);
     sqlite3_bind_blob(insert_.s, 4, payload.data(), static_cast<int>(payload.size()),
@@ -197,8 +189,7 @@ class SqlitePeer : public Peer {
     path_ = absl::StrFormat("%s/read-%d.db", dir_, ++count_);
     db_ = OpenDb(path_, false);
     {
-      Stmt insert(db_,
-                  "INSERT INTO events(stream, version, type, data) VALUES (?1, ?2, ?3, ?4)");
+      Stmt insert(db_, "INSERT INTO events(stream, version, type, data) VALUES (?1, ?2, ?3, ?4)");
       std::vector<int64_t> next(kSmallStreams + 1, 0);
       const std::string payload = Payload(0);
       Exec(db_, "BEGIN");
@@ -210,8 +201,8 @@ class SqlitePeer : public Peer {
                             SQLITE_STATIC);
           sqlite3_bind_int64(insert.s, 2, next[slot]++);
           sqlite3_bind_text(insert.s, 3, kEventType, -1, SQLITE_STATIC);
-          sqlite3_bind_blob(insert.s, 4, payload.data(),
-                            static_cast<int>(payload.size()), SQLITE_STATIC);
+          sqlite3_bind_blob(insert.s, 4, payload.data(), static_cast<int>(payload.size()),
+                            SQLITE_STATIC);
           Check(db_, sqlite3_step(insert.s), "load insert");
           sqlite3_reset(insert.s);
         }
@@ -234,16 +225,14 @@ class SqlitePeer : public Peer {
   uint64_t ReadStream(const std::string& stream, uint64_t* sum) override {
     return ReadSlice(stream, 0, -1, sum);
   }
-  uint64_t ReadSlice(const std::string& stream, int64_t from, int count,
-                     uint64_t* sum) override {
+  uint64_t ReadSlice(const std::string& stream, int64_t from, int count, uint64_t* sum) override {
     if (slice_ == nullptr) {
-      slice_ = std::make_unique<Stmt>(
-          db_,
-          "SELECT position, stream, version, type, data FROM events "
-          "WHERE stream = ?1 AND version >= ?2 ORDER BY version LIMIT ?3");
+      slice_ =
+          std::make_unique<Stmt>(db_,
+                                 "SELECT position, stream, version, type, data FROM events "
+                                 "WHERE stream = ?1 AND version >= ?2 ORDER BY version LIMIT ?3");
     }
-    sqlite3_bind_text(slice_->s, 1, stream.data(), static_cast<int>(stream.size()),
-                      SQLITE_STATIC);
+    sqlite3_bind_text(slice_->s, 1, stream.data(), static_cast<int>(stream.size()), SQLITE_STATIC);
     sqlite3_bind_int64(slice_->s, 2, from);
     sqlite3_bind_int64(slice_->s, 3, count);
     return Drain(*slice_, sum);
@@ -270,8 +259,8 @@ class SqlitePeer : public Peer {
       const unsigned char* type = sqlite3_column_text(st.s, 3);
       const void* data = sqlite3_column_blob(st.s, 4);
       const int size = sqlite3_column_bytes(st.s, 4);
-      *sum += Touch(position, absl::string_view(static_cast<const char*>(data), size)) +
-              stream[0] + type[0] + version;
+      *sum += Touch(position, absl::string_view(static_cast<const char*>(data), size)) + stream[0] +
+              type[0] + version;
       ++n;
     }
     Check(db_, rc, "read");

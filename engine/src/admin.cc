@@ -149,9 +149,8 @@ class Verifier {
       // A version skipped where an unreadable event lies between this one
       // and the stream's previous one is that event: reported already.
       const bool explained =
-          version > acc.next_version &&
-          std::upper_bound(unreadable_.begin(), unreadable_.end(), acc.last_position) !=
-              unreadable_.end();
+          version > acc.next_version && std::upper_bound(unreadable_.begin(), unreadable_.end(),
+                                                         acc.last_position) != unreadable_.end();
       if (version != acc.next_version && !explained) {
         Problem(absl::StrCat("stream \"", event.stream(), "\" has version ", version,
                              " at position ", position, " where version ", acc.next_version,
@@ -194,11 +193,10 @@ class Verifier {
       if (state->first_position != acc.first_position ||
           state->last_position != acc.last_position ||
           state->last_version != acc.next_version - 1) {
-        Problem(absl::StrCat("stream record \"", name, "\" says positions ",
-                             state->first_position, "..", state->last_position,
-                             ", last version ", state->last_version, "; its events say ",
-                             acc.first_position, "..", acc.last_position, ", last version ",
-                             acc.next_version - 1));
+        Problem(absl::StrCat("stream record \"", name, "\" says positions ", state->first_position,
+                             "..", state->last_position, ", last version ", state->last_version,
+                             "; its events say ", acc.first_position, "..", acc.last_position,
+                             ", last version ", acc.next_version - 1));
       }
     }
     if (rc != MDB_NOTFOUND) return LmdbError(rc, "reading the streams database");
@@ -229,10 +227,10 @@ class Verifier {
       if (Unreadable(position)) continue;
       const PositionInfo* at = Lookup(position);
       if (at == nullptr || at->stream_id != stream_id || at->version != version) {
-        Problem(absl::StrCat("index entry (stream ", stream_id, ", version ", version,
-                             ") points at position ", position,
-                             at == nullptr ? ", which holds no readable event"
-                                           : ", which holds another event"));
+        Problem(absl::StrCat(
+            "index entry (stream ", stream_id, ", version ", version, ") points at position ",
+            position,
+            at == nullptr ? ", which holds no readable event" : ", which holds another event"));
       }
     }
     if (rc != MDB_NOTFOUND) return LmdbError(rc, "reading the stream index");

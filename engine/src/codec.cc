@@ -117,13 +117,11 @@ absl::StatusOr<const schema::EventRecord*> DecodeEvent(const uint8_t* data, size
   const uint8_t* envelope = data + kChecksumBytes;
   size_t envelope_size = size - kChecksumBytes;
   if (XXH3_64bits(envelope, envelope_size) != stored) {
-    return absl::DataLossError(
-        absl::StrCat("event at position ", position, " fails its checksum"));
+    return absl::DataLossError(absl::StrCat("event at position ", position, " fails its checksum"));
   }
   flatbuffers::Verifier verifier(envelope, envelope_size);
   if (!verifier.VerifyBuffer<schema::EventRecord>(schema::EventRecordIdentifier())) {
-    return absl::DataLossError(
-        absl::StrCat("event at position ", position, " fails verification"));
+    return absl::DataLossError(absl::StrCat("event at position ", position, " fails verification"));
   }
   const auto* record = flatbuffers::GetRoot<schema::EventRecord>(envelope);
   if (record->position() != position || (record->id() != nullptr && record->id()->size() != 16)) {
@@ -145,11 +143,10 @@ std::string EncodeStreamState(const StreamState& state) {
   return std::string(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize());
 }
 
-absl::StatusOr<StreamState> DecodeStreamState(absl::string_view value,
-                                              absl::string_view stream) {
+absl::StatusOr<StreamState> DecodeStreamState(absl::string_view value, absl::string_view stream) {
   AlignedBuffer buf;
-  auto root = VerifiedRoot<schema::StreamRecord>(
-      &buf, value, absl::StrCat("stream record of \"", stream, "\""));
+  auto root = VerifiedRoot<schema::StreamRecord>(&buf, value,
+                                                 absl::StrCat("stream record of \"", stream, "\""));
   if (!root.ok()) return root.status();
   StreamState s;
   s.first_position = (*root)->first_position();
@@ -178,8 +175,7 @@ std::string EncodeIdempotency(const IdempotencyEntry& entry) {
   return std::string(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize());
 }
 
-absl::StatusOr<IdempotencyEntry> DecodeIdempotency(absl::string_view value,
-                                                   absl::string_view key) {
+absl::StatusOr<IdempotencyEntry> DecodeIdempotency(absl::string_view value, absl::string_view key) {
   AlignedBuffer buf;
   auto root = VerifiedRoot<schema::IdempotencyRecord>(
       &buf, value, absl::StrCat("idempotency record of key \"", key, "\""));

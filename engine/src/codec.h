@@ -20,9 +20,9 @@
 #include "absl/strings/string_view.h"
 #include "flatbuffers/flatbuffers.h"
 #include "rill/event.h"
-#include "rill/store.h"
 #include "rill/schema/event_generated.h"
 #include "rill/schema/records_generated.h"
+#include "rill/store.h"
 
 namespace rill::internal {
 
@@ -122,8 +122,7 @@ struct StreamState {
   int64_t last_recorded_us = 0;
 };
 std::string EncodeStreamState(const StreamState& state);
-absl::StatusOr<StreamState> DecodeStreamState(absl::string_view value,
-                                              absl::string_view stream);
+absl::StatusOr<StreamState> DecodeStreamState(absl::string_view value, absl::string_view stream);
 
 // An idempotency record: the request's fingerprint and what it was given.
 struct IdempotencyEntry {
@@ -132,8 +131,7 @@ struct IdempotencyEntry {
   int64_t created_us = 0;
 };
 std::string EncodeIdempotency(const IdempotencyEntry& entry);
-absl::StatusOr<IdempotencyEntry> DecodeIdempotency(absl::string_view value,
-                                                   absl::string_view key);
+absl::StatusOr<IdempotencyEntry> DecodeIdempotency(absl::string_view value, absl::string_view key);
 
 // The store's meta record.
 struct StoreMetaData {

@@ -45,8 +45,8 @@ absl::StatusOr<ContentType> ParseContentType(absl::string_view name) {
   for (ContentType t : {ContentType::kBinary, ContentType::kJson, ContentType::kFlatBuffers}) {
     if (name == ContentTypeName(t)) return t;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown content type \"", name, "\" (expected json, binary or flatbuffers)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown content type \"", name, "\" (expected json, binary or flatbuffers)"));
 }
 
 EventId EventId::Random() {

@@ -24,8 +24,7 @@ uint64_t Head::WakeEpoch() {
 }
 
 absl::StatusOr<uint64_t> Head::Wait(uint64_t known_head, absl::Duration timeout,
-                                    absl::Duration poll_interval,
-                                    const std::atomic<bool>* cancel,
+                                    absl::Duration poll_interval, const std::atomic<bool>* cancel,
                                     std::optional<uint64_t> since_epoch) {
   const absl::Time deadline = absl::Now() + timeout;
   if (poll_interval <= absl::ZeroDuration()) poll_interval = absl::Milliseconds(50);

@@ -79,9 +79,9 @@ absl::Status WriteError(int rc, absl::string_view context, const std::string& pa
       full = static_cast<uint64_t>(st.st_size) + kDiskFullSlack > limit.rlim_cur;
     }
     if (full) {
-      return WithCode(absl::ResourceExhaustedError(absl::StrCat(
-                          context, ": ", mdb_strerror(rc),
-                          " (a short write: the disk or file size limit is full)")),
+      return WithCode(absl::ResourceExhaustedError(
+                          absl::StrCat(context, ": ", mdb_strerror(rc),
+                                       " (a short write: the disk or file size limit is full)")),
                       rc);
     }
   }
@@ -100,8 +100,7 @@ absl::Status LmdbError(int rc, absl::string_view context) {
   return WithCode(CodeToStatus(rc, absl::StrCat(context, ": ", mdb_strerror(rc))), rc);
 }
 
-Txn::Txn(Txn&& other) noexcept
-    : env_(other.env_), txn_(other.txn_), hold_(std::move(other.hold_)) {
+Txn::Txn(Txn&& other) noexcept : env_(other.env_), txn_(other.txn_), hold_(std::move(other.hold_)) {
   other.txn_ = nullptr;
 }
 
@@ -157,9 +156,8 @@ std::shared_ptr<std::atomic<int>> LmdbEnv::ResizeLock::Shared() {
   std::shared_ptr<std::atomic<int>> mine = HeldByThisThread(this);
   absl::MutexLock lock(&mu_);
   if (mine->load() <= 0) {
-    auto no_resize = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return !pending_ && !resizing_;
-    };
+    auto no_resize = [this]()
+                         ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !pending_ && !resizing_; };
     mu_.Await(absl::Condition(&no_resize));
   }
   ++holders_;
@@ -190,7 +188,7 @@ void LmdbEnv::ResizeLock::ExclusiveDone() {
 }
 
 absl::StatusOr<std::unique_ptr<LmdbEnv>> LmdbEnv::Open(const std::string& path,
-                                                      const LmdbEnvOptions& options) {
+                                                       const LmdbEnvOptions& options) {
   MDB_env* env = nullptr;
   int rc = mdb_env_create(&env);
   if (rc != 0) return LmdbError(rc, "mdb_env_create");
@@ -256,13 +254,11 @@ absl::Status LmdbEnv::AdoptMapSize() {
   return LmdbError(rc, "adopting the grown map size");
 }
 
-absl::Status LmdbEnv::Write(absl::string_view what,
-                            absl::FunctionRef<absl::Status(MDB_txn*)> fn) {
+absl::Status LmdbEnv::Write(absl::string_view what, absl::FunctionRef<absl::Status(MDB_txn*)> fn) {
   return Write(what, fn, [] {});
 }
 
-absl::Status LmdbEnv::Write(absl::string_view what,
-                            absl::FunctionRef<absl::Status(MDB_txn*)> fn,
+absl::Status LmdbEnv::Write(absl::string_view what, absl::FunctionRef<absl::Status(MDB_txn*)> fn,
                             absl::FunctionRef<void()> on_commit) {
   SweepStaleReaders();
   for (int attempt = 0;; ++attempt) {
@@ -299,8 +295,8 @@ absl::Status LmdbEnv::Grow() {
   MDB_envinfo info;
   mdb_env_info(env_, &info);
   size_t current = info.me_mapsize;
-  size_t next = current < options_.map_growth_step ? current * 2
-                                                   : current + options_.map_growth_step;
+  size_t next =
+      current < options_.map_growth_step ? current * 2 : current + options_.map_growth_step;
   int rc = mdb_env_set_mapsize(env_, next);
   resize_mu_.ExclusiveDone();
   return LmdbError(rc, "growing the map");
@@ -339,4 +335,3 @@ absl::StatusOr<MDB_dbi> LmdbEnv::OpenDb(const char* name, bool create) {
 }
 
 }  // namespace rill::internal
-

@@ -167,7 +167,7 @@ class LmdbEnv {
    private:
     absl::Mutex mu_;
     int holders_ ABSL_GUARDED_BY(mu_) = 0;
-    bool pending_ ABSL_GUARDED_BY(mu_) = false;   // a resize waits for holders_ == 0
+    bool pending_ ABSL_GUARDED_BY(mu_) = false;  // a resize waits for holders_ == 0
     bool resizing_ ABSL_GUARDED_BY(mu_) = false;
   };
   ResizeLock resize_mu_;

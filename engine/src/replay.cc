@@ -8,17 +8,14 @@
 
 #include <algorithm>
 
-
 namespace rill {
 namespace {
 
-absl::Status NullStore() {
-  return absl::InvalidArgumentError("replay: the store is null");
-}
+absl::Status NullStore() { return absl::InvalidArgumentError("replay: the store is null"); }
 
 // Hands `event` to `handler` if it matches; false when the handler stops.
-bool Deliver(const EventFilter& filter, ReplayHandler handler,
-             const EventView& event, ReplayResult* result) {
+bool Deliver(const EventFilter& filter, ReplayHandler handler, const EventView& event,
+             ReplayResult* result) {
   if (!filter.Matches(event)) return true;
   ++result->delivered;
   result->last_position = event.position();
@@ -42,10 +39,8 @@ absl::StatusOr<absl::Time> RecordedAt(Store* store, uint64_t position) {
 
 }  // namespace
 
-absl::StatusOr<ReplayResult> ReplayPositions(Store* store, uint64_t from,
-                                             uint64_t to,
-                                             const EventFilter& filter,
-                                             ReplayHandler handler) {
+absl::StatusOr<ReplayResult> ReplayPositions(Store* store, uint64_t from, uint64_t to,
+                                             const EventFilter& filter, ReplayHandler handler) {
   if (store == nullptr) return NullStore();
   ReplayResult result;
   from = std::max<uint64_t>(from, 1);
@@ -55,9 +50,8 @@ absl::StatusOr<ReplayResult> ReplayPositions(Store* store, uint64_t from,
   static_assert(sizeof(size_t) == sizeof(uint64_t));
   ReadOptions options;
   options.limit = static_cast<size_t>(to - from + 1);
-  absl::Status s = store->ScanAll(from, options, [&](const EventView& e) {
-    return Deliver(filter, handler, e, &result);
-  });
+  absl::Status s = store->ScanAll(
+      from, options, [&](const EventView& e) { return Deliver(filter, handler, e, &result); });
   if (!s.ok()) return s;
   return result;
 }
@@ -82,28 +76,23 @@ absl::StatusOr<uint64_t> FirstPositionAtOrAfter(Store* store, absl::Time t) {
   return lo;
 }
 
-absl::StatusOr<ReplayResult> ReplayTimeRange(Store* store, absl::Time from,
-                                             absl::Time to,
-                                             const EventFilter& filter,
-                                             ReplayHandler handler) {
+absl::StatusOr<ReplayResult> ReplayTimeRange(Store* store, absl::Time from, absl::Time to,
+                                             const EventFilter& filter, ReplayHandler handler) {
   if (store == nullptr) return NullStore();
   ReplayResult result;
   if (from >= to) return result;
   absl::StatusOr<uint64_t> start = FirstPositionAtOrAfter(store, from);
   if (!start.ok()) return start.status();
-  absl::Status s =
-      store->ScanAll(*start, ReadOptions(), [&](const EventView& e) {
-        if (e.recorded_at() >= to) return false;
-        return Deliver(filter, handler, e, &result);
-      });
+  absl::Status s = store->ScanAll(*start, ReadOptions(), [&](const EventView& e) {
+    if (e.recorded_at() >= to) return false;
+    return Deliver(filter, handler, e, &result);
+  });
   if (!s.ok()) return s;
   return result;
 }
 
-absl::StatusOr<ReplayResult> ReplayStream(Store* store,
-                                          absl::string_view stream,
-                                          int64_t to_version,
-                                          ReplayHandler handler) {
+absl::StatusOr<ReplayResult> ReplayStream(Store* store, absl::string_view stream,
+                                          int64_t to_version, ReplayHandler handler) {
   if (store == nullptr) return NullStore();
   if (to_version < 0) {
     return absl::InvalidArgumentError("ReplayStream: to_version must be >= 0");
@@ -113,10 +102,9 @@ absl::StatusOr<ReplayResult> ReplayStream(Store* store,
   if (to_version != kStreamEnd) {
     options.limit = static_cast<size_t>(to_version) + 1;
   }
-  absl::Status s =
-      store->ScanStream(stream, 0, options, [&](const EventView& e) {
-        return Deliver(EventFilter(), handler, e, &result);
-      });
+  absl::Status s = store->ScanStream(stream, 0, options, [&](const EventView& e) {
+    return Deliver(EventFilter(), handler, e, &result);
+  });
   if (!s.ok()) return s;
   return result;
 }

@@ -33,8 +33,8 @@ using internal::ToVal;
 using internal::Txn;
 
 absl::Status ReadOnlyError(absl::string_view what) {
-  return absl::FailedPreconditionError(absl::StrCat(
-      "cannot ", what, " snapshots: the store was opened read-only"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("cannot ", what, " snapshots: the store was opened read-only"));
 }
 
 bool HasPrefix(const MDB_val& key, absl::string_view prefix) {
@@ -43,8 +43,8 @@ bool HasPrefix(const MDB_val& key, absl::string_view prefix) {
 
 // Deletes all but the last `keep_last` (> 0) keys that start with `prefix`
 // (empty: for each stream). Adds the count to *deleted.
-absl::Status PruneIn(MDB_txn* txn, MDB_dbi dbi, absl::string_view prefix,
-                     int keep_last, size_t* deleted) {
+absl::Status PruneIn(MDB_txn* txn, MDB_dbi dbi, absl::string_view prefix, int keep_last,
+                     size_t* deleted) {
   absl::StatusOr<CursorPtr> cursor = OpenCursor(txn, dbi);
   if (!cursor.ok()) return cursor.status();
   // Collect the doomed keys first: deleting while walking a cursor is easy to
@@ -61,10 +61,8 @@ absl::Status PruneIn(MDB_txn* txn, MDB_dbi dbi, absl::string_view prefix,
     group.clear();
   };
   MDB_val k = ToVal(prefix), v;
-  int r = mdb_cursor_get(cursor->get(), &k, &v,
-                         prefix.empty() ? MDB_FIRST : MDB_SET_RANGE);
-  for (; r == 0 && HasPrefix(k, prefix);
-       r = mdb_cursor_get(cursor->get(), &k, &v, MDB_NEXT)) {
+  int r = mdb_cursor_get(cursor->get(), &k, &v, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE);
+  for (; r == 0 && HasPrefix(k, prefix); r = mdb_cursor_get(cursor->get(), &k, &v, MDB_NEXT)) {
     absl::StatusOr<absl::string_view> stream = SnapshotKeyStream(FromVal(k));
     if (!stream.ok()) return stream.status();
     if (*stream != group_stream) {
@@ -93,8 +91,7 @@ absl::Status PruneIn(MDB_txn* txn, MDB_dbi dbi, absl::string_view prefix,
 // read-only store may not have yet.
 class SnapshotStore::Impl {
  public:
-  Impl(internal::StoreCore* core, bool read_only)
-      : core_(core), read_only_(read_only) {}
+  Impl(internal::StoreCore* core, bool read_only) : core_(core), read_only_(read_only) {}
 
   bool read_only() const { return read_only_; }
 
@@ -104,12 +101,10 @@ class SnapshotStore::Impl {
     if (env_ == nullptr) {
       absl::StatusOr<LmdbEnv*> derived = core_->DerivedEnv();
       absl::StatusOr<MDB_dbi> opened =
-          derived.ok() ? (*derived)->OpenDb(internal::kSnapshotsDb, !read_only_)
-                       : derived.status();
+          derived.ok() ? (*derived)->OpenDb(internal::kSnapshotsDb, !read_only_) : derived.status();
       if (!opened.ok()) {
         *env = nullptr;
-        if (read_only_ &&
-            opened.status().code() == absl::StatusCode::kNotFound) {
+        if (read_only_ && opened.status().code() == absl::StatusCode::kNotFound) {
           return absl::OkStatus();
         }
         return opened.status();
@@ -130,14 +125,12 @@ class SnapshotStore::Impl {
   MDB_dbi dbi_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-absl::StatusOr<std::unique_ptr<SnapshotStore>> SnapshotStore::Open(
-    Store* store, SnapshotPolicy policy) {
-  absl::StatusOr<internal::StoreCore*> core =
-      internal::CoreOf(store, "SnapshotStore::Open");
+absl::StatusOr<std::unique_ptr<SnapshotStore>> SnapshotStore::Open(Store* store,
+                                                                   SnapshotPolicy policy) {
+  absl::StatusOr<internal::StoreCore*> core = internal::CoreOf(store, "SnapshotStore::Open");
   if (!core.ok()) return core.status();
   if (policy.every_n_events < 0 || policy.keep_last < 0) {
-    return absl::InvalidArgumentError(
-        "snapshot policy: every_n_events and keep_last must be >= 0");
+    return absl::InvalidArgumentError("snapshot policy: every_n_events and keep_last must be >= 0");
   }
   auto snapshots = std::unique_ptr<SnapshotStore>(new SnapshotStore(
       store, policy, std::make_unique<Impl>(*core, (*core)->options().read_only)));
@@ -147,39 +140,36 @@ absl::StatusOr<std::unique_ptr<SnapshotStore>> SnapshotStore::Open(
   return snapshots;
 }
 
-SnapshotStore::SnapshotStore(Store* store, SnapshotPolicy policy,
-                             std::unique_ptr<Impl> impl)
+SnapshotStore::SnapshotStore(Store* store, SnapshotPolicy policy, std::unique_ptr<Impl> impl)
     : store_(store), policy_(policy), impl_(std::move(impl)) {}
 
 SnapshotStore::~SnapshotStore() = default;
 
-absl::Status SnapshotStore::Save(absl::string_view stream, int64_t version,
-                                 uint32_t schema_version,
+absl::Status SnapshotStore::Save(absl::string_view stream, int64_t version, uint32_t schema_version,
                                  absl::string_view data) {
   if (impl_->read_only()) return ReadOnlyError("save");
   if (absl::Status s = internal::ValidateStreamName(stream); !s.ok()) return s;
   if (data.size() > kMaxSnapshotBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("snapshot of \"", stream, "\" has ", data.size(),
-                     " bytes, more than ", kMaxSnapshotBytes));
+    return absl::InvalidArgumentError(absl::StrCat("snapshot of \"", stream, "\" has ", data.size(),
+                                                   " bytes, more than ", kMaxSnapshotBytes));
   }
   absl::StatusOr<StreamInfo> info = store_->GetStreamInfo(stream);
   if (!info.ok()) return info.status();
   if (!info->exists) {
-    return absl::NotFoundError(absl::StrCat("cannot snapshot stream \"", stream,
-                                            "\": it does not exist"));
+    return absl::NotFoundError(
+        absl::StrCat("cannot snapshot stream \"", stream, "\": it does not exist"));
   }
   if (version < 0 || version > info->last_version) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot snapshot stream \"", stream, "\" at version ",
-                     version, ": its versions are 0..", info->last_version));
+    return absl::InvalidArgumentError(absl::StrCat("cannot snapshot stream \"", stream,
+                                                   "\" at version ", version,
+                                                   ": its versions are 0..", info->last_version));
   }
   LmdbEnv* env;
   MDB_dbi dbi;
   if (absl::Status s = impl_->Get(&env, &dbi); !s.ok()) return s;
   const std::string key = SnapshotKey(stream, version);
-  const std::string value = internal::EncodeSnapshot(
-      stream, version, schema_version, absl::Now(), data);
+  const std::string value =
+      internal::EncodeSnapshot(stream, version, schema_version, absl::Now(), data);
   const std::string prefix = SnapshotKeyPrefix(stream);
   return env->Write("saving a snapshot", [&](MDB_txn* txn) {
     MDB_val k = ToVal(key), v = ToVal(value);
@@ -192,8 +182,8 @@ absl::Status SnapshotStore::Save(absl::string_view stream, int64_t version,
   });
 }
 
-absl::StatusOr<std::optional<Snapshot>> SnapshotStore::LoadLatest(
-    absl::string_view stream, uint32_t schema_version) {
+absl::StatusOr<std::optional<Snapshot>> SnapshotStore::LoadLatest(absl::string_view stream,
+                                                                  uint32_t schema_version) {
   if (absl::Status s = internal::ValidateStreamName(stream); !s.ok()) return s;
   LmdbEnv* env;
   MDB_dbi dbi;
@@ -205,8 +195,7 @@ absl::StatusOr<std::optional<Snapshot>> SnapshotStore::LoadLatest(
   if (!cursor.ok()) return cursor.status();
   // Walk the stream's snapshots from the newest version down.
   const std::string prefix = SnapshotKeyPrefix(stream);
-  const std::string past_end =
-      SnapshotKey(stream, -1);  // version bytes all 0xff
+  const std::string past_end = SnapshotKey(stream, -1);  // version bytes all 0xff
   MDB_val k = ToVal(past_end), v;
   int rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_SET_RANGE);
   if (rc == 0) {
@@ -215,8 +204,7 @@ absl::StatusOr<std::optional<Snapshot>> SnapshotStore::LoadLatest(
     rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_LAST);
   }
   AlignedBuffer buf;
-  for (; rc == 0 && HasPrefix(k, prefix);
-       rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_PREV)) {
+  for (; rc == 0 && HasPrefix(k, prefix); rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_PREV)) {
     absl::StatusOr<const schema::SnapshotRecord*> record =
         DecodeSnapshot(FromVal(k), FromVal(v), &buf);
     if (!record.ok()) return record.status();
@@ -230,8 +218,7 @@ absl::StatusOr<std::optional<Snapshot>> SnapshotStore::LoadLatest(
   return std::nullopt;
 }
 
-absl::StatusOr<std::vector<Snapshot>> SnapshotStore::List(
-    absl::string_view stream) {
+absl::StatusOr<std::vector<Snapshot>> SnapshotStore::List(absl::string_view stream) {
   if (!stream.empty()) {
     if (absl::Status s = internal::ValidateStreamName(stream); !s.ok()) {
       return s;
@@ -246,14 +233,11 @@ absl::StatusOr<std::vector<Snapshot>> SnapshotStore::List(
   if (!txn.ok()) return txn.status();
   absl::StatusOr<CursorPtr> cursor = txn->OpenCursor(dbi);
   if (!cursor.ok()) return cursor.status();
-  const std::string prefix =
-      stream.empty() ? std::string() : SnapshotKeyPrefix(stream);
+  const std::string prefix = stream.empty() ? std::string() : SnapshotKeyPrefix(stream);
   MDB_val k = ToVal(prefix), v;
-  int rc = mdb_cursor_get(cursor->get(), &k, &v,
-                          prefix.empty() ? MDB_FIRST : MDB_SET_RANGE);
+  int rc = mdb_cursor_get(cursor->get(), &k, &v, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE);
   AlignedBuffer buf;
-  for (; rc == 0 && HasPrefix(k, prefix);
-       rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_NEXT)) {
+  for (; rc == 0 && HasPrefix(k, prefix); rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_NEXT)) {
     absl::StatusOr<const schema::SnapshotRecord*> record =
         DecodeSnapshot(FromVal(k), FromVal(v), &buf);
     if (!record.ok()) return record.status();
@@ -265,8 +249,7 @@ absl::StatusOr<std::vector<Snapshot>> SnapshotStore::List(
   return out;
 }
 
-absl::StatusOr<size_t> SnapshotStore::Prune(absl::string_view stream,
-                                            int keep_last) {
+absl::StatusOr<size_t> SnapshotStore::Prune(absl::string_view stream, int keep_last) {
   if (impl_->read_only()) return ReadOnlyError("prune");
   if (keep_last < 0) {
     return absl::InvalidArgumentError("keep_last must be >= 0");
@@ -280,14 +263,12 @@ absl::StatusOr<size_t> SnapshotStore::Prune(absl::string_view stream,
   LmdbEnv* env;
   MDB_dbi dbi;
   if (absl::Status s = impl_->Get(&env, &dbi); !s.ok()) return s;
-  const std::string prefix =
-      stream.empty() ? std::string() : SnapshotKeyPrefix(stream);
+  const std::string prefix = stream.empty() ? std::string() : SnapshotKeyPrefix(stream);
   size_t deleted = 0;
-  absl::Status s =
-      env->Write("pruning snapshots", [&](MDB_txn* txn) {
-        deleted = 0;
-        return PruneIn(txn, dbi, prefix, keep_last, &deleted);
-      });
+  absl::Status s = env->Write("pruning snapshots", [&](MDB_txn* txn) {
+    deleted = 0;
+    return PruneIn(txn, dbi, prefix, keep_last, &deleted);
+  });
   if (!s.ok()) return s;
   return deleted;
 }
@@ -302,50 +283,45 @@ absl::StatusOr<size_t> SnapshotStore::Drop(absl::string_view stream) {
   LmdbEnv* env;
   MDB_dbi dbi;
   if (absl::Status s = impl_->Get(&env, &dbi); !s.ok()) return s;
-  const std::string prefix =
-      stream.empty() ? std::string() : SnapshotKeyPrefix(stream);
+  const std::string prefix = stream.empty() ? std::string() : SnapshotKeyPrefix(stream);
   size_t deleted = 0;
-  absl::Status s =
-      env->Write("dropping snapshots", [&](MDB_txn* txn) {
-        deleted = 0;
-        if (prefix.empty()) {
-          MDB_stat st;
-          if (int rc = mdb_stat(txn, dbi, &st); rc != 0) {
-            return internal::LmdbError(rc, "mdb_stat");
-          }
-          deleted = st.ms_entries;
-          return internal::LmdbError(mdb_drop(txn, dbi, 0), "dropping snapshots");
-        }
-        absl::StatusOr<CursorPtr> cursor = OpenCursor(txn, dbi);
-        if (!cursor.ok()) return cursor.status();
-        std::vector<std::string> doomed;
-        MDB_val k = ToVal(prefix), v;
-        int r = mdb_cursor_get(cursor->get(), &k, &v, MDB_SET_RANGE);
-        for (; r == 0 && HasPrefix(k, prefix);
-             r = mdb_cursor_get(cursor->get(), &k, &v, MDB_NEXT)) {
-          doomed.emplace_back(FromVal(k));
-        }
-        if (r != MDB_NOTFOUND && r != 0) {
-          return internal::LmdbError(r, "reading snapshot keys");
-        }
-        for (const std::string& key : doomed) {
-          MDB_val dk = ToVal(key);
-          if (int rc = mdb_del(txn, dbi, &dk, nullptr); rc != 0) {
-            return internal::LmdbError(rc, "deleting a snapshot");
-          }
-        }
-        deleted = doomed.size();
-        return absl::OkStatus();
-      });
+  absl::Status s = env->Write("dropping snapshots", [&](MDB_txn* txn) {
+    deleted = 0;
+    if (prefix.empty()) {
+      MDB_stat st;
+      if (int rc = mdb_stat(txn, dbi, &st); rc != 0) {
+        return internal::LmdbError(rc, "mdb_stat");
+      }
+      deleted = st.ms_entries;
+      return internal::LmdbError(mdb_drop(txn, dbi, 0), "dropping snapshots");
+    }
+    absl::StatusOr<CursorPtr> cursor = OpenCursor(txn, dbi);
+    if (!cursor.ok()) return cursor.status();
+    std::vector<std::string> doomed;
+    MDB_val k = ToVal(prefix), v;
+    int r = mdb_cursor_get(cursor->get(), &k, &v, MDB_SET_RANGE);
+    for (; r == 0 && HasPrefix(k, prefix); r = mdb_cursor_get(cursor->get(), &k, &v, MDB_NEXT)) {
+      doomed.emplace_back(FromVal(k));
+    }
+    if (r != MDB_NOTFOUND && r != 0) {
+      return internal::LmdbError(r, "reading snapshot keys");
+    }
+    for (const std::string& key : doomed) {
+      MDB_val dk = ToVal(key);
+      if (int rc = mdb_del(txn, dbi, &dk, nullptr); rc != 0) {
+        return internal::LmdbError(rc, "deleting a snapshot");
+      }
+    }
+    deleted = doomed.size();
+    return absl::OkStatus();
+  });
   if (!s.ok()) return s;
   return deleted;
 }
 
-absl::Status SnapshotStore::Load(absl::string_view stream,
-                                 uint32_t schema_version, const Hooks& hooks,
-                                 LoadInfo* info) {
-  absl::StatusOr<std::optional<Snapshot>> snapshot =
-      LoadLatest(stream, schema_version);
+absl::Status SnapshotStore::Load(absl::string_view stream, uint32_t schema_version,
+                                 const Hooks& hooks, LoadInfo* info) {
+  absl::StatusOr<std::optional<Snapshot>> snapshot = LoadLatest(stream, schema_version);
   if (!snapshot.ok()) return snapshot.status();
   // Looked at after the snapshot: a snapshot is only ever saved at a version
   // that exists, and streams only grow, so a snapshot past this is foreign.
@@ -354,11 +330,11 @@ absl::Status SnapshotStore::Load(absl::string_view stream,
   if (snapshot->has_value()) {
     const Snapshot& snap = **snapshot;
     if (snap.version > stream_info->last_version) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the snapshot of stream \"", stream, "\" at version ", snap.version,
-          " is ahead of the log (last version ", stream_info->last_version,
-          "): the derived data does not belong to this log; drop the stream's "
-          "snapshots"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("the snapshot of stream \"", stream, "\" at version ", snap.version,
+                       " is ahead of the log (last version ", stream_info->last_version,
+                       "): the derived data does not belong to this log; drop the stream's "
+                       "snapshots"));
     }
     if (absl::Status s = hooks.restore(snap.data); !s.ok()) return s;
     info->from_snapshot = true;
@@ -366,8 +342,8 @@ absl::Status SnapshotStore::Load(absl::string_view stream,
   }
   if (!stream_info->exists) return absl::OkStatus();
   absl::Status apply_status;
-  absl::Status scanned = store_->ScanStream(
-      stream, info->version + 1, ReadOptions(), [&](const EventView& e) {
+  absl::Status scanned =
+      store_->ScanStream(stream, info->version + 1, ReadOptions(), [&](const EventView& e) {
         apply_status = hooks.apply(e);
         if (!apply_status.ok()) return false;
         info->version = e.version();
@@ -376,10 +352,9 @@ absl::Status SnapshotStore::Load(absl::string_view stream,
       });
   if (!scanned.ok()) return scanned;
   if (!apply_status.ok()) return apply_status;
-  if (policy_.every_n_events > 0 &&
-      info->events_folded >= policy_.every_n_events && !impl_->read_only()) {
-    info->snapshot_status =
-        Save(stream, info->version, schema_version, hooks.encode());
+  if (policy_.every_n_events > 0 && info->events_folded >= policy_.every_n_events &&
+      !impl_->read_only()) {
+    info->snapshot_status = Save(stream, info->version, schema_version, hooks.encode());
     info->snapshot_saved = info->snapshot_status.ok();
   }
   return absl::OkStatus();

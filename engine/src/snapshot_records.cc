@@ -30,44 +30,38 @@ std::string SnapshotKey(absl::string_view stream, int64_t version) {
 }
 
 absl::StatusOr<absl::string_view> SnapshotKeyStream(absl::string_view key) {
-  if (key.size() < kVersionBytes + 2 ||
-      key[key.size() - kVersionBytes - 1] != '\0') {
+  if (key.size() < kVersionBytes + 2 || key[key.size() - kVersionBytes - 1] != '\0') {
     return absl::DataLossError("the snapshots database holds a malformed key");
   }
   return key.substr(0, key.size() - kVersionBytes - 1);
 }
 
-std::string EncodeSnapshot(absl::string_view stream, int64_t version,
-                           uint32_t schema_version, absl::Time taken_at,
-                           absl::string_view data) {
+std::string EncodeSnapshot(absl::string_view stream, int64_t version, uint32_t schema_version,
+                           absl::Time taken_at, absl::string_view data) {
   flatbuffers::FlatBufferBuilder fbb(data.size() + stream.size() + 128);
   auto stream_offset = fbb.CreateString(stream.data(), stream.size());
-  auto data_offset = fbb.CreateVector(
-      reinterpret_cast<const uint8_t*>(data.data()), data.size());
-  fbb.Finish(
-      schema::CreateSnapshotRecord(fbb, stream_offset, version, schema_version,
-                                   absl::ToUnixMicros(taken_at), data_offset));
+  auto data_offset = fbb.CreateVector(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+  fbb.Finish(schema::CreateSnapshotRecord(fbb, stream_offset, version, schema_version,
+                                          absl::ToUnixMicros(taken_at), data_offset));
   std::string value(kChecksumBytes + fbb.GetSize(), '\0');
   uint64_t sum = XXH3_64bits(fbb.GetBufferPointer(), fbb.GetSize());
   for (size_t i = 0; i < kChecksumBytes; ++i) {
     value[i] = static_cast<char>(sum >> (8 * i));
   }
-  std::memcpy(value.data() + kChecksumBytes, fbb.GetBufferPointer(),
-              fbb.GetSize());
+  std::memcpy(value.data() + kChecksumBytes, fbb.GetBufferPointer(), fbb.GetSize());
   return value;
 }
 
-absl::StatusOr<const schema::SnapshotRecord*> DecodeSnapshot(
-    absl::string_view key, absl::string_view value, AlignedBuffer* buf) {
+absl::StatusOr<const schema::SnapshotRecord*> DecodeSnapshot(absl::string_view key,
+                                                             absl::string_view value,
+                                                             AlignedBuffer* buf) {
   absl::StatusOr<absl::string_view> stream = SnapshotKeyStream(key);
   if (!stream.ok()) return stream.status();
-  const int64_t version =
-      static_cast<int64_t>(GetBigEndian64(reinterpret_cast<const uint8_t*>(
-          key.data() + key.size() - kVersionBytes)));
+  const int64_t version = static_cast<int64_t>(
+      GetBigEndian64(reinterpret_cast<const uint8_t*>(key.data() + key.size() - kVersionBytes)));
   auto fail = [&](absl::string_view why) {
-    return absl::DataLossError(absl::StrCat("the snapshot of stream \"",
-                                            *stream, "\" at version ", version,
-                                            " ", why));
+    return absl::DataLossError(
+        absl::StrCat("the snapshot of stream \"", *stream, "\" at version ", version, " ", why));
   };
   if (value.size() < kChecksumBytes + 8) return fail("is truncated");
   const uint8_t* data = buf->Assign(value);
@@ -84,8 +78,7 @@ absl::StatusOr<const schema::SnapshotRecord*> DecodeSnapshot(
   }
   const auto* root = flatbuffers::GetRoot<schema::SnapshotRecord>(record);
   if (root->stream() == nullptr ||
-      absl::string_view(root->stream()->c_str(), root->stream()->size()) !=
-          *stream ||
+      absl::string_view(root->stream()->c_str(), root->stream()->size()) != *stream ||
       root->version() != version) {
     return fail("holds another stream's or version's record");
   }
@@ -98,8 +91,7 @@ Snapshot ToSnapshot(const schema::SnapshotRecord& r) {
   s.version = r.version();
   s.schema_version = r.schema_version();
   if (r.data() != nullptr) {
-    s.data.assign(reinterpret_cast<const char*>(r.data()->data()),
-                  r.data()->size());
+    s.data.assign(reinterpret_cast<const char*>(r.data()->data()), r.data()->size());
   }
   s.taken_at = absl::FromUnixMicros(r.taken_us());
   return s;

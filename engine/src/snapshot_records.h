@@ -30,15 +30,15 @@ std::string SnapshotKey(absl::string_view stream, int64_t version);
 absl::StatusOr<absl::string_view> SnapshotKeyStream(absl::string_view key);
 
 // The stored value of a snapshot.
-std::string EncodeSnapshot(absl::string_view stream, int64_t version,
-                           uint32_t schema_version, absl::Time taken_at,
-                           absl::string_view data);
+std::string EncodeSnapshot(absl::string_view stream, int64_t version, uint32_t schema_version,
+                           absl::Time taken_at, absl::string_view data);
 // Copies the value stored under `key` into `buf` (aligned), checks the
 // checksum, verifies the FlatBuffer and compares its stream and version with
 // the key's. The record points into `buf`: valid until buf's next Assign.
 // DataLoss naming the stream and version on any failure.
-absl::StatusOr<const schema::SnapshotRecord*> DecodeSnapshot(
-    absl::string_view key, absl::string_view value, AlignedBuffer* buf);
+absl::StatusOr<const schema::SnapshotRecord*> DecodeSnapshot(absl::string_view key,
+                                                             absl::string_view value,
+                                                             AlignedBuffer* buf);
 // An owning copy of a decoded record.
 Snapshot ToSnapshot(const schema::SnapshotRecord& record);
 

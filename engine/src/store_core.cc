@@ -8,8 +8,8 @@
 
 namespace rill::internal {
 
-StoreCore::StoreCore(std::string dir, const StoreOptions& options,
-                     std::unique_ptr<LmdbEnv> log, const LogDbs& dbs, std::string store_id)
+StoreCore::StoreCore(std::string dir, const StoreOptions& options, std::unique_ptr<LmdbEnv> log,
+                     const LogDbs& dbs, std::string store_id)
     : dir_(std::move(dir)),
       options_(options),
       log_(std::move(log)),
@@ -65,7 +65,8 @@ absl::StatusOr<unsigned> StoreCore::ClearStaleReaders() {
 }
 
 absl::StatusOr<StoreCore*> CoreOf(Store* store, absl::string_view what) {
-  if (store == nullptr) return absl::InvalidArgumentError(absl::StrCat(what, ": the store is null"));
+  if (store == nullptr)
+    return absl::InvalidArgumentError(absl::StrCat(what, ": the store is null"));
   StoreCore* core = store->core();
   if (core == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat(

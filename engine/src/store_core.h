@@ -73,9 +73,8 @@ class StoreCore {
   // `direction`, delivering those that match `filter` to `fn` (false stops).
   // Used by ScanAll and subscriptions, which must advance past records that
   // do not match (store_read.cc).
-  absl::Status ScanChunked(uint64_t from_position, Direction direction,
-                           const EventFilter& filter, size_t max_records,
-                           absl::FunctionRef<bool(const EventView&)> fn,
+  absl::Status ScanChunked(uint64_t from_position, Direction direction, const EventFilter& filter,
+                           size_t max_records, absl::FunctionRef<bool(const EventView&)> fn,
                            ScanProgress* progress);
 
  private:

@@ -25,8 +25,8 @@ namespace {
 // no snapshot now.
 struct ReaderTable {
   unsigned slots = 0;
-  unsigned stale = 0;            // slots of dead processes
-  uint64_t oldest_txn = 0;       // oldest snapshot held (0: none)
+  unsigned stale = 0;       // slots of dead processes
+  uint64_t oldest_txn = 0;  // oldest snapshot held (0: none)
   int64_t oldest_pid = 0;
 };
 
@@ -93,8 +93,7 @@ StoreImpl::StoreImpl(const std::string& dir, OpenedLog log, const StoreOptions& 
 
 StoreImpl::~StoreImpl() = default;
 
-absl::StatusOr<AppendResult> StoreImpl::Append(absl::string_view stream,
-                                               ExpectedVersion expected,
+absl::StatusOr<AppendResult> StoreImpl::Append(absl::string_view stream, ExpectedVersion expected,
                                                absl::Span<const EventData> events,
                                                const AppendOptions& options) {
   std::vector<RequestPart> parts{RequestPart{stream, expected, events}};

@@ -36,8 +36,8 @@ class StoreImpl final : public Store {
   absl::StatusOr<AppendResult> Append(absl::string_view stream, ExpectedVersion expected,
                                       absl::Span<const EventData> events,
                                       const AppendOptions& options) override;
-  absl::StatusOr<std::vector<AppendResult>> AppendMulti(
-      absl::Span<const StreamAppend> appends, const AppendOptions& options) override;
+  absl::StatusOr<std::vector<AppendResult>> AppendMulti(absl::Span<const StreamAppend> appends,
+                                                        const AppendOptions& options) override;
   absl::StatusOr<std::vector<RecordedEvent>> ReadStream(absl::string_view stream,
                                                         int64_t from_version,
                                                         const ReadOptions& options) override;

@@ -129,10 +129,10 @@ absl::Status PrepareDirectory(const std::string& dir, const StoreOptions& option
     if (ec) return ErrnoStatus(ec, absl::StrCat("cannot list ", dir));
   }
   if (options.read_only || !options.create_if_missing) {
-    const std::string why = absl::StrCat(
-        "no rill store at ", dir,
-        options.read_only ? " (a read-only open does not create one)"
-                          : " (create_if_missing is off)");
+    const std::string why =
+        absl::StrCat("no rill store at ", dir,
+                     options.read_only ? " (a read-only open does not create one)"
+                                       : " (create_if_missing is off)");
     if (fs::exists(st)) return absl::FailedPreconditionError(why);
     return absl::NotFoundError(why);
   }
@@ -180,8 +180,7 @@ absl::StatusOr<std::string> ReadOrCreateMeta(LmdbEnv* env, const LogDbs& dbs, bo
       const std::string encoded = EncodeStoreMeta(meta);
       MDB_val key = ToVal(kMetaKey), value = ToVal(encoded);
       *id = meta.store_id.ToString();
-      return LmdbError(mdb_put(txn, dbs.meta, &key, &value, 0),
-                       "creating the store's meta record");
+      return LmdbError(mdb_put(txn, dbs.meta, &key, &value, 0), "creating the store's meta record");
     });
     if (!s.ok()) return s;
   }
@@ -218,10 +217,10 @@ absl::Status WaitForLockFile(const std::string& env_dir) {
     const pid_t holder = LockFileHolder(path, F_RDLCK);
     if (holder == 0) return absl::OkStatus();  // or no file: LMDB creates it
     if (absl::Now() >= deadline) {
-      return absl::UnavailableError(absl::StrCat(
-          path, " is locked exclusively by process ", holder, " for more than ",
-          absl::FormatDuration(kLockFileWait),
-          "; LMDB cannot open the store until that process lets go of it"));
+      return absl::UnavailableError(
+          absl::StrCat(path, " is locked exclusively by process ", holder, " for more than ",
+                       absl::FormatDuration(kLockFileWait),
+                       "; LMDB cannot open the store until that process lets go of it"));
     }
     absl::SleepFor(absl::Milliseconds(5));
   }
@@ -249,8 +248,8 @@ absl::StatusOr<OpenedLog> OpenLog(const std::string& dir, const StoreOptions& op
   {
     absl::MutexLock lock(&registry_mu);
     if (!Registry().insert(key).second) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the store at ", dir, " is already open in this process; share that Store"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("the store at ", dir, " is already open in this process; share that Store"));
     }
   }
   // From here on the registration takes the store out of the registry again
@@ -258,14 +257,15 @@ absl::StatusOr<OpenedLog> OpenLog(const std::string& dir, const StoreOptions& op
   log.registration = StoreRegistration(std::move(key));
   const std::string log_dir = absl::StrCat(dir, "/", kLogDir);
   if (absl::Status s = WaitForLockFile(log_dir); !s.ok()) return s;
-  absl::StatusOr<std::unique_ptr<LmdbEnv>> env =
-      LmdbEnv::Open(log_dir, EnvOptionsFor(options, 0));
+  absl::StatusOr<std::unique_ptr<LmdbEnv>> env = LmdbEnv::Open(log_dir, EnvOptionsFor(options, 0));
   if (!env.ok()) return env.status();
   log.env = *std::move(env);
   const bool create = !options.read_only;
-  for (auto [name, dbi] : {std::pair{"events", &log.dbs.events}, {"streams", &log.dbs.streams},
+  for (auto [name, dbi] : {std::pair{"events", &log.dbs.events},
+                           {"streams", &log.dbs.streams},
                            {"stream_index", &log.dbs.stream_index},
-                           {"idempotency", &log.dbs.idempotency}, {"meta", &log.dbs.meta}}) {
+                           {"idempotency", &log.dbs.idempotency},
+                           {"meta", &log.dbs.meta}}) {
     absl::StatusOr<MDB_dbi> opened = log.env->OpenDb(name, create);
     if (!opened.ok()) {
       if (opened.status().code() == absl::StatusCode::kNotFound) {
@@ -276,7 +276,8 @@ absl::StatusOr<OpenedLog> OpenLog(const std::string& dir, const StoreOptions& op
     }
     *dbi = *opened;
   }
-  absl::StatusOr<std::string> store_id = ReadOrCreateMeta(log.env.get(), log.dbs, options.read_only);
+  absl::StatusOr<std::string> store_id =
+      ReadOrCreateMeta(log.env.get(), log.dbs, options.read_only);
   if (!store_id.ok()) return store_id.status();
   log.store_id = *std::move(store_id);
   return log;

@@ -246,8 +246,8 @@ absl::Status StoreImpl::ScanStream(absl::string_view stream, int64_t from_versio
                    ? MDB_NOTFOUND
                    : mdb_cursor_get(cursor->get(), &k, &v, MDB_SET_KEY);
       if (rc == MDB_NOTFOUND && (forward ? next <= last : next >= last)) {
-        return absl::DataLossError(absl::StrCat("the index of stream \"", stream,
-                                                "\" has no entry for version ", next));
+        return absl::DataLossError(
+            absl::StrCat("the index of stream \"", stream, "\" has no entry for version ", next));
       }
       const size_t want = std::min(kChunkRecords, options.limit - delivered);
       size_t bytes = 0;
@@ -258,8 +258,7 @@ absl::Status StoreImpl::ScanStream(absl::string_view stream, int64_t from_versio
           break;  // past the stream's index entries
         }
         const uint64_t position = GetBigEndian64(static_cast<const uint8_t*>(v.mv_data));
-        if (absl::Status s = LocateEvent(events->get(), position, &events_at, &located);
-            !s.ok()) {
+        if (absl::Status s = LocateEvent(events->get(), position, &events_at, &located); !s.ok()) {
           return s;
         }
         PrefetchPageOf(located.back().value.mv_data, &page);
@@ -285,9 +284,9 @@ absl::Status StoreImpl::ScanStream(absl::string_view stream, int64_t from_versio
       if (!record.ok()) return record.status();
       const EventView view = EventViewAccess::Of(*record);
       if (view.stream() != stream || view.version() != expected_version) {
-        return absl::DataLossError(absl::StrCat(
-            "the index of stream \"", stream, "\" points at position ", e.position,
-            ", which holds ", view.stream(), "@", view.version()));
+        return absl::DataLossError(
+            absl::StrCat("the index of stream \"", stream, "\" points at position ", e.position,
+                         ", which holds ", view.stream(), "@", view.version()));
       }
       expected_version += forward ? 1 : -1;
       ++delivered;

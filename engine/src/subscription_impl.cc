@@ -6,8 +6,8 @@
 #include <utility>
 
 #include "absl/synchronization/mutex.h"
-#include "store_impl.h"
 #include "store_core.h"
+#include "store_impl.h"
 
 namespace rill::internal {
 namespace {
@@ -75,8 +75,7 @@ class SubscriptionImpl final : public Subscription {
       if (progress.records == options_.batch_size) continue;  // more to catch up on
       if (!live_.exchange(true) && options_.on_live) options_.on_live();
       absl::StatusOr<uint64_t> head = core_->head().Wait(
-          std::max(known_head, position_.load()), absl::Seconds(1), options_.poll_interval,
-          &stop_);
+          std::max(known_head, position_.load()), absl::Seconds(1), options_.poll_interval, &stop_);
       if (!head.ok()) return head.status();
       known_head = *head;
     }

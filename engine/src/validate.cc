@@ -80,13 +80,12 @@ absl::Status ValidateStreamAppend(absl::string_view stream, ExpectedVersion expe
     return absl::InvalidArgumentError("unknown expected version kind");
   }
   if (events.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("append to \"", stream, "\" has no events"));
+    return absl::InvalidArgumentError(absl::StrCat("append to \"", stream, "\" has no events"));
   }
   *event_count += events.size();
   if (*event_count > kMaxEventsPerAppend) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "append has more than ", kMaxEventsPerAppend, " events"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("append has more than ", kMaxEventsPerAppend, " events"));
   }
   for (size_t i = 0; i < events.size(); ++i) {
     const EventData& e = events[i];
@@ -99,27 +98,23 @@ absl::Status ValidateStreamAppend(absl::string_view stream, ExpectedVersion expe
     }
     if (static_cast<uint8_t>(e.content_type) > 2) {
       return absl::InvalidArgumentError(
-          absl::StrCat("event ", i, ": unknown content type ",
-                       static_cast<int>(e.content_type)));
+          absl::StrCat("event ", i, ": unknown content type ", static_cast<int>(e.content_type)));
     }
     if (e.payload.size() > kMaxPayloadBytes) {
-      return absl::InvalidArgumentError(absl::StrCat("event ", i, ": payload is ",
-                                                     e.payload.size(),
-                                                     " bytes; the limit is ",
-                                                     kMaxPayloadBytes));
+      return absl::InvalidArgumentError(absl::StrCat("event ", i, ": payload is ", e.payload.size(),
+                                                     " bytes; the limit is ", kMaxPayloadBytes));
     }
     size_t meta = e.metadata.correlation_id.size() + e.metadata.causation_id.size();
     for (const auto& [k, v] : e.metadata.headers) meta += k.size() + v.size();
     if (meta > kMaxMetadataBytes) {
       return absl::InvalidArgumentError(absl::StrCat("event ", i, ": metadata is ", meta,
-                                                     " bytes; the limit is ",
-                                                     kMaxMetadataBytes));
+                                                     " bytes; the limit is ", kMaxMetadataBytes));
     }
     *bytes += e.payload.size() + meta;
   }
   if (*bytes > kMaxAppendBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "append holds more than ", kMaxAppendBytes, " bytes of events"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("append holds more than ", kMaxAppendBytes, " bytes of events"));
   }
   return absl::OkStatus();
 }

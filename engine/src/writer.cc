@@ -26,12 +26,10 @@ bool Matches(ExpectedVersion expected, int64_t actual) {
   return false;
 }
 
-absl::Status VersionMismatch(absl::string_view stream, ExpectedVersion expected,
-                             int64_t actual) {
+absl::Status VersionMismatch(absl::string_view stream, ExpectedVersion expected, int64_t actual) {
   return absl::AbortedError(absl::StrFormat(
       "wrong expected version for stream \"%s\": expected %s, but the stream %s", stream,
-      expected.ToString(),
-      actual < 0 ? "does not exist" : absl::StrCat("is at version ", actual)));
+      expected.ToString(), actual < 0 ? "does not exist" : absl::StrCat("is at version ", actual)));
 }
 
 // Below this the group commit wait is not worth a timed wait: it drops to zero.
@@ -98,8 +96,7 @@ void Writer::Submit(AppendRequest* request) {
 }
 
 bool Writer::QueueFillsABatch() const {
-  return queue_.size() >= options_.max_batch_requests ||
-         queued_bytes_ >= options_.max_batch_bytes;
+  return queue_.size() >= options_.max_batch_requests || queued_bytes_ >= options_.max_batch_bytes;
 }
 
 void Writer::AwaitReleasedCallers() {
@@ -161,8 +158,7 @@ void Writer::ProcessBatch(std::vector<AppendRequest*>& batch) {
   for (AppendRequest* r : batch) r->result = s;
 }
 
-absl::Status Writer::WriteBatch(MDB_txn* txn, std::vector<AppendRequest*>& batch,
-                                uint64_t* head) {
+absl::Status Writer::WriteBatch(MDB_txn* txn, std::vector<AppendRequest*>& batch, uint64_t* head) {
   *head = 0;
   int64_t last_recorded_us = 0;
   // One cursor per database written per event, for the whole batch: LMDB
@@ -208,9 +204,9 @@ absl::Status Writer::CheckIdempotency(MDB_txn* txn, AppendRequest* request, bool
   if (!entry.ok()) {
     request->result = entry.status();
   } else if (entry->fingerprint != request->fingerprint) {
-    request->result = absl::AlreadyExistsError(
-        absl::StrCat("idempotency key \"", request->idempotency_key,
-                     "\" was already used by a different append request"));
+    request->result =
+        absl::AlreadyExistsError(absl::StrCat("idempotency key \"", request->idempotency_key,
+                                              "\" was already used by a different append request"));
   } else {
     for (AppendResult& r : entry->results) r.deduplicated = true;
     request->result = std::move(entry->results);

@@ -124,8 +124,7 @@ class Writer {
   // and that have not submitted since, the longest wait (the option, cut to
   // kMaxGroupCommitWait), the current one (adapted between zero and
   // max_wait_) and the batches led since it fell to zero.
-  absl::flat_hash_set<std::thread::id, std::hash<std::thread::id>> released_
-      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::thread::id, std::hash<std::thread::id>> released_ ABSL_GUARDED_BY(mu_);
   const absl::Duration max_wait_;
   absl::Duration wait_ ABSL_GUARDED_BY(mu_);
   int batches_without_wait_ ABSL_GUARDED_BY(mu_) = 0;

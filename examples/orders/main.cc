@@ -114,16 +114,16 @@ int main(int argc, char** argv) {
     absl::MutexLock lock(&mu);
     live = true;
   };
-  std::unique_ptr<rill::Subscription> sub = Must(
-      store->Subscribe(start, sub_options,
-                       [&](const rill::EventView& e) {
-                         std::cout << "   [subscriber] #" << e.position() << " " << e.type()
-                                   << " on " << e.stream() << "\n";
-                         absl::MutexLock lock(&mu);
-                         seen = e.position();
-                         return absl::OkStatus();
-                       }),
-      "subscribing");
+  std::unique_ptr<rill::Subscription> sub =
+      Must(store->Subscribe(start, sub_options,
+                            [&](const rill::EventView& e) {
+                              std::cout << "   [subscriber] #" << e.position() << " " << e.type()
+                                        << " on " << e.stream() << "\n";
+                              absl::MutexLock lock(&mu);
+                              seen = e.position();
+                              return absl::OkStatus();
+                            }),
+           "subscribing");
   {
     absl::MutexLock lock(&mu);
     mu.Await(absl::Condition(&live));

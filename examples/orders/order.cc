@@ -2,8 +2,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 
 namespace orders {
 
@@ -54,8 +54,7 @@ void Order::Apply(const rill::EventView& e) {
 }
 
 std::string Order::Encode() const {
-  return absl::StrCat(static_cast<int>(status), ",", total_cents, ",", reservations, ",",
-                      version);
+  return absl::StrCat(static_cast<int>(status), ",", total_cents, ",", reservations, ",", version);
 }
 
 absl::StatusOr<Order> Order::Decode(absl::string_view data) {
@@ -63,8 +62,8 @@ absl::StatusOr<Order> Order::Decode(absl::string_view data) {
   Order o;
   int status = 0;
   if (parts.size() != 4 || !absl::SimpleAtoi(parts[0], &status) ||
-      !absl::SimpleAtoi(parts[1], &o.total_cents) ||
-      !absl::SimpleAtoi(parts[2], &o.reservations) || !absl::SimpleAtoi(parts[3], &o.version)) {
+      !absl::SimpleAtoi(parts[1], &o.total_cents) || !absl::SimpleAtoi(parts[2], &o.reservations) ||
+      !absl::SimpleAtoi(parts[3], &o.version)) {
     return absl::DataLossError(absl::StrCat("bad order snapshot \"", data, "\""));
   }
   o.status = static_cast<Status>(status);
@@ -100,13 +99,11 @@ absl::StatusOr<rill::AppendResult> OrderService::Create(const std::string& order
                                                         const std::string& request_id) {
   rill::EventData created;
   created.type = "OrderCreated";
-  created.payload =
-      absl::StrFormat(R"({"order_id":"%s","total_cents":%d})", order_id, total_cents);
+  created.payload = absl::StrFormat(R"({"order_id":"%s","total_cents":%d})", order_id, total_cents);
   created.metadata.correlation_id = request_id;
   rill::AppendOptions options;
   options.idempotency_key = request_id;
-  return store_->Append(StreamOf(order_id), rill::ExpectedVersion::NoStream(), {created},
-                        options);
+  return store_->Append(StreamOf(order_id), rill::ExpectedVersion::NoStream(), {created}, options);
 }
 
 absl::StatusOr<rill::AppendResult> OrderService::AppendTo(const Order& order,
@@ -115,8 +112,7 @@ absl::StatusOr<rill::AppendResult> OrderService::AppendTo(const Order& order,
   rill::EventData event;
   event.type = type;
   event.payload = json;
-  return store_->Append(StreamOf(order.id), rill::ExpectedVersion::Exact(order.version),
-                        {event});
+  return store_->Append(StreamOf(order.id), rill::ExpectedVersion::Exact(order.version), {event});
 }
 
 absl::StatusOr<rill::AppendResult> OrderService::ReserveInventory(const Order& order,

@@ -49,8 +49,8 @@ class OrderService {
   absl::StatusOr<Order> Load(const std::string& order_id);
   // The same state, starting from the latest snapshot (and taking new ones
   // as the store's snapshot policy says).
-  absl::StatusOr<rill::LoadedAggregate<Order>> LoadWithSnapshots(
-      rill::SnapshotStore* snapshots, const std::string& order_id);
+  absl::StatusOr<rill::LoadedAggregate<Order>> LoadWithSnapshots(rill::SnapshotStore* snapshots,
+                                                                 const std::string& order_id);
 
   // Creates the order; `request_id` is the idempotency key, so a client that
   // retries after a timeout cannot create the order twice.

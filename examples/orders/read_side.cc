@@ -37,9 +37,8 @@ std::string Revenue(rill::ProjectionRunner& runner) {
 
 absl::StatusOr<std::unique_ptr<rill::ProjectionRunner>> StartRunner(rill::Store* store,
                                                                     uint32_t revenue_version) {
-  return rill::ProjectionRunner::Start(
-      store, {OrderSummaryProjection(), OrdersByStatusProjection(),
-              DailyRevenueProjection(revenue_version)});
+  return rill::ProjectionRunner::Start(store, {OrderSummaryProjection(), OrdersByStatusProjection(),
+                                               DailyRevenueProjection(revenue_version)});
 }
 
 // Waits until daily_revenue serves `version` and reflects `position`.
@@ -82,17 +81,15 @@ bool RunReadSideTour(rill::Store* store, const std::string& run) {
   if (!Check(cancelled.status(), "cancelling")) return false;
   Say("   " + d + " is paid and then cancelled.");
   for (const char* name : {"order_summary", "orders_by_status", "daily_revenue"}) {
-    if (!Check((*runner)->WaitFor(name, cancelled->last_position, absl::Seconds(10)),
-               "waiting")) {
+    if (!Check((*runner)->WaitFor(name, cancelled->last_position, absl::Seconds(10)), "waiting")) {
       return false;
     }
   }
-  absl::StatusOr<std::unique_ptr<rill::ReadModelView>> view =
-      (*runner)->View("orders_by_status");
+  absl::StatusOr<std::unique_ptr<rill::ReadModelView>> view = (*runner)->View("orders_by_status");
   if (!Check(view.status(), "viewing")) return false;
   Say("   Orders by status (one consistent view):");
-  absl::Status scanned = (*view)->Scan(
-      "by_status", "", [](absl::string_view key, absl::string_view) {
+  absl::Status scanned =
+      (*view)->Scan("by_status", "", [](absl::string_view key, absl::string_view) {
         Say(absl::StrCat("     ", key));
         return true;
       });
@@ -146,10 +143,10 @@ bool RunReadSideTour(rill::Store* store, const std::string& run) {
     reservations[i].type = "InventoryReserved";
     reservations[i].payload = absl::StrCat(R"({"sku":"sku-)", i, R"(","quantity":1})");
   }
-  if (!Check(store->Append(OrderService::StreamOf(big), rill::ExpectedVersion::Exact(0),
-                           reservations)
-                 .status(),
-             "reserving")) {
+  if (!Check(
+          store->Append(OrderService::StreamOf(big), rill::ExpectedVersion::Exact(0), reservations)
+              .status(),
+          "reserving")) {
     return false;
   }
   for (int load = 1; load <= 2; ++load) {
@@ -160,8 +157,8 @@ bool RunReadSideTour(rill::Store* store, const std::string& run) {
                      loaded->from_snapshot
                          ? absl::StrCat("from the snapshot at version ", loaded->snapshot_version)
                          : std::string("from the first event"),
-                     ", folded ", loaded->events_folded, " events -> ",
-                     loaded->state.reservations, " reservations, version ", loaded->version,
+                     ", folded ", loaded->events_folded, " events -> ", loaded->state.reservations,
+                     " reservations, version ", loaded->version,
                      loaded->snapshot_saved ? " (saved a snapshot)" : ""));
   }
   return true;

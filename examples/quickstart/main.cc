@@ -16,14 +16,13 @@ int main(int argc, char** argv) {
   created.payload = R"({"order_id":"o-1","total_cents":4999})";
   rill::AppendOptions once;
   once.idempotency_key = "request-o-1";  // a retry of this request writes nothing
-  absl::StatusOr<rill::AppendResult> appended = (*store)->Append(
-      "order-o-1", rill::ExpectedVersion::NoStream(), {created}, once);
+  absl::StatusOr<rill::AppendResult> appended =
+      (*store)->Append("order-o-1", rill::ExpectedVersion::NoStream(), {created}, once);
   if (!appended.ok()) {
     std::cerr << appended.status() << "\n";  // e.g. ABORTED: wrong expected version
     return 1;
   }
-  std::cout << "version " << appended->last_version << " at position "
-            << appended->last_position
+  std::cout << "version " << appended->last_version << " at position " << appended->last_position
             << (appended->deduplicated ? " (already there)" : "") << "\n";
 
   absl::StatusOr<std::vector<rill::RecordedEvent>> events =

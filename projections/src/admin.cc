@@ -18,8 +18,8 @@
 namespace rill {
 
 absl::Status RequestRebuild(Store* store, absl::string_view projection) {
-  if (absl::Status s = internal::ValidateName("projection name", projection,
-                                              internal::kMaxProjectionName);
+  if (absl::Status s =
+          internal::ValidateName("projection name", projection, internal::kMaxProjectionName);
       !s.ok()) {
     return s;
   }
@@ -114,8 +114,7 @@ absl::StatusOr<std::vector<ParkedEvent>> ReadParkedEvents(Store* store,
   return internal::ListDeadLetters(*d, projection);
 }
 
-absl::Status RequestRetryParked(Store* store, absl::string_view projection,
-                                uint64_t position) {
+absl::Status RequestRetryParked(Store* store, absl::string_view projection, uint64_t position) {
   absl::StatusOr<internal::Derived> d = DerivedWith(store, projection);
   if (!d.ok()) return d.status();
   return internal::RecordRetryRequest(*d, projection, position);
@@ -132,8 +131,8 @@ absl::Status ResetProjection(Store* store, absl::string_view projection) {
   if (!d.ok()) return d.status();
   // Hold the runner's lock while resetting, so that no runner starts on
   // half-deleted tables.
-  absl::StatusOr<int> lock = internal::LockProjection(
-      internal::ProjectionLockPath(d->env, projection), projection);
+  absl::StatusOr<int> lock =
+      internal::LockProjection(internal::ProjectionLockPath(d->env, projection), projection);
   if (!lock.ok()) {
     if (lock.status().code() != absl::StatusCode::kFailedPrecondition) return lock.status();
     return absl::FailedPreconditionError(
@@ -145,8 +144,7 @@ absl::Status ResetProjection(Store* store, absl::string_view projection) {
         internal::ReadCatalog(txn, d->dbs, projection);
     if (!rec.ok()) return rec.status();
     if (!rec->has_value()) {
-      return absl::NotFoundError(
-          absl::StrCat("the store has no projection \"", projection, "\""));
+      return absl::NotFoundError(absl::StrCat("the store has no projection \"", projection, "\""));
     }
     std::vector<uint64_t> generations = (*rec)->retired;
     generations.push_back((*rec)->active.id);
@@ -176,8 +174,8 @@ absl::Status ResetProjection(Store* store, absl::string_view projection) {
       absl::StatusOr<size_t> n = internal::DeletePrefix(txn, dbi, prefix, all);
       if (!n.ok()) return n.status();
     }
-    absl::StatusOr<size_t> retries = internal::DeletePrefix(
-        txn, d->dbs.requests, internal::RetryRequestPrefix(projection), all);
+    absl::StatusOr<size_t> retries =
+        internal::DeletePrefix(txn, d->dbs.requests, internal::RetryRequestPrefix(projection), all);
     if (!retries.ok()) return retries.status();
     if (absl::Status del = internal::Del(txn, d->dbs.requests, projection); !del.ok()) return del;
     return internal::Del(txn, d->dbs.catalog, projection);

@@ -68,10 +68,10 @@ absl::StatusOr<BatchOutcome> ApplyBatch(const Derived& d, const ProjectionDef& d
           return false;
         }
         if (spec.record_dead_letters) {
-          dead.push_back({event.position(),
-                          DeadLetterRec{std::string(event.stream()), std::string(event.type()),
-                                        s.ToString(), attempts,
-                                        absl::ToUnixMicros(absl::Now()), gen->id}});
+          dead.push_back(
+              {event.position(),
+               DeadLetterRec{std::string(event.stream()), std::string(event.type()), s.ToString(),
+                             attempts, absl::ToUnixMicros(absl::Now()), gen->id}});
         }
         ++out.parked;
         return true;

@@ -19,7 +19,7 @@ namespace rill::internal {
 
 // How a batch runs.
 struct BatchSpec {
-  size_t batch_size = 0;           // most log records to read
+  size_t batch_size = 0;             // most log records to read
   uint64_t last_position = kLogEnd;  // apply nothing past this
   // Events that keep failing: skipped (parked) with `park`, else the batch
   // stops before the first of them. Parked events are recorded as dead

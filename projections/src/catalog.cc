@@ -44,9 +44,12 @@ std::string BigEndianKey(uint64_t v) {
 absl::StatusOr<ProjectionDbs> ProjectionDbs::Open(LmdbEnv* env) {
   ProjectionDbs dbs;
   const bool create = !env->read_only();
-  for (auto [name, dbi] : {std::pair{"proj.catalog", &dbs.catalog}, {"proj.dead", &dbs.dead},
-                           {"proj.requests", &dbs.requests}, {"proj.asof", &dbs.asof},
-                           {"proj.meta", &dbs.meta}, {"rm", &dbs.rows}}) {
+  for (auto [name, dbi] : {std::pair{"proj.catalog", &dbs.catalog},
+                           {"proj.dead", &dbs.dead},
+                           {"proj.requests", &dbs.requests},
+                           {"proj.asof", &dbs.asof},
+                           {"proj.meta", &dbs.meta},
+                           {"rm", &dbs.rows}}) {
     absl::StatusOr<MDB_dbi> opened = env->OpenDb(name, create);
     if (!opened.ok()) return opened.status();
     *dbi = *opened;
@@ -129,8 +132,8 @@ absl::Status ValidateName(absl::string_view what, absl::string_view name, size_t
         absl::StrCat(what, " \"", name, "\" must be 1..", max, " bytes long"));
   }
   for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                    (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '.' || c == '-';
     if (!ok) {
       return absl::InvalidArgumentError(
           absl::StrCat(what, " \"", name, "\" may hold only letters, digits, '_', '.', '-'"));
@@ -196,9 +199,9 @@ absl::Status Put(MDB_txn* txn, MDB_dbi dbi, absl::string_view key, absl::string_
   int rc = mdb_put(txn, dbi, &k, &v, 0);
   if (rc == 0) return absl::OkStatus();
   if (rc == MDB_BAD_VALSIZE) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("key of ", key.size(), " bytes or value of ", value.size(),
-                     " bytes is too large for a read model"));
+    return absl::InvalidArgumentError(absl::StrCat("key of ", key.size(), " bytes or value of ",
+                                                   value.size(),
+                                                   " bytes is too large for a read model"));
   }
   return LmdbError(rc, "writing derived data");
 }

@@ -66,9 +66,9 @@ inline std::string GenerationPrefix(uint64_t generation) {
 
 // The derived environment of a store with the projections' databases open.
 struct Derived {
-  Store* store;      // as the caller gave it: public reads go through it
-  StoreCore* core;   // scans that report progress, the head and wake-ups
-  LmdbEnv* env;      // core->DerivedEnv()
+  Store* store;     // as the caller gave it: public reads go through it
+  StoreCore* core;  // scans that report progress, the head and wake-ups
+  LmdbEnv* env;     // core->DerivedEnv()
   ProjectionDbs dbs;
 };
 // Opens (creating on a writable store) the derived environment of `store`.

@@ -40,7 +40,7 @@ absl::StatusOr<DeadLetterRec> DecodeDeadLetter(absl::string_view value) {
   auto root = VerifiedRoot<schema::DeadLetter>(&buf, value, "dead letter");
   if (!root.ok()) return root.status();
   return DeadLetterRec{Str((*root)->stream()), Str((*root)->type()), Str((*root)->error()),
-                       (*root)->attempts(), (*root)->parked_us(), (*root)->generation()};
+                       (*root)->attempts(),    (*root)->parked_us(), (*root)->generation()};
 }
 
 std::string DeadLetterKey(absl::string_view projection, uint64_t position) {
@@ -112,8 +112,8 @@ absl::Status DropDeadLetter(const Derived& d, absl::string_view projection, uint
   });
 }
 
-absl::Status DropDeadLettersOf(MDB_txn* txn, const ProjectionDbs& dbs,
-                               absl::string_view projection, uint64_t generation) {
+absl::Status DropDeadLettersOf(MDB_txn* txn, const ProjectionDbs& dbs, absl::string_view projection,
+                               uint64_t generation) {
   return DeletePrefix(txn, dbs.dead, DeadLetterPrefix(projection),
                       std::numeric_limits<size_t>::max(),
                       [generation](absl::string_view value) {
@@ -146,9 +146,9 @@ absl::Status RetryDeadLetter(const Derived& d, const ProjectionDef& def, uint64_
     absl::Status dropped =
         d.env->Write(kCommitDerived, [&](MDB_txn* txn) { return Del(txn, d.dbs.dead, key); });
     if (!dropped.ok()) return dropped;
-    return absl::NotFoundError(absl::StrCat(
-        "the parked event at position ", position, " belonged to a replaced generation of \"",
-        def.name, "\"; nothing to retry"));
+    return absl::NotFoundError(absl::StrCat("the parked event at position ", position,
+                                            " belonged to a replaced generation of \"", def.name,
+                                            "\"; nothing to retry"));
   }
   RowChanges rows;
   CommittedRows committed(d.env, d.dbs.rows);
@@ -184,8 +184,7 @@ absl::Status RetryDeadLetter(const Derived& d, const ProjectionDef& def, uint64_
   });
 }
 
-absl::Status RecordRetryRequest(const Derived& d, absl::string_view projection,
-                                uint64_t position) {
+absl::Status RecordRetryRequest(const Derived& d, absl::string_view projection, uint64_t position) {
   const std::string dead_key = DeadLetterKey(projection, position);
   return d.env->Write(kCommitDerived, [&](MDB_txn* txn) -> absl::Status {
     MDB_val k = ToVal(dead_key), v;
@@ -197,8 +196,7 @@ absl::Status RecordRetryRequest(const Derived& d, absl::string_view projection,
   });
 }
 
-absl::Status DeleteRetryRequest(const Derived& d, absl::string_view projection,
-                                uint64_t position) {
+absl::Status DeleteRetryRequest(const Derived& d, absl::string_view projection, uint64_t position) {
   const std::string request = RetryRequestKey(projection, position);
   return d.env->Write(kCommitDerived,
                       [&](MDB_txn* txn) { return Del(txn, d.dbs.requests, request); });

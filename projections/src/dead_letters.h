@@ -48,8 +48,8 @@ absl::StatusOr<uint64_t> CountDeadLetters(MDB_txn* txn, const ProjectionDbs& dbs
 // Deletes one dead letter; NotFound when there is none at `position`.
 absl::Status DropDeadLetter(const Derived& d, absl::string_view projection, uint64_t position);
 // Deletes the dead letters of `projection` parked by `generation`.
-absl::Status DropDeadLettersOf(MDB_txn* txn, const ProjectionDbs& dbs,
-                               absl::string_view projection, uint64_t generation);
+absl::Status DropDeadLettersOf(MDB_txn* txn, const ProjectionDbs& dbs, absl::string_view projection,
+                               uint64_t generation);
 
 // Applies the event parked at `position` again, into the generation that
 // parked it, when `live(generation)` says that generation still serves or
@@ -64,11 +64,9 @@ absl::Status RetryDeadLetter(const Derived& d, const ProjectionDef& def, uint64_
 // Records a request for the runner of `projection` to retry the event
 // parked at `position` (RequestRetryParked); NotFound when nothing is
 // parked there.
-absl::Status RecordRetryRequest(const Derived& d, absl::string_view projection,
-                                uint64_t position);
+absl::Status RecordRetryRequest(const Derived& d, absl::string_view projection, uint64_t position);
 // Deletes a retry request once the runner has acted on it.
-absl::Status DeleteRetryRequest(const Derived& d, absl::string_view projection,
-                                uint64_t position);
+absl::Status DeleteRetryRequest(const Derived& d, absl::string_view projection, uint64_t position);
 
 }  // namespace rill::internal
 

@@ -22,9 +22,8 @@ absl::StatusOr<std::string> EventTxn::Key(absl::string_view table, absl::string_
     return absl::NotFoundError(absl::StrCat("\"", table, "\" is not a table of this projection"));
   }
   if (key.empty() || key.size() > kMaxStreamNameBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("read-model key of ", key.size(),
-                                                   " bytes; keys are 1..",
-                                                   kMaxStreamNameBytes, " bytes"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "read-model key of ", key.size(), " bytes; keys are 1..", kMaxStreamNameBytes, " bytes"));
   }
   return RowKey(generation_, table, key);
 }

@@ -27,8 +27,8 @@ absl::Status ValidateDef(const ProjectionDef& def) {
     return s;
   }
   if (def.tables.empty() || def.tables.size() > kMaxTables) {
-    return absl::InvalidArgumentError(absl::StrCat("projection \"", def.name, "\" must name 1..",
-                                                   kMaxTables, " tables"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("projection \"", def.name, "\" must name 1..", kMaxTables, " tables"));
   }
   for (const std::string& t : def.tables) {
     if (absl::Status s = ValidateName("table name", t, kMaxTableName); !s.ok()) return s;
@@ -61,9 +61,8 @@ class ViewImpl final : public ReadModelView {
     return std::optional<std::string>(std::string(FromVal(v)));
   }
 
-  absl::Status Scan(
-      absl::string_view table, absl::string_view prefix,
-      absl::FunctionRef<bool(absl::string_view, absl::string_view)> fn) override {
+  absl::Status Scan(absl::string_view table, absl::string_view prefix,
+                    absl::FunctionRef<bool(absl::string_view, absl::string_view)> fn) override {
     if (absl::Status s = CheckTable(table); !s.ok()) return s;
     absl::StatusOr<CursorPtr> cursor = txn_.OpenCursor(rows_);
     if (!cursor.ok()) return cursor.status();
@@ -195,9 +194,8 @@ class RunnerImpl final : public ProjectionRunner {
       absl::Status failure = !out.ok() ? out.status() : out->failed ? out->error : absl::OkStatus();
       if (!failure.ok()) {
         // Leave no rows of the unfinished set behind.
-        absl::Status cleaned = derived_.env->Write(kCommitDerived, [&](MDB_txn* txn) {
-          return DeleteRows(txn, gen.id);
-        });
+        absl::Status cleaned = derived_.env->Write(
+            kCommitDerived, [&](MDB_txn* txn) { return DeleteRows(txn, gen.id); });
         return cleaned.ok() ? failure : cleaned;
       }
       if (out->records < options_.batch_size || gen.checkpoint >= position) break;

@@ -48,7 +48,8 @@ absl::Status Worker::Start() {
     }
     // A rebuild for another version than the one we run is of no use.
     if (rec.building && rec.building->version != def_.version) {
-      if (absl::Status d = DropDeadLettersOf(txn, d_.dbs, def_.name, rec.building->id); !d.ok()) return d;
+      if (absl::Status d = DropDeadLettersOf(txn, d_.dbs, def_.name, rec.building->id); !d.ok())
+        return d;
       rec.retired.push_back(rec.building->id);
       rec.building.reset();
     }
@@ -166,8 +167,8 @@ absl::Status Worker::Loop() {
       }
       retry_pause = std::min(std::max(retry_pause * 2, absl::Milliseconds(10)),
                              std::min(options_.poll_interval, absl::Seconds(1)));
-      absl::StatusOr<uint64_t> head = d_.core->head().Wait(
-          known_head, retry_pause, retry_pause, &stop_, epoch);
+      absl::StatusOr<uint64_t> head =
+          d_.core->head().Wait(known_head, retry_pause, retry_pause, &stop_, epoch);
       if (!head.ok()) return head.status();
       known_head = *head;
       continue;
@@ -182,8 +183,8 @@ absl::Status Worker::Loop() {
       cv_.SignalAll();
       if (!tasks_.empty()) continue;
     }
-    absl::StatusOr<uint64_t> head = d_.core->head().Wait(
-        known_head, options_.poll_interval, options_.poll_interval, &stop_, epoch);
+    absl::StatusOr<uint64_t> head = d_.core->head().Wait(known_head, options_.poll_interval,
+                                                         options_.poll_interval, &stop_, epoch);
     if (!head.ok()) return head.status();
     known_head = *head;
   }
@@ -295,8 +296,8 @@ absl::Status Worker::Step(bool* did_work) {
   // Busy from the moment there is something to apply, not only once a batch
   // has committed (a slow batch is "running", not "caught up").
   if (absl::StatusOr<uint64_t> head = d_.store->HeadPosition();
-      head.ok() && (rec.building || (rec.active.version == def_.version &&
-                                     *head > rec.active.checkpoint))) {
+      head.ok() &&
+      (rec.building || (rec.active.version == def_.version && *head > rec.active.checkpoint))) {
     absl::MutexLock lock(&mu_);
     if (!failed_) {
       state_ = rec.building ? ProjectionState::kRebuilding : ProjectionState::kRunning;
@@ -305,8 +306,8 @@ absl::Status Worker::Step(bool* did_work) {
   // The serving generation follows the log, unless it was built by another
   // version (then it serves as it is until the rebuild swaps it out).
   if (rec.active.version == def_.version) {
-    absl::StatusOr<BatchOutcome> out = ApplyBatch(
-        d_, def_, &rec.active, spec, [&](MDB_txn* txn, const GenerationRec& next) {
+    absl::StatusOr<BatchOutcome> out =
+        ApplyBatch(d_, def_, &rec.active, spec, [&](MDB_txn* txn, const GenerationRec& next) {
           CatalogRec with = rec;
           with.active = next;
           return WriteCatalog(txn, with);
@@ -317,8 +318,8 @@ absl::Status Worker::Step(bool* did_work) {
     if (out->failed) return absl::OkStatus();
   }
   if (!rec.building) return absl::OkStatus();
-  absl::StatusOr<BatchOutcome> out = ApplyBatch(
-      d_, def_, &*rec.building, spec, [&](MDB_txn* txn, const GenerationRec& next) {
+  absl::StatusOr<BatchOutcome> out =
+      ApplyBatch(d_, def_, &*rec.building, spec, [&](MDB_txn* txn, const GenerationRec& next) {
         CatalogRec with = rec;
         with.building = next;
         return WriteCatalog(txn, with);
@@ -341,7 +342,8 @@ absl::Status Worker::Step(bool* did_work) {
   // applied those events or parked them again under its own id.
   const uint64_t old_generation = rec.active.id;
   absl::Status s = d_.env->Write(kCommitDerived, [&](MDB_txn* txn) -> absl::Status {
-    if (absl::Status d = DropDeadLettersOf(txn, d_.dbs, def_.name, old_generation); !d.ok()) return d;
+    if (absl::Status d = DropDeadLettersOf(txn, d_.dbs, def_.name, old_generation); !d.ok())
+      return d;
     return WriteCatalog(txn, swapped);
   });
   if (!s.ok()) return s;
@@ -407,17 +409,16 @@ absl::Status Worker::WaitFor(uint64_t position, absl::Duration timeout) {
     return catalog_.active.checkpoint >= position || failed_ || stopped_;
   };
   if (!mu_.AwaitWithTimeout(absl::Condition(&ready), timeout)) {
-    return absl::DeadlineExceededError(absl::StrCat(
-        "projection \"", def_.name, "\" is at position ", catalog_.active.checkpoint,
-        ", not yet at ", position));
+    return absl::DeadlineExceededError(
+        absl::StrCat("projection \"", def_.name, "\" is at position ", catalog_.active.checkpoint,
+                     ", not yet at ", position));
   }
   if (catalog_.active.checkpoint >= position) return absl::OkStatus();
   if (failed_) {
     return absl::FailedPreconditionError(
         absl::StrCat("projection \"", def_.name, "\" failed: ", last_error_));
   }
-  return absl::FailedPreconditionError(
-      absl::StrCat("projection \"", def_.name, "\" is stopped"));
+  return absl::FailedPreconditionError(absl::StrCat("projection \"", def_.name, "\" is stopped"));
 }
 
 ProjectionStatus Worker::Status() {

@@ -87,9 +87,8 @@ bool ParseArgs(int argc, char** argv, Config* c) {
     return v == "nosync" || v == "durable";
   });
   args.Number("seed", &c->seed);
-  return args.Parse(argc, argv) && !c->dir.empty() && !c->ack.empty() &&
-         c->threads > 0 && c->streams > 0 && c->max_events > 0 &&
-         (c->mode == "own" || c->mode == "contend");
+  return args.Parse(argc, argv) && !c->dir.empty() && !c->ack.empty() && c->threads > 0 &&
+         c->streams > 0 && c->max_events > 0 && (c->mode == "own" || c->mode == "contend");
 }
 
 class AckWriter {
@@ -123,8 +122,7 @@ void Fail(const std::string& what) {
   failed = true;
 }
 
-AckRecord MakeAck(const std::string& key, const std::string& writer,
-                  const AppendResult& r) {
+AckRecord MakeAck(const std::string& key, const std::string& writer, const AppendResult& r) {
   AckRecord a;
   a.key = key;
   a.stream = r.stream;
@@ -138,8 +136,7 @@ AckRecord MakeAck(const std::string& key, const std::string& writer,
 }
 
 // Checks what Append returned against what was asked.
-bool ResultMatches(const AppendResult& r, absl::string_view stream,
-                   int64_t first_version, int n) {
+bool ResultMatches(const AppendResult& r, absl::string_view stream, int64_t first_version, int n) {
   return r.stream == stream && r.first_version == first_version &&
          r.last_version == first_version + n - 1 &&
          r.last_position == r.first_position + static_cast<uint64_t>(n) - 1 &&
@@ -154,13 +151,11 @@ void RunOwn(const Config& c, Store* store, AckWriter* acks, int t,
   for (int k = 0; k < c.streams; ++k) {
     streams.push_back(absl::StrCat(c.prefix, "-t", t, "-s", k));
     absl::StatusOr<StreamInfo> info = store->GetStreamInfo(streams.back());
-    if (!info.ok())
-      return Fail(absl::StrCat("GetStreamInfo: ", info.status().ToString()));
+    if (!info.ok()) return Fail(absl::StrCat("GetStreamInfo: ", info.status().ToString()));
     next_version.push_back(info->exists ? info->last_version + 1 : 0);
   }
   std::mt19937_64 rng(c.seed * 1000003 + t);
-  for (int64_t done = 0; (c.appends == 0 || done < c.appends) && !failed;
-       ++done) {
+  for (int64_t done = 0; (c.appends == 0 || done < c.appends) && !failed; ++done) {
     const int k = static_cast<int>(rng() % streams.size());
     const int n = 1 + static_cast<int>(rng() % c.max_events);
     const std::string& stream = streams[k];
@@ -169,15 +164,12 @@ void RunOwn(const Config& c, Store* store, AckWriter* acks, int t,
         ChildEvents(stream, first, first + n - 1, writer, c.max_pad);
     AppendOptions options;
     if (c.keys) options.idempotency_key = absl::StrCat(stream, "@", first);
-    absl::StatusOr<AppendResult> r =
-        store->Append(stream, ChildExpected(first), events, options);
+    absl::StatusOr<AppendResult> r = store->Append(stream, ChildExpected(first), events, options);
     if (!r.ok())
-      return Fail(absl::StrCat("Append ", stream, "@", first, ": ",
-                               r.status().ToString()));
+      return Fail(absl::StrCat("Append ", stream, "@", first, ": ", r.status().ToString()));
     if (!ResultMatches(*r, stream, first, n)) {
-      return Fail(absl::StrCat(
-          "Append ", stream, "@", first, " returned ",
-          FormatAck(MakeAck(options.idempotency_key, writer, *r))));
+      return Fail(absl::StrCat("Append ", stream, "@", first, " returned ",
+                               FormatAck(MakeAck(options.idempotency_key, writer, *r))));
     }
     if (!acks->Write(MakeAck(options.idempotency_key, writer, *r))) {
       return Fail("writing the ack file failed");
@@ -188,35 +180,30 @@ void RunOwn(const Config& c, Store* store, AckWriter* acks, int t,
 }
 
 void RunContend(const Config& c, Store* store, AckWriter* acks, int t,
-                std::atomic<int64_t>* total_acks,
-                std::atomic<int64_t>* conflicts) {
+                std::atomic<int64_t>* total_acks, std::atomic<int64_t>* conflicts) {
   const std::string writer = absl::StrCat(c.writer, "-t", t);
   const std::string stream = absl::StrCat(c.prefix, "-shared");
   std::mt19937_64 rng(c.seed * 1000003 + t);
   int64_t attempt = 0;
   for (int64_t done = 0; (c.appends == 0 || done < c.appends) && !failed;) {
     absl::StatusOr<StreamInfo> info = store->GetStreamInfo(stream);
-    if (!info.ok())
-      return Fail(absl::StrCat("GetStreamInfo: ", info.status().ToString()));
+    if (!info.ok()) return Fail(absl::StrCat("GetStreamInfo: ", info.status().ToString()));
     const int64_t first = info->exists ? info->last_version + 1 : 0;
     const int n = 1 + static_cast<int>(rng() % c.max_events);
     const std::vector<EventData> events =
         ChildEvents(stream, first, first + n - 1, writer, c.max_pad);
     AppendOptions options;
     if (c.keys) options.idempotency_key = absl::StrCat(writer, "#", attempt++);
-    absl::StatusOr<AppendResult> r =
-        store->Append(stream, ChildExpected(first), events, options);
+    absl::StatusOr<AppendResult> r = store->Append(stream, ChildExpected(first), events, options);
     if (r.status().code() == absl::StatusCode::kAborted) {
       ++*conflicts;
       continue;
     }
     if (!r.ok())
-      return Fail(absl::StrCat("Append ", stream, "@", first, ": ",
-                               r.status().ToString()));
+      return Fail(absl::StrCat("Append ", stream, "@", first, ": ", r.status().ToString()));
     if (!ResultMatches(*r, stream, first, n)) {
-      return Fail(absl::StrCat(
-          "Append ", stream, "@", first, " returned ",
-          FormatAck(MakeAck(options.idempotency_key, writer, *r))));
+      return Fail(absl::StrCat("Append ", stream, "@", first, " returned ",
+                               FormatAck(MakeAck(options.idempotency_key, writer, *r))));
     }
     if (!acks->Write(MakeAck(options.idempotency_key, writer, *r))) {
       return Fail("writing the ack file failed");
@@ -232,8 +219,7 @@ int Main(int argc, char** argv) {
     fprintf(stderr, "append_child: bad arguments\n");
     return 2;
   }
-  const int fd =
-      open(c.ack.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  const int fd = open(c.ack.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) {
     perror("append_child: open ack file");
     return 3;
@@ -243,8 +229,7 @@ int Main(int argc, char** argv) {
   if (c.nosync) options.durability = Durability::kNoSyncUnsafe;
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(c.dir, options);
   if (!store.ok()) {
-    fprintf(stderr, "append_child: Open: %s\n",
-            store.status().ToString().c_str());
+    fprintf(stderr, "append_child: Open: %s\n", store.status().ToString().c_str());
     return 3;
   }
   printf("ready\n");

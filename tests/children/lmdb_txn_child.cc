@@ -15,8 +15,7 @@
 #include <cstring>
 
 int main(int argc, char** argv) {
-  if (argc != 3 ||
-      (strcmp(argv[1], "write") != 0 && strcmp(argv[1], "read") != 0)) {
+  if (argc != 3 || (strcmp(argv[1], "write") != 0 && strcmp(argv[1], "read") != 0)) {
     fprintf(stderr, "usage: lmdb_txn_child write|read STORE/log\n");
     return 2;
   }

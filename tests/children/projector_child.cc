@@ -87,8 +87,7 @@ void Say(const std::string& line) {
 void Report(const std::string& path, const std::string& what) {
   fprintf(stderr, "VIOLATION: %s\n", what.c_str());
   if (path.empty()) return;
-  const int fd =
-      open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return;
   const std::string line = what + "\n";
   ssize_t ignored = write(fd, line.data(), line.size());
@@ -124,14 +123,12 @@ std::string CheckViews(ProjectionRunner& runner, const Config& c) {
   std::string out;
   {
     absl::StatusOr<std::unique_ptr<ReadModelView>> view = runner.View(kLedger);
-    if (!view.ok())
-      return absl::StrCat("View(ledger): ", view.status().ToString());
+    if (!view.ok()) return absl::StrCat("View(ledger): ", view.status().ToString());
     out = CheckLedgerView(**view);
   }
   if (c.set == "crash" && out.empty()) {
     absl::StatusOr<std::unique_ptr<ReadModelView>> view = runner.View(kParking);
-    if (!view.ok())
-      return absl::StrCat("View(parking): ", view.status().ToString());
+    if (!view.ok()) return absl::StrCat("View(parking): ", view.status().ToString());
     out = CheckParkingView(**view);
   }
   return out;
@@ -158,8 +155,8 @@ int Run(const Config& c) {
   absl::StatusOr<std::unique_ptr<ProjectionRunner>> runner =
       ProjectionRunner::Start(store->get(), Projections(c), options);
   if (!runner.ok()) {
-    Say(absl::StrCat("start_failed ", static_cast<int>(runner.status().code()),
-                     " ", runner.status().message()));
+    Say(absl::StrCat("start_failed ", static_cast<int>(runner.status().code()), " ",
+                     runner.status().message()));
     return 5;
   }
   if (c.mode == "final") {
@@ -172,8 +169,7 @@ int Run(const Config& c) {
       bool done = true;
       for (const ProjectionStatus& st : (*runner)->Statuses()) {
         if (st.state == ProjectionState::kFailed) {
-          fprintf(stderr, "%s failed: %s\n", st.name.c_str(),
-                  st.last_error.c_str());
+          fprintf(stderr, "%s failed: %s\n", st.name.c_str(), st.last_error.c_str());
           return 4;
         }
         done = done && st.checkpoint == head && st.rebuild_version == 0;
@@ -218,8 +214,7 @@ int Run(const Config& c) {
 int main(int argc, char** argv) {
   rill::testing::Config config;
   if (!rill::testing::ParseArgs(argc, argv, &config)) {
-    fprintf(stderr,
-            "usage: projector_child dir=D [mode=run|final|request] ...\n");
+    fprintf(stderr, "usage: projector_child dir=D [mode=run|final|request] ...\n");
     return 2;
   }
   return rill::testing::Run(config);

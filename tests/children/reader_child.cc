@@ -60,16 +60,15 @@ bool ParseArgs(int argc, char** argv, Config* c) {
 // does not continue it consistently.
 class PrefixChecker {
  public:
-  std::string Check(uint64_t position, absl::string_view stream,
-                    int64_t version, absl::string_view payload) {
+  std::string Check(uint64_t position, absl::string_view stream, int64_t version,
+                    absl::string_view payload) {
     if (position != next_position_) {
-      return absl::StrCat("position ", position, " where ", next_position_,
-                          " was expected");
+      return absl::StrCat("position ", position, " where ", next_position_, " was expected");
     }
     std::vector<uint64_t>& positions = streams_[std::string(stream)];
     if (version != static_cast<int64_t>(positions.size())) {
-      return absl::StrCat("stream ", stream, " version ", version, " where ",
-                          positions.size(), " was expected");
+      return absl::StrCat("stream ", stream, " version ", version, " where ", positions.size(),
+                          " was expected");
     }
     if (!absl::StartsWith(payload, ChildPayloadPrefix(stream, version))) {
       return absl::StrCat("payload of ", stream, "@", version, " is ", payload);
@@ -80,9 +79,7 @@ class PrefixChecker {
   }
 
   uint64_t next_position() const { return next_position_; }
-  const std::map<std::string, std::vector<uint64_t>>& streams() const {
-    return streams_;
-  }
+  const std::map<std::string, std::vector<uint64_t>>& streams() const { return streams_; }
 
  private:
   uint64_t next_position_ = 1;
@@ -96,27 +93,21 @@ int Fail(const std::string& what) {
 
 // Checks that ReadStream shows `stream` with versions 0.. at the positions
 // the checker recorded from ReadAll (a later version may have been added).
-int CheckStream(Store* store, const std::string& stream,
-                const std::vector<uint64_t>& positions) {
-  absl::StatusOr<std::vector<RecordedEvent>> events =
-      store->ReadStream(stream, 0);
-  if (!events.ok())
-    return Fail(absl::StrCat("ReadStream: ", events.status().ToString()));
+int CheckStream(Store* store, const std::string& stream, const std::vector<uint64_t>& positions) {
+  absl::StatusOr<std::vector<RecordedEvent>> events = store->ReadStream(stream, 0);
+  if (!events.ok()) return Fail(absl::StrCat("ReadStream: ", events.status().ToString()));
   if (events->size() < positions.size()) {
-    return Fail(absl::StrCat("ReadStream ", stream, " returned ",
-                             events->size(), " events, ReadAll showed ",
-                             positions.size()));
+    return Fail(absl::StrCat("ReadStream ", stream, " returned ", events->size(),
+                             " events, ReadAll showed ", positions.size()));
   }
   for (size_t v = 0; v < events->size(); ++v) {
     const RecordedEvent& e = (*events)[v];
     if (e.version != static_cast<int64_t>(v) || e.stream != stream) {
-      return Fail(absl::StrCat("ReadStream ", stream, " has version ",
-                               e.version, " at index ", v));
+      return Fail(absl::StrCat("ReadStream ", stream, " has version ", e.version, " at index ", v));
     }
     if (v < positions.size() && e.position != positions[v]) {
-      return Fail(absl::StrCat("ReadStream ", stream, "@", v, " at position ",
-                               e.position, ", ReadAll had it at ",
-                               positions[v]));
+      return Fail(absl::StrCat("ReadStream ", stream, "@", v, " at position ", e.position,
+                               ", ReadAll had it at ", positions[v]));
     }
   }
   return 0;
@@ -133,13 +124,11 @@ int RunRead(const Config& c, Store* store) {
               static_cast<unsigned long long>(checker.next_position()));
       return 4;
     }
-    absl::StatusOr<uint64_t> head = store->WaitForHead(
-        checker.next_position() - 1, absl::Seconds(1), absl::Milliseconds(5));
-    if (!head.ok())
-      return Fail(absl::StrCat("WaitForHead: ", head.status().ToString()));
+    absl::StatusOr<uint64_t> head =
+        store->WaitForHead(checker.next_position() - 1, absl::Seconds(1), absl::Milliseconds(5));
+    if (!head.ok()) return Fail(absl::StrCat("WaitForHead: ", head.status().ToString()));
     if (*head < last_head) {
-      return Fail(
-          absl::StrCat("head went back from ", last_head, " to ", *head));
+      return Fail(absl::StrCat("head went back from ", last_head, " to ", *head));
     }
     last_head = *head;
     if (*head < checker.next_position()) continue;
@@ -147,31 +136,27 @@ int RunRead(const Config& c, Store* store) {
     options.limit = 1 + rng() % 300;
     absl::StatusOr<std::vector<RecordedEvent>> events =
         store->ReadAll(checker.next_position(), options);
-    if (!events.ok())
-      return Fail(absl::StrCat("ReadAll: ", events.status().ToString()));
+    if (!events.ok()) return Fail(absl::StrCat("ReadAll: ", events.status().ToString()));
     if (events->empty()) {
-      return Fail(absl::StrCat("ReadAll(", checker.next_position(),
-                               ") returned nothing, head is ", *head));
+      return Fail(
+          absl::StrCat("ReadAll(", checker.next_position(), ") returned nothing, head is ", *head));
     }
     for (const RecordedEvent& e : *events) {
-      const std::string error =
-          checker.Check(e.position, e.stream, e.version, e.payload);
+      const std::string error = checker.Check(e.position, e.stream, e.version, e.payload);
       if (!error.empty()) return Fail(error);
     }
     // Now and then, cross-check a stream's index against what ReadAll showed.
     if (rng() % 8 == 0 && !checker.streams().empty()) {
       auto it = checker.streams().begin();
       std::advance(it, rng() % checker.streams().size());
-      if (int rc = CheckStream(store, it->first, it->second); rc != 0)
-        return rc;
+      if (int rc = CheckStream(store, it->first, it->second); rc != 0) return rc;
     }
   }
   if (checker.next_position() != c.final_head + 1) {
-    return Fail(absl::StrCat("read up to ", checker.next_position() - 1,
-                             ", past the final head ", c.final_head));
+    return Fail(absl::StrCat("read up to ", checker.next_position() - 1, ", past the final head ",
+                             c.final_head));
   }
-  printf("ok %llu\n",
-         static_cast<unsigned long long>(checker.next_position() - 1));
+  printf("ok %llu\n", static_cast<unsigned long long>(checker.next_position() - 1));
   return 0;
 }
 
@@ -186,13 +171,11 @@ int RunSubscribe(const Config& c, Store* store) {
       store->Subscribe(0, options, [&](const EventView& e) {
         absl::MutexLock lock(&mu);
         if (error.empty()) {
-          error =
-              checker.Check(e.position(), e.stream(), e.version(), e.payload());
+          error = checker.Check(e.position(), e.stream(), e.version(), e.payload());
         }
         return absl::OkStatus();
       });
-  if (!sub.ok())
-    return Fail(absl::StrCat("Subscribe: ", sub.status().ToString()));
+  if (!sub.ok()) return Fail(absl::StrCat("Subscribe: ", sub.status().ToString()));
   bool done;
   {
     absl::MutexLock lock(&mu);
@@ -200,26 +183,23 @@ int RunSubscribe(const Config& c, Store* store) {
       mu.AssertHeld();
       return !error.empty() || checker.next_position() > c.final_head;
     };
-    done = mu.AwaitWithTimeout(absl::Condition(&finished),
-                               absl::Seconds(c.timeout_s));
+    done = mu.AwaitWithTimeout(absl::Condition(&finished), absl::Seconds(c.timeout_s));
   }
   const absl::Status status = (*sub)->status();
   (*sub)->Stop();
   absl::MutexLock lock(&mu);
   if (!error.empty()) return Fail(error);
-  if (!status.ok())
-    return Fail(absl::StrCat("subscription ended: ", status.ToString()));
+  if (!status.ok()) return Fail(absl::StrCat("subscription ended: ", status.ToString()));
   if (!done) {
     fprintf(stderr, "reader_child: timeout at position %llu\n",
             static_cast<unsigned long long>(checker.next_position()));
     return 4;
   }
   if (checker.next_position() != c.final_head + 1) {
-    return Fail(absl::StrCat("saw up to ", checker.next_position() - 1,
-                             ", past the final head ", c.final_head));
+    return Fail(absl::StrCat("saw up to ", checker.next_position() - 1, ", past the final head ",
+                             c.final_head));
   }
-  printf("ok %llu\n",
-         static_cast<unsigned long long>(checker.next_position() - 1));
+  printf("ok %llu\n", static_cast<unsigned long long>(checker.next_position() - 1));
   return 0;
 }
 
@@ -234,12 +214,10 @@ int Main(int argc, char** argv) {
   options.create_if_missing = false;
   if (c.map != 0) options.initial_map_size = c.map;
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(c.dir, options);
-  if (!store.ok())
-    return Fail(absl::StrCat("Open: ", store.status().ToString()));
+  if (!store.ok()) return Fail(absl::StrCat("Open: ", store.status().ToString()));
   printf("ready\n");
   fflush(stdout);
-  const int rc = c.mode == "read" ? RunRead(c, store->get())
-                                  : RunSubscribe(c, store->get());
+  const int rc = c.mode == "read" ? RunRead(c, store->get()) : RunSubscribe(c, store->get());
   fflush(stdout);
   return rc;
 }

@@ -74,8 +74,8 @@ bool ParseArgs(int argc, char** argv, Config* c) {
   args.Number("max_pad", &c->max_pad);
   args.Number("map", &c->map);
   args.Number("seed", &c->seed);
-  return args.Parse(argc, argv) && !c->dir.empty() && !c->ack.empty() &&
-         !c->violations.empty() && c->threads >= 0 && c->streams > 0;
+  return args.Parse(argc, argv) && !c->dir.empty() && !c->ack.empty() && !c->violations.empty() &&
+         c->threads >= 0 && c->streams > 0;
 }
 
 // Appends whole lines to a file with one write(2) each.
@@ -133,9 +133,8 @@ void RunSingle(const Config& c, Store* store, LineFile* acks, int t) {
     if (last.has_value() && rng() % 16 == 0) {
       AppendOptions options;
       options.idempotency_key = last->first.key;
-      absl::StatusOr<AppendResult> r =
-          store->Append(last->first.stream, ChildExpected(last->first.first_version),
-                        last->second, options);
+      absl::StatusOr<AppendResult> r = store->Append(
+          last->first.stream, ChildExpected(last->first.first_version), last->second, options);
       if (!r.ok() || !r->deduplicated || r->first_position != last->first.first_position ||
           r->last_position != last->first.last_position ||
           r->first_version != last->first.first_version) {
@@ -152,14 +151,15 @@ void RunSingle(const Config& c, Store* store, LineFile* acks, int t) {
     options.idempotency_key = absl::StrCat(streams[k], "@", first);
     absl::StatusOr<AppendResult> r =
         store->Append(streams[k], ChildExpected(first), events, options);
-    if (!r.ok()) return Violation(absl::StrCat("Append ", options.idempotency_key, ": ",
-                                               r.status().ToString()));
+    if (!r.ok())
+      return Violation(
+          absl::StrCat("Append ", options.idempotency_key, ": ", r.status().ToString()));
     if (r->deduplicated || r->first_version != first || r->last_version != first + n - 1 ||
         r->last_position != r->first_position + n - 1) {
       return Violation(absl::StrCat("Append ", options.idempotency_key, ": wrong result"));
     }
-    AckRecord a{options.idempotency_key, streams[k], writer, r->first_version,
-                r->last_version, r->first_position, r->last_position, false};
+    AckRecord a{options.idempotency_key, streams[k],        writer,           r->first_version,
+                r->last_version,         r->first_position, r->last_position, false};
     if (!acks->Write(FormatAck(a))) return Violation("writing the ack file failed");
     next[k] = first + n;
     last.emplace(std::move(a), std::move(events));
@@ -201,9 +201,9 @@ void RunMulti(const Config& c, Store* store, LineFile* acks) {
     std::vector<StreamAppend> request;
     for (int k : picks) {
       const int n = 1 + static_cast<int>(rng() % 3);
-      request.push_back(StreamAppend{
-          streams[k], ChildExpected(next[k]),
-          ChildEvents(streams[k], next[k], next[k] + n - 1, writer, c.max_pad)});
+      request.push_back(
+          StreamAppend{streams[k], ChildExpected(next[k]),
+                       ChildEvents(streams[k], next[k], next[k] + n - 1, writer, c.max_pad)});
     }
     if (wrong) request.back().expected = ExpectedVersion::Exact(next[picks.back()] + 5);
     AppendOptions options;
@@ -222,8 +222,9 @@ void RunMulti(const Config& c, Store* store, LineFile* acks) {
       }
       continue;  // the key was not used up: the next request may take it
     }
-    if (!r.ok()) return Violation(absl::StrCat("AppendMulti ", options.idempotency_key,
-                                               ": ", r.status().ToString()));
+    if (!r.ok())
+      return Violation(
+          absl::StrCat("AppendMulti ", options.idempotency_key, ": ", r.status().ToString()));
     MultiAck m{options.idempotency_key, writer, {}};
     uint64_t expect_pos = (*r)[0].first_position;
     for (size_t i = 0; i < r->size(); ++i) {
@@ -231,8 +232,7 @@ void RunMulti(const Config& c, Store* store, LineFile* acks) {
       const int64_t n = static_cast<int64_t>(request[i].events.size());
       if (part.deduplicated || part.stream != request[i].stream ||
           part.first_version != next[picks[i]] || part.last_version != next[picks[i]] + n - 1 ||
-          part.first_position != expect_pos ||
-          part.last_position != part.first_position + n - 1) {
+          part.first_position != expect_pos || part.last_position != part.first_position + n - 1) {
         return Violation(absl::StrCat("AppendMulti ", options.idempotency_key,
                                       ": wrong result for ", part.stream));
       }

@@ -42,8 +42,8 @@ struct MultiAck {
 inline std::string FormatMultiAck(const MultiAck& m) {
   std::string line = absl::StrCat("mack ", m.key, " ", m.writer, " ", m.parts.size());
   for (const AppendResult& r : m.parts) {
-    absl::StrAppend(&line, " ", r.stream, " ", r.first_version, " ", r.last_version,
-                    " ", r.first_position, " ", r.last_position);
+    absl::StrAppend(&line, " ", r.stream, " ", r.first_version, " ", r.last_version, " ",
+                    r.first_position, " ", r.last_position);
   }
   line.push_back('\n');
   return line;
@@ -52,8 +52,8 @@ inline std::string FormatMultiAck(const MultiAck& m) {
 inline bool ParseMultiAck(absl::string_view line, MultiAck* out) {
   std::vector<absl::string_view> f = absl::StrSplit(line, ' ');
   size_t n = 0;
-  if (f.size() < 4 || f[0] != "mack" || !absl::SimpleAtoi(f[3], &n) ||
-      f.size() != 4 + 5 * n || n == 0) {
+  if (f.size() < 4 || f[0] != "mack" || !absl::SimpleAtoi(f[3], &n) || f.size() != 4 + 5 * n ||
+      n == 0) {
     return false;
   }
   out->key = std::string(f[1]);
@@ -76,9 +76,9 @@ inline bool ParseMultiAck(absl::string_view line, MultiAck* out) {
 inline std::vector<StreamAppend> MultiRequest(const MultiAck& m, size_t max_pad) {
   std::vector<StreamAppend> request;
   for (const AppendResult& r : m.parts) {
-    request.push_back(StreamAppend{
-        r.stream, ChildExpected(r.first_version),
-        ChildEvents(r.stream, r.first_version, r.last_version, m.writer, max_pad)});
+    request.push_back(
+        StreamAppend{r.stream, ChildExpected(r.first_version),
+                     ChildEvents(r.stream, r.first_version, r.last_version, m.writer, max_pad)});
   }
   return request;
 }
@@ -118,8 +118,7 @@ inline ProjectionDef MStreamsProjection() {
   def.filter.stream_prefix = kMultiPrefix;
   def.tables = {"last", "count", "seen"};
   def.apply = [](const EventView& e, ReadModelTxn& txn) -> absl::Status {
-    if (absl::Status s = txn.Put("last", e.stream(), absl::StrCat(e.version()));
-        !s.ok()) {
+    if (absl::Status s = txn.Put("last", e.stream(), absl::StrCat(e.version())); !s.ok()) {
       return s;
     }
     if (absl::Status s = AddInt(txn, "count", e.stream(), 1); !s.ok()) return s;

@@ -113,8 +113,7 @@ struct Totals {
 // Checks one acknowledged part (stream, versions, positions) against the log
 // and claims its positions.
 void CheckPart(const std::vector<RecordedEvent>& events, const AppendResult& part,
-               const std::string& writer, const std::string& what,
-               std::set<uint64_t>* claimed) {
+               const std::string& writer, const std::string& what, std::set<uint64_t>* claimed) {
   ASSERT_EQ(part.last_position - part.first_position,
             static_cast<uint64_t>(part.last_version - part.first_version))
       << what;
@@ -122,8 +121,7 @@ void CheckPart(const std::vector<RecordedEvent>& events, const AppendResult& par
   ASSERT_LE(part.last_position, events.size()) << "acknowledged append lost: " << what;
   for (int64_t v = part.first_version; v <= part.last_version; ++v) {
     const uint64_t p = part.first_position + (v - part.first_version);
-    ASSERT_TRUE(claimed->insert(p).second) << "position " << p << " acknowledged twice: "
-                                           << what;
+    ASSERT_TRUE(claimed->insert(p).second) << "position " << p << " acknowledged twice: " << what;
     const RecordedEvent& e = events[p - 1];
     ASSERT_EQ(e.stream, part.stream) << what;
     ASSERT_EQ(e.version, v) << what;
@@ -159,8 +157,8 @@ void VerifyLog(Store& store, const Acks& acks, std::vector<RecordedEvent>* log) 
 
   std::set<uint64_t> claimed;
   for (const AckRecord& a : acks.single) {
-    AppendResult part{a.stream, a.first_version, a.last_version, a.first_position,
-                      a.last_position, false};
+    AppendResult part{a.stream,         a.first_version, a.last_version,
+                      a.first_position, a.last_position, false};
     CheckPart(events, part, a.writer, FormatAck(a), &claimed);
     if (::testing::Test::HasFatalFailure()) return;
   }
@@ -168,8 +166,7 @@ void VerifyLog(Store& store, const Acks& acks, std::vector<RecordedEvent>* log) 
     // One transaction: the parts are contiguous in request order.
     for (size_t i = 0; i < m.parts.size(); ++i) {
       if (i > 0) {
-        ASSERT_EQ(m.parts[i].first_position, m.parts[i - 1].last_position + 1)
-            << FormatMultiAck(m);
+        ASSERT_EQ(m.parts[i].first_position, m.parts[i - 1].last_position + 1) << FormatMultiAck(m);
       }
       CheckPart(events, m.parts[i], m.writer, FormatMultiAck(m), &claimed);
       if (::testing::Test::HasFatalFailure()) return;
@@ -177,8 +174,7 @@ void VerifyLog(Store& store, const Acks& acks, std::vector<RecordedEvent>* log) 
   }
 }
 
-void RetryAcknowledged(Store& store, const Acks& cycle, std::mt19937_64* rng,
-                       Totals* totals) {
+void RetryAcknowledged(Store& store, const Acks& cycle, std::mt19937_64* rng, Totals* totals) {
   RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, store.HeadPosition());
   std::vector<const AckRecord*> retry;
   std::map<std::string, const AckRecord*> last_of_writer;
@@ -193,8 +189,7 @@ void RetryAcknowledged(Store& store, const Acks& cycle, std::mt19937_64* rng,
     RILL_ASSERT_OK_AND_ASSIGN(
         const AppendResult r,
         store.Append(a->stream, ChildExpected(a->first_version),
-                     ChildEvents(a->stream, a->first_version, a->last_version, a->writer,
-                                 kMaxPad),
+                     ChildEvents(a->stream, a->first_version, a->last_version, a->writer, kMaxPad),
                      options));
     EXPECT_TRUE(r.deduplicated) << FormatAck(*a);
     EXPECT_EQ(r.stream, a->stream);
@@ -236,10 +231,9 @@ void RetryAcknowledged(Store& store, const Acks& cycle, std::mt19937_64* rng,
     other[0].payload += " ";
     AppendOptions options;
     options.idempotency_key = a.key;
-    EXPECT_EQ(store.Append(a.stream, ChildExpected(a.first_version), other, options)
-                  .status()
-                  .code(),
-              absl::StatusCode::kAlreadyExists)
+    EXPECT_EQ(
+        store.Append(a.stream, ChildExpected(a.first_version), other, options).status().code(),
+        absl::StatusCode::kAlreadyExists)
         << FormatAck(a);
   }
   if (!cycle.multi.empty()) {
@@ -249,8 +243,7 @@ void RetryAcknowledged(Store& store, const Acks& cycle, std::mt19937_64* rng,
     if (!other.empty()) {
       AppendOptions options;
       options.idempotency_key = m.key;
-      EXPECT_EQ(store.AppendMulti(other, options).status().code(),
-                absl::StatusCode::kAlreadyExists)
+      EXPECT_EQ(store.AppendMulti(other, options).status().code(), absl::StatusCode::kAlreadyExists)
           << FormatMultiAck(m);
     }
   }
@@ -310,8 +303,7 @@ TEST(CrashTortureTest, SigkilledAppenderAndProjectorLoseNothingAcknowledged) {
             "torture_child",
             {"dir=" + store_dir, "ack=" + ack_path, "violations=" + violations, "threads=3",
              "streams=6", "multi=1", absl::StrCat("max_pad=", kMaxPad),
-             absl::StrCat("map=", small_map ? kSmallMap : 0),
-             absl::StrCat("seed=", seed + cycle)},
+             absl::StrCat("map=", small_map ? kSmallMap : 0), absl::StrCat("seed=", seed + cycle)},
             dir.Sub("torture_child.err")));
     absl::StatusOr<std::string> ready = child->ReadLine(absl::Seconds(120));
     ASSERT_TRUE(ready.ok() && *ready == "ready")
@@ -330,8 +322,7 @@ TEST(CrashTortureTest, SigkilledAppenderAndProjectorLoseNothingAcknowledged) {
     ASSERT_TRUE(broken.empty()) << "the child saw broken promises:\n" << broken;
 
     Acks cycle_acks;
-    ASSERT_TRUE(
-        ParseTortureAcks(ReadFileOrEmpty(ack_path), &cycle_acks.single, &cycle_acks.multi));
+    ASSERT_TRUE(ParseTortureAcks(ReadFileOrEmpty(ack_path), &cycle_acks.single, &cycle_acks.multi));
     std::remove(ack_path.c_str());
     acks.single.insert(acks.single.end(), cycle_acks.single.begin(), cycle_acks.single.end());
     acks.multi.insert(acks.multi.end(), cycle_acks.multi.begin(), cycle_acks.multi.end());
@@ -355,8 +346,8 @@ TEST(CrashTortureTest, SigkilledAppenderAndProjectorLoseNothingAcknowledged) {
     if (HasFatalFailure()) return;
     ++totals.cycles;
     std::printf("cycle %d: killed after %lld ms, %zu+%zu acknowledged, %zu events\n", cycle,
-                static_cast<long long>(wait_ms), cycle_acks.single.size(),
-                cycle_acks.multi.size(), log.size());
+                static_cast<long long>(wait_ms), cycle_acks.single.size(), cycle_acks.multi.size(),
+                log.size());
     if (last_of_store) {
       totals.events += log.size();
       store.reset();

@@ -25,18 +25,16 @@ namespace {
 using internal::AlignedBuffer;
 
 bool SameEvent(const RecordedEvent& a, const RecordedEvent& b) {
-  return a.stream == b.stream && a.version == b.version &&
-         a.position == b.position && a.id == b.id && a.type == b.type &&
-         a.content_type == b.content_type &&
+  return a.stream == b.stream && a.version == b.version && a.position == b.position &&
+         a.id == b.id && a.type == b.type && a.content_type == b.content_type &&
          a.schema_version == b.schema_version && a.payload == b.payload &&
          a.metadata == b.metadata && a.recorded_at == b.recorded_at;
 }
 
 void CheckAccepted(const schema::EventRecord& record) {
   const RecordedEvent e = internal::ToRecordedEvent(record);
-  Consume(e.stream.size() + e.type.size() + e.payload.size() +
-          e.id.ToString().size() + ContentTypeName(e.content_type).size() +
-          e.metadata.headers.size());
+  Consume(e.stream.size() + e.type.size() + e.payload.size() + e.id.ToString().size() +
+          ContentTypeName(e.content_type).size() + e.metadata.headers.size());
   // Re-encode with the writer's code and decode again.
   EventData data;
   data.type = e.type;
@@ -47,8 +45,7 @@ void CheckAccepted(const schema::EventRecord& record) {
   flatbuffers::FlatBufferBuilder fbb;
   internal::BuildEvent(
       data, e.id,
-      internal::EventPlacement{e.stream, e.version, e.position,
-                               absl::ToUnixMicros(e.recorded_at)},
+      internal::EventPlacement{e.stream, e.version, e.position, absl::ToUnixMicros(e.recorded_at)},
       &fbb);
   std::string value(internal::EventValueSize(fbb), '\0');
   internal::WriteEventValue(fbb, value.data());
@@ -76,15 +73,12 @@ void Exercise(absl::string_view value) {
   if (value.size() < internal::kChecksumBytes + 8) return;
   flatbuffers::Verifier verifier(p + internal::kChecksumBytes,
                                  value.size() - internal::kChecksumBytes);
-  if (!verifier.VerifyBuffer<schema::EventRecord>(
-          schema::EventRecordIdentifier())) {
+  if (!verifier.VerifyBuffer<schema::EventRecord>(schema::EventRecordIdentifier())) {
     return;
   }
-  const uint64_t own = flatbuffers::GetRoot<schema::EventRecord>(
-                           p + internal::kChecksumBytes)
-                           ->position();
-  absl::StatusOr<const schema::EventRecord*> at_own =
-      internal::DecodeEvent(p, value.size(), own);
+  const uint64_t own =
+      flatbuffers::GetRoot<schema::EventRecord>(p + internal::kChecksumBytes)->position();
+  absl::StatusOr<const schema::EventRecord*> at_own = internal::DecodeEvent(p, value.size(), own);
   if (at_own.ok()) {
     CheckAccepted(**at_own);
   } else {

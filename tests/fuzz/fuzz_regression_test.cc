@@ -25,8 +25,7 @@ std::string Regression(const std::string& target, const std::string& name) {
 // checks only the 4-byte length field) and was read in place: undefined
 // behaviour. Now DataLoss.
 TEST(FuzzRegressionTest, CatalogWithAMisalignedRetiredVectorIsDataLoss) {
-  const std::string input =
-      Regression("log_records", "catalog-misaligned-retired-vector");
+  const std::string input = Regression("log_records", "catalog-misaligned-retired-vector");
   ASSERT_GT(input.size(), 1u);
   ASSERT_EQ(input[0], 3);  // the catalog decoder, see log_records_fuzz.cc
   absl::StatusOr<internal::CatalogRec> rec = internal::DecodeCatalog(input.substr(1));
@@ -47,9 +46,8 @@ TEST(FuzzRegressionTest, CatalogsWithEmptyOrFullRetiredListsRoundTrip) {
           for (size_t i = 0; i < retired; ++i) rec.retired.push_back(i + 1);
           absl::StatusOr<internal::CatalogRec> back =
               internal::DecodeCatalog(internal::EncodeCatalog(rec));
-          ASSERT_TRUE(back.ok()) << back.status() << " id " << id << " checkpoint "
-                                 << checkpoint << " retired " << retired << " name "
-                                 << name_len;
+          ASSERT_TRUE(back.ok()) << back.status() << " id " << id << " checkpoint " << checkpoint
+                                 << " retired " << retired << " name " << name_len;
           EXPECT_EQ(back->retired, rec.retired);
           EXPECT_EQ(back->name, rec.name);
         }

@@ -43,8 +43,7 @@ void CheckRoundTrip(const tool::ParsedEvent& parsed) {
   internal::WriteEventValue(fbb, value.data());
   internal::AlignedBuffer buf;
   const uint8_t* data = buf.Assign(value);
-  absl::StatusOr<const schema::EventRecord*> record =
-      internal::DecodeEvent(data, value.size(), 1);
+  absl::StatusOr<const schema::EventRecord*> record = internal::DecodeEvent(data, value.size(), 1);
   FUZZ_CHECK(record.ok());
   const std::string line = tool::EventJsonLine(internal::EventViewAccess::Of(*record));
   absl::StatusOr<tool::ParsedEvent> back = tool::ParseEventLine(line);

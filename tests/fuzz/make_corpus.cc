@@ -14,8 +14,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "catalog.h"
-#include "dead_letters.h"
 #include "codec.h"
+#include "dead_letters.h"
 #include "rill/event.h"
 #include "snapshot_records.h"
 
@@ -24,19 +24,16 @@ namespace {
 
 namespace fs = std::filesystem;
 
-void Write(const fs::path& dir, const std::string& name,
-           const std::string& bytes) {
+void Write(const fs::path& dir, const std::string& name, const std::string& bytes) {
   fs::create_directories(dir);
   std::ofstream(dir / name, std::ios::binary) << bytes;
 }
 
-std::string EventValue(const EventData& e, const EventId& id,
-                       absl::string_view stream, int64_t version,
-                       uint64_t position) {
+std::string EventValue(const EventData& e, const EventId& id, absl::string_view stream,
+                       int64_t version, uint64_t position) {
   flatbuffers::FlatBufferBuilder fbb;
-  internal::BuildEvent(
-      e, id, internal::EventPlacement{stream, version, position, 1700000000000000},
-      &fbb);
+  internal::BuildEvent(e, id, internal::EventPlacement{stream, version, position, 1700000000000000},
+                       &fbb);
   std::string value(internal::EventValueSize(fbb), '\0');
   internal::WriteEventValue(fbb, value.data());
   return value;
@@ -72,19 +69,14 @@ void Events(const fs::path& dir) {
 
 void Snapshots(const fs::path& dir) {
   Write(dir, "small",
-        internal::EncodeSnapshot("account-42", 9, 1, absl::FromUnixMicros(5),
-                                 "balance=100"));
-  Write(dir, "empty",
-        internal::EncodeSnapshot("s", 0, 3, absl::FromUnixMicros(0), ""));
+        internal::EncodeSnapshot("account-42", 9, 1, absl::FromUnixMicros(5), "balance=100"));
+  Write(dir, "empty", internal::EncodeSnapshot("s", 0, 3, absl::FromUnixMicros(0), ""));
   Write(dir, "binary",
-        internal::EncodeSnapshot("order-o-1", 1234, 2,
-                                 absl::FromUnixMicros(1700000000000000),
+        internal::EncodeSnapshot("order-o-1", 1234, 2, absl::FromUnixMicros(1700000000000000),
                                  std::string("\0\1\2\3\xff", 5)));
 }
 
-std::string Tagged(char tag, const std::string& value) {
-  return std::string(1, tag) + value;
-}
+std::string Tagged(char tag, const std::string& value) { return std::string(1, tag) + value; }
 
 void LogRecords(const fs::path& dir) {
   internal::StreamState st{17, 40, 9, 1700000000000000};
@@ -111,11 +103,9 @@ void LogRecords(const fs::path& dir) {
   cat.retired = {1, 2};
   Write(dir, "catalog", Tagged(3, internal::EncodeCatalog(cat)));
 
-  internal::DeadLetterRec dead{"acct-1", "Opened", "poison at 13", 2,
-                               1700000000000000, 3};
+  internal::DeadLetterRec dead{"acct-1", "Opened", "poison at 13", 2, 1700000000000000, 3};
   Write(dir, "dead_letter", Tagged(4, internal::EncodeDeadLetter(dead)));
-  Write(dir, "asof",
-        Tagged(5, internal::EncodeAsOf(internal::GenerationRec{4, 1, 0}, 99)));
+  Write(dir, "asof", Tagged(5, internal::EncodeAsOf(internal::GenerationRec{4, 1, 0}, 99)));
 }
 
 }  // namespace

@@ -27,8 +27,7 @@ using internal::AlignedBuffer;
 
 void Decode(absl::string_view key, absl::string_view value) {
   AlignedBuffer buf;
-  absl::StatusOr<const schema::SnapshotRecord*> r =
-      internal::DecodeSnapshot(key, value, &buf);
+  absl::StatusOr<const schema::SnapshotRecord*> r = internal::DecodeSnapshot(key, value, &buf);
   if (!r.ok()) {
     FUZZ_CHECK(r.status().code() == absl::StatusCode::kDataLoss);
     return;
@@ -36,11 +35,10 @@ void Decode(absl::string_view key, absl::string_view value) {
   const Snapshot s = internal::ToSnapshot(**r);
   Consume(s.stream.size() + s.data.size());
   FUZZ_CHECK(internal::SnapshotKey(s.stream, s.version) == std::string(key));
-  const std::string again = internal::EncodeSnapshot(
-      s.stream, s.version, s.schema_version, s.taken_at, s.data);
+  const std::string again =
+      internal::EncodeSnapshot(s.stream, s.version, s.schema_version, s.taken_at, s.data);
   AlignedBuffer buf2;
-  absl::StatusOr<const schema::SnapshotRecord*> r2 =
-      internal::DecodeSnapshot(key, again, &buf2);
+  absl::StatusOr<const schema::SnapshotRecord*> r2 = internal::DecodeSnapshot(key, again, &buf2);
   FUZZ_CHECK(r2.ok());
   const Snapshot s2 = internal::ToSnapshot(**r2);
   FUZZ_CHECK(s2.stream == s.stream && s2.version == s.version &&
@@ -56,12 +54,10 @@ void Exercise(absl::string_view value) {
   flatbuffers::Verifier verifier(p + internal::kChecksumBytes,
                                  value.size() - internal::kChecksumBytes);
   if (!verifier.VerifyBuffer<schema::SnapshotRecord>(nullptr)) return;
-  const auto* root = flatbuffers::GetRoot<schema::SnapshotRecord>(
-      p + internal::kChecksumBytes);
+  const auto* root = flatbuffers::GetRoot<schema::SnapshotRecord>(p + internal::kChecksumBytes);
   if (root->stream() == nullptr) return;
-  Decode(internal::SnapshotKey(absl::string_view(root->stream()->c_str(),
-                                                root->stream()->size()),
-                              root->version()),
+  Decode(internal::SnapshotKey(absl::string_view(root->stream()->c_str(), root->stream()->size()),
+                               root->version()),
          value);
 }
 
@@ -70,8 +66,7 @@ void Exercise(absl::string_view value) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::string_view value(reinterpret_cast<const char*>(data), size);
-  absl::StatusOr<absl::string_view> stream =
-      rill::internal::SnapshotKeyStream(value);
+  absl::StatusOr<absl::string_view> stream = rill::internal::SnapshotKeyStream(value);
   if (stream.ok()) {
     FUZZ_CHECK(stream->size() + 9 == size);
   } else {

@@ -25,8 +25,7 @@ TEST(ProjectionTest, RebuildAsOfBuildsASeparateTableSet) {
   options.batch_size = 7;  // several batches per as-of build
   RILL_ASSERT_OK_AND_ASSIGN(
       std::unique_ptr<ProjectionRunner> runner,
-      ProjectionRunner::Start(
-          store.get(), {LedgerProjection(), TypedProjection()}, options));
+      ProjectionRunner::Start(store.get(), {LedgerProjection(), TypedProjection()}, options));
   RILL_ASSERT_OK_AND_ASSIGN(uint64_t head, AppendMixed(*store, 300));
   RILL_ASSERT_OK(runner->WaitFor(kLedger, head, kLong));
   RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> log, WholeLog(*store));
@@ -38,8 +37,7 @@ TEST(ProjectionTest, RebuildAsOfBuildsASeparateTableSet) {
                               runner->ViewAsOf(kLedger, "at123"));
     EXPECT_EQ(view->checkpoint(), 123u);
     EXPECT_EQ(CheckLedgerView(*view), "");
-    EXPECT_EQ(*DumpView(*view, LedgerProjection().tables),
-              FoldLedger(log, 123, 1));
+    EXPECT_EQ(*DumpView(*view, LedgerProjection().tables), FoldLedger(log, 123, 1));
     view.reset();
     RILL_ASSERT_OK_AND_ASSIGN(view, runner->ViewAsOf(kTyped, "at123"));
     EXPECT_EQ(view->checkpoint(), 123u);
@@ -55,8 +53,7 @@ TEST(ProjectionTest, RebuildAsOfBuildsASeparateTableSet) {
   {
     RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> view,
                               runner->ViewAsOf(kLedger, "at123"));
-    EXPECT_EQ(*DumpView(*view, LedgerProjection().tables),
-              FoldLedger(log, 123, 1));
+    EXPECT_EQ(*DumpView(*view, LedgerProjection().tables), FoldLedger(log, 123, 1));
     view.reset();
     RILL_ASSERT_OK_AND_ASSIGN(view, runner->ViewAsOf(kTyped, "at123"));
     EXPECT_EQ(*DumpView(*view, TypedProjection().tables), FoldTyped(log, 123));
@@ -68,21 +65,16 @@ TEST(ProjectionTest, RebuildAsOfBuildsASeparateTableSet) {
     RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> view,
                               runner->ViewAsOf(kLedger, "at123"));
     EXPECT_EQ(view->checkpoint(), 200u);
-    EXPECT_EQ(*DumpView(*view, LedgerProjection().tables),
-              FoldLedger(log, 200, 1));
+    EXPECT_EQ(*DumpView(*view, LedgerProjection().tables), FoldLedger(log, 200, 1));
     view.reset();
     RILL_ASSERT_OK_AND_ASSIGN(view, runner->ViewAsOf(kLedger, "head"));
-    EXPECT_EQ(*DumpView(*view, LedgerProjection().tables),
-              FoldLedger(log, head, 1));
+    EXPECT_EQ(*DumpView(*view, LedgerProjection().tables), FoldLedger(log, head, 1));
   }
-  EXPECT_EQ(runner->ViewAsOf(kLedger, "missing").status().code(),
-            absl::StatusCode::kNotFound);
-  EXPECT_EQ(runner->ViewAsOf(kTyped, "head").status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(runner->ViewAsOf(kLedger, "missing").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(runner->ViewAsOf(kTyped, "head").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(runner->RebuildAsOf(kLedger, 5, "not a label").code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(runner->RebuildAsOf("nope", 5, "x").code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(runner->RebuildAsOf("nope", 5, "x").code(), absl::StatusCode::kNotFound);
 }
 
 // RebuildAsOf builds "the model as it was at position": for a projection
@@ -98,8 +90,7 @@ TEST(ProjectionTest, RebuildAsOfOfAParkingProjection) {
                             ProjectionRunner::Start(store.get(), {parking}));
   RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, AppendMixed(*store, 40));
   RILL_ASSERT_OK(runner->WaitFor(parking.name, head, kLong));
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log,
-                            WholeLog(*store));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log, WholeLog(*store));
   // The serving model skipped 13, 26 and 39.
   EXPECT_EQ(*Dump(*runner, parking), ::rill::testing::FoldParking(log, head));
   RILL_ASSERT_OK_AND_ASSIGN(const std::vector<ParkedEvent> parked,
@@ -110,12 +101,10 @@ TEST(ProjectionTest, RebuildAsOfOfAParkingProjection) {
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> view,
                             runner->ViewAsOf(parking.name, "at30"));
   EXPECT_EQ(view->checkpoint(), 30u);
-  EXPECT_EQ(*DumpView(*view, parking.tables),
-            ::rill::testing::FoldParking(log, 30));
+  EXPECT_EQ(*DumpView(*view, parking.tables), ::rill::testing::FoldParking(log, 30));
   view.reset();
   // The serving generation's dead letters are untouched.
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<ParkedEvent> still,
-                            runner->ListParked(parking.name));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<ParkedEvent> still, runner->ListParked(parking.name));
   EXPECT_EQ(ParkedPositions(still), (std::vector<uint64_t>{13, 26, 39}));
 }
 
@@ -130,32 +119,25 @@ TEST(ProjectionTest, FailedRebuildAsOfLeavesNoRows) {
   ProjectionDef def = LedgerProjection();
   def.max_attempts = 1;
   auto inner = def.apply;
-  def.apply = [inner, broken](const EventView& e,
-                              ReadModelTxn& txn) -> absl::Status {
-    if (e.position() == 50 && broken->load())
-      return absl::InternalError("as-of cannot");
+  def.apply = [inner, broken](const EventView& e, ReadModelTxn& txn) -> absl::Status {
+    if (e.position() == 50 && broken->load()) return absl::InternalError("as-of cannot");
     return inner(e, txn);
   };
   RunnerOptions options;
   options.batch_size = 16;
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<ProjectionRunner> runner,
-      ProjectionRunner::Start(store.get(), {def}, options));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
+                            ProjectionRunner::Start(store.get(), {def}, options));
   RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, AppendMixed(*store, 100));
   RILL_ASSERT_OK(runner->WaitFor(kLedger, head, kLong));
-  RILL_ASSERT_OK_AND_ASSIGN(const std::set<uint64_t> gens_before,
-                            GenerationsWithRows(store.get()));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::set<uint64_t> gens_before, GenerationsWithRows(store.get()));
 
   broken->store(true);  // no new events: only the as-of build meets position 50
   const absl::Status s = runner->RebuildAsOf(kLedger, 80, "x");
   EXPECT_FALSE(s.ok());
   EXPECT_TRUE(absl::StrContains(s.message(), "as-of cannot")) << s;
-  EXPECT_EQ(runner->ViewAsOf(kLedger, "x").status().code(),
-            absl::StatusCode::kNotFound);
-  RILL_ASSERT_OK_AND_ASSIGN(const std::set<uint64_t> gens_after,
-                            GenerationsWithRows(store.get()));
-  EXPECT_EQ(gens_after, gens_before)
-      << "rows of the failed as-of build are left behind";
+  EXPECT_EQ(runner->ViewAsOf(kLedger, "x").status().code(), absl::StatusCode::kNotFound);
+  RILL_ASSERT_OK_AND_ASSIGN(const std::set<uint64_t> gens_after, GenerationsWithRows(store.get()));
+  EXPECT_EQ(gens_after, gens_before) << "rows of the failed as-of build are left behind";
 }
 
 }  // namespace

@@ -26,8 +26,7 @@ ProjectionDef Recorder(const std::string& name, EventFilter filter) {
   def.filter = std::move(filter);
   def.tables = {"seen"};
   def.apply = [](const EventView& e, ReadModelTxn& txn) -> absl::Status {
-    return txn.Put("seen", PosKey(e.position()),
-                   absl::StrCat(e.stream(), " ", e.type()));
+    return txn.Put("seen", PosKey(e.position()), absl::StrCat(e.stream(), " ", e.type()));
   };
   return def;
 }
@@ -44,14 +43,13 @@ TEST(ProjectionTest, FiltersByTypeAndPrefixAndCheckpointPassesOtherEvents) {
   both.types = {"Updated"};
   both.stream_prefix = "misc-";
   none.types = {"NeverWritten"};
-  const std::vector<ProjectionDef> defs = {
-      Recorder("by_type", by_type), Recorder("by_prefix", by_prefix),
-      Recorder("both", both), Recorder("none", none)};
+  const std::vector<ProjectionDef> defs = {Recorder("by_type", by_type),
+                                           Recorder("by_prefix", by_prefix), Recorder("both", both),
+                                           Recorder("none", none)};
   RunnerOptions options;
   options.batch_size = 16;
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<ProjectionRunner> runner,
-      ProjectionRunner::Start(store.get(), defs, options));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
+                            ProjectionRunner::Start(store.get(), defs, options));
   RILL_ASSERT_OK(AppendMixed(*store, 200).status());
   // The log ends with events no filter matches: the checkpoints must still
   // reach the head.
@@ -60,8 +58,7 @@ TEST(ProjectionTest, FiltersByTypeAndPrefixAndCheckpointPassesOtherEvents) {
                               {MakeEvent("Other", 1), MakeEvent("Other", 2)})
                      .status());
   RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, store->HeadPosition());
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log,
-                            WholeLog(*store));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log, WholeLog(*store));
   for (const ProjectionDef& def : defs) {
     SCOPED_TRACE(def.name);
     RILL_ASSERT_OK(runner->WaitFor(def.name, head, kLong));
@@ -80,13 +77,11 @@ TEST(ProjectionTest, FiltersByTypeAndPrefixAndCheckpointPassesOtherEvents) {
     }
     RILL_ASSERT_OK_AND_ASSIGN(const ModelDump got, Dump(*runner, def));
     EXPECT_EQ(got, want);
-    RILL_ASSERT_OK_AND_ASSIGN(const ProjectionStatus st,
-                              runner->Status(def.name));
+    RILL_ASSERT_OK_AND_ASSIGN(const ProjectionStatus st, runner->Status(def.name));
     EXPECT_EQ(st.checkpoint, head);
     EXPECT_EQ(st.lag_events, 0u);
     EXPECT_EQ(st.events_applied, want["seen"].size());
-    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> view,
-                              runner->View(def.name));
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> view, runner->View(def.name));
     EXPECT_EQ(view->checkpoint(), head);
   }
 }
@@ -100,16 +95,13 @@ TEST(ProjectionTest, FollowsCommitsOfThisProcessWithoutPolling) {
                             Store::Open(dir.path(), TestStoreOptions()));
   RunnerOptions options;
   options.poll_interval = absl::Hours(1);  // a poll would never come in time
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<ProjectionRunner> runner,
-      ProjectionRunner::Start(store.get(), {LedgerProjection()}, options));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
+                            ProjectionRunner::Start(store.get(), {LedgerProjection()}, options));
   for (int i = 0; i < 20; ++i) {
-    RILL_ASSERT_OK_AND_ASSIGN(
-        AppendResult r, store->Append(MixedStream(i), ExpectedVersion::Any(),
-                                      {MakeEvent(MixedType(i), i)}));
+    RILL_ASSERT_OK_AND_ASSIGN(AppendResult r, store->Append(MixedStream(i), ExpectedVersion::Any(),
+                                                            {MakeEvent(MixedType(i), i)}));
     RILL_ASSERT_OK(runner->WaitFor(kLedger, r.last_position, kLong));
-    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> view,
-                              runner->View(kLedger));
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> view, runner->View(kLedger));
     EXPECT_GE(view->checkpoint(), r.last_position);
     EXPECT_EQ(CheckLedgerView(*view), "");
   }
@@ -127,9 +119,8 @@ TEST(ProjectionTest, InProcessRebuildAndRetryDoNotWaitForThePollInterval) {
   options.poll_interval = absl::Hours(1);
   RILL_ASSERT_OK_AND_ASSIGN(
       std::unique_ptr<ProjectionRunner> runner,
-      ProjectionRunner::Start(
-          store.get(),
-          {LedgerProjection(), ::rill::testing::ParkingProjection()}, options));
+      ProjectionRunner::Start(store.get(),
+                              {LedgerProjection(), ::rill::testing::ParkingProjection()}, options));
   RILL_ASSERT_OK(AppendMixed(*store, 30).status());
   RILL_ASSERT_OK(runner->WaitFor(kLedger, 30, kLong));
   RILL_ASSERT_OK(runner->WaitFor(::rill::testing::kParking, 30, kLong));
@@ -139,14 +130,12 @@ TEST(ProjectionTest, InProcessRebuildAndRetryDoNotWaitForThePollInterval) {
   // The rebuild re-applies all 30 events: applied 30 + 30 once it is done.
   EXPECT_TRUE(AwaitStatus(
       *runner, kLedger,
-      [](const ProjectionStatus& s) {
-        return s.events_applied == 60 && RebuildDone(s);
-      },
-      &st, absl::Seconds(10)))
+      [](const ProjectionStatus& s) { return s.events_applied == 60 && RebuildDone(s); }, &st,
+      absl::Seconds(10)))
       << "Rebuild() not carried out within 10 s with a 1 h poll interval: "
          "state "
-      << ProjectionStateName(st.state) << ", events_applied "
-      << st.events_applied << ", rebuild_version " << st.rebuild_version;
+      << ProjectionStateName(st.state) << ", events_applied " << st.events_applied
+      << ", rebuild_version " << st.rebuild_version;
 
   // Position 13 is parked (poison); a retry fails again, at once.
   absl::Notification retried;
@@ -155,17 +144,13 @@ TEST(ProjectionTest, InProcessRebuildAndRetryDoNotWaitForThePollInterval) {
     retry_status = runner->RetryParked(::rill::testing::kParking, 13);
     retried.Notify();
   });
-  const bool returned =
-      retried.WaitForNotificationWithTimeout(absl::Seconds(10));
-  EXPECT_TRUE(returned)
-      << "RetryParked did not return within 10 s with a 1 h poll interval";
+  const bool returned = retried.WaitForNotificationWithTimeout(absl::Seconds(10));
+  EXPECT_TRUE(returned) << "RetryParked did not return within 10 s with a 1 h poll interval";
   if (!returned) runner->Stop();  // ends the wait so the thread can be joined
   retry.join();
   if (returned) {
     EXPECT_FALSE(retry_status.ok());
-    EXPECT_TRUE(
-        absl::StrContains(retry_status.message(), "poison at position 13"))
-        << retry_status;
+    EXPECT_TRUE(absl::StrContains(retry_status.message(), "poison at position 13")) << retry_status;
   }
 }
 
@@ -173,9 +158,8 @@ TEST(ProjectionTest, WaitForDeadlineExceededAndUnknownProjection) {
   TempDir dir;
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
                             Store::Open(dir.path(), TestStoreOptions()));
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<ProjectionRunner> runner,
-      ProjectionRunner::Start(store.get(), {LedgerProjection()}));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
+                            ProjectionRunner::Start(store.get(), {LedgerProjection()}));
   RILL_ASSERT_OK(AppendMixed(*store, 5).status());
   RILL_ASSERT_OK(runner->WaitFor(kLedger, 5, kLong));
   // Nothing at position 6 yet.
@@ -187,18 +171,14 @@ TEST(ProjectionTest, WaitForDeadlineExceededAndUnknownProjection) {
   RILL_ASSERT_OK(AppendMixed(*store, 2, 5).status());
   waiter.join();
   RILL_EXPECT_OK(waited);
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> view,
-                            runner->View(kLedger));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> view, runner->View(kLedger));
   EXPECT_GE(view->checkpoint(), 7u);
-  EXPECT_EQ(view->Get("not_a_table", "k").status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(view->Get("not_a_table", "k").status().code(), absl::StatusCode::kNotFound);
   view.reset();
 
-  EXPECT_EQ(runner->WaitFor("nope", 1, absl::Seconds(1)).code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(runner->WaitFor("nope", 1, absl::Seconds(1)).code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(runner->View("nope").status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(runner->Status("nope").status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(runner->Status("nope").status().code(), absl::StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -29,15 +29,14 @@ namespace {
 
 // A ledger renamed "parker" with ErrorPolicy::kPark that fails at the
 // positions in *bad while *broken.
-ProjectionDef Parker(std::shared_ptr<std::atomic<bool>> broken,
-                     std::set<uint64_t> bad, int max_attempts = 4) {
+ProjectionDef Parker(std::shared_ptr<std::atomic<bool>> broken, std::set<uint64_t> bad,
+                     int max_attempts = 4) {
   ProjectionDef def = Renamed(LedgerProjection(), "parker");
   def.error_policy = ErrorPolicy::kPark;
   def.max_attempts = max_attempts;
   def.retry_backoff = absl::Milliseconds(1);
   auto inner = def.apply;
-  def.apply = [inner, broken, bad](const EventView& e,
-                                   ReadModelTxn& txn) -> absl::Status {
+  def.apply = [inner, broken, bad](const EventView& e, ReadModelTxn& txn) -> absl::Status {
     if (broken->load() && bad.count(e.position()) > 0) {
       return absl::InternalError(absl::StrCat("cannot digest ", e.position()));
     }
@@ -56,21 +55,19 @@ absl::StatusOr<ParkerModel> ReadParker(ProjectionRunner& runner) {
   absl::StatusOr<std::unique_ptr<ReadModelView>> view = runner.View("parker");
   if (!view.ok()) return view.status();
   ParkerModel m;
-  absl::StatusOr<std::optional<std::string>> count =
-      (*view)->Get("totals", "count");
+  absl::StatusOr<std::optional<std::string>> count = (*view)->Get("totals", "count");
   if (!count.ok()) return count.status();
   if (count->has_value() && !absl::SimpleAtoi(**count, &m.count)) {
     return absl::DataLossError("bad count");
   }
-  absl::Status s = (*view)->Scan(
-      "applied", "", [&m](absl::string_view k, absl::string_view v) {
-        uint64_t p = 0;
-        if (absl::SimpleAtoi(k, &p)) {
-          m.applied.insert(p);
-          m.times[p] = std::string(v);
-        }
-        return true;
-      });
+  absl::Status s = (*view)->Scan("applied", "", [&m](absl::string_view k, absl::string_view v) {
+    uint64_t p = 0;
+    if (absl::SimpleAtoi(k, &p)) {
+      m.applied.insert(p);
+      m.times[p] = std::string(v);
+    }
+    return true;
+  });
   if (!s.ok()) return s;
   return m;
 }
@@ -85,11 +82,9 @@ TEST(ProjectionTest, ParkPolicyListsRetriesAndDropsDeadLetters) {
                             ProjectionRunner::Start(store.get(), {parker}));
   const absl::Time before = absl::Now();
   RILL_ASSERT_OK(AppendMixed(*store, 10).status());
-  RILL_ASSERT_OK(
-      runner->WaitFor("parker", 10, kLong));  // it went on past 3 and 7
+  RILL_ASSERT_OK(runner->WaitFor("parker", 10, kLong));  // it went on past 3 and 7
   const absl::Time after = absl::Now();
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log,
-                            WholeLog(*store));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log, WholeLog(*store));
 
   RILL_ASSERT_OK_AND_ASSIGN(ProjectionStatus st, runner->Status("parker"));
   EXPECT_EQ(st.checkpoint, 10u);
@@ -97,16 +92,13 @@ TEST(ProjectionTest, ParkPolicyListsRetriesAndDropsDeadLetters) {
   EXPECT_EQ(st.events_applied, 8u);
   EXPECT_EQ(st.errors, 8u);  // 4 attempts each
   EXPECT_NE(st.state, ProjectionState::kFailed);
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<ParkedEvent> parked,
-                            runner->ListParked("parker"));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<ParkedEvent> parked, runner->ListParked("parker"));
   ASSERT_EQ(ParkedPositions(parked), (std::vector<uint64_t>{3, 7}));
   for (const ParkedEvent& p : parked) {
     SCOPED_TRACE(p.position);
     EXPECT_EQ(p.stream, log[p.position - 1].stream);
     EXPECT_EQ(p.type, log[p.position - 1].type);
-    EXPECT_TRUE(
-        absl::StrContains(p.error, absl::StrCat("cannot digest ", p.position)))
-        << p.error;
+    EXPECT_TRUE(absl::StrContains(p.error, absl::StrCat("cannot digest ", p.position))) << p.error;
     EXPECT_EQ(p.attempts, 4);
     EXPECT_GE(p.parked_at, before - absl::Seconds(1));
     EXPECT_LE(p.parked_at, after + absl::Seconds(1));
@@ -133,8 +125,7 @@ TEST(ProjectionTest, ParkPolicyListsRetriesAndDropsDeadLetters) {
   RILL_ASSERT_OK_AND_ASSIGN(st, runner->Status("parker"));
   EXPECT_EQ(st.parked, 1u);
   // Not parked any more: no second application.
-  EXPECT_EQ(runner->RetryParked("parker", 3).code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(runner->RetryParked("parker", 3).code(), absl::StatusCode::kNotFound);
   RILL_ASSERT_OK_AND_ASSIGN(m, ReadParker(*runner));
   EXPECT_EQ(m.count, 9);
   EXPECT_EQ(m.times[3], "1");
@@ -143,10 +134,8 @@ TEST(ProjectionTest, ParkPolicyListsRetriesAndDropsDeadLetters) {
   RILL_ASSERT_OK(runner->DropParked("parker", 7));
   RILL_ASSERT_OK_AND_ASSIGN(parked, runner->ListParked("parker"));
   EXPECT_TRUE(parked.empty());
-  EXPECT_EQ(runner->DropParked("parker", 7).code(),
-            absl::StatusCode::kNotFound);
-  EXPECT_EQ(runner->RetryParked("parker", 7).code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(runner->DropParked("parker", 7).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(runner->RetryParked("parker", 7).code(), absl::StatusCode::kNotFound);
   RILL_ASSERT_OK_AND_ASSIGN(st, runner->Status("parker"));
   EXPECT_EQ(st.parked, 0u);
   RILL_ASSERT_OK_AND_ASSIGN(m, ReadParker(*runner));
@@ -173,8 +162,7 @@ TEST(ProjectionTest, RebuildThatAppliesAParkedEventLeavesNoDeadLetter) {
                             ProjectionRunner::Start(store.get(), {parker}));
   RILL_ASSERT_OK(AppendMixed(*store, 10).status());
   RILL_ASSERT_OK(runner->WaitFor("parker", 10, kLong));
-  RILL_ASSERT_OK_AND_ASSIGN(std::vector<ParkedEvent> parked,
-                            runner->ListParked("parker"));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<ParkedEvent> parked, runner->ListParked("parker"));
   ASSERT_EQ(ParkedPositions(parked), (std::vector<uint64_t>{3}));
 
   broken->store(false);
@@ -183,19 +171,15 @@ TEST(ProjectionTest, RebuildThatAppliesAParkedEventLeavesNoDeadLetter) {
   ProjectionStatus st;
   ASSERT_TRUE(AwaitStatus(
       *runner, "parker",
-      [](const ProjectionStatus& s) {
-        return s.events_applied == 19 && RebuildDone(s);
-      },
-      &st))
+      [](const ProjectionStatus& s) { return s.events_applied == 19 && RebuildDone(s); }, &st))
       << "events_applied " << st.events_applied;
   RILL_ASSERT_OK_AND_ASSIGN(ParkerModel m, ReadParker(*runner));
   EXPECT_EQ(m.count, 10);
   EXPECT_EQ(m.times[3], "1");
 
   RILL_ASSERT_OK_AND_ASSIGN(parked, runner->ListParked("parker"));
-  EXPECT_TRUE(parked.empty())
-      << "position " << parked.front().position
-      << " is listed as parked, but the serving model applied it";
+  EXPECT_TRUE(parked.empty()) << "position " << parked.front().position
+                              << " is listed as parked, but the serving model applied it";
   EXPECT_EQ(st.parked, 0u);
   // Whatever RetryParked answers, the event must not be applied twice.
   (void)runner->RetryParked("parker", 3);
@@ -216,13 +200,11 @@ TEST(ProjectionTest, RetryDuringRebuildDoesNotLoseTheEvent) {
   Gate gate;
   OpenOnExit open_on_exit{&gate};
   auto at = std::make_shared<std::atomic<uint64_t>>(0);
-  const ProjectionDef parker =
-      BlockAt(Parker(broken, {3}, /*max_attempts=*/1), at, &gate);
+  const ProjectionDef parker = BlockAt(Parker(broken, {3}, /*max_attempts=*/1), at, &gate);
   RunnerOptions options;
   options.batch_size = 4;
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<ProjectionRunner> runner,
-      ProjectionRunner::Start(store.get(), {parker}, options));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
+                            ProjectionRunner::Start(store.get(), {parker}, options));
   RILL_ASSERT_OK(AppendMixed(*store, 40).status());
   RILL_ASSERT_OK(runner->WaitFor("parker", 40, kLong));
   // Only the rebuild re-applies position 20: it has parked 3 again by then.
@@ -247,13 +229,11 @@ TEST(ProjectionTest, RetryDuringRebuildDoesNotLoseTheEvent) {
   RILL_ASSERT_OK(runner->WaitFor("parker", 40, kLong));
 
   RILL_ASSERT_OK_AND_ASSIGN(const ParkerModel m, ReadParker(*runner));
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<ParkedEvent> parked,
-                            runner->ListParked("parker"));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<ParkedEvent> parked, runner->ListParked("parker"));
   const bool applied = m.applied.count(3) > 0;
   const bool listed = !parked.empty() && parked.front().position == 3;
-  EXPECT_TRUE(applied != listed)
-      << "RetryParked: " << retried << "; event 3 applied: " << applied
-      << ", parked: " << listed;
+  EXPECT_TRUE(applied != listed) << "RetryParked: " << retried << "; event 3 applied: " << applied
+                                 << ", parked: " << listed;
   if (applied) {
     EXPECT_EQ(m.times.at(3), "1");
   }
@@ -271,8 +251,7 @@ TEST(ProjectionTest, RetiredRebuildLeavesNoStaleDeadLetters) {
                             Store::Open(store_dir, TestStoreOptions()));
   RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, AppendMixed(*store, 40));
   auto parking_status = [&]() -> std::optional<ProjectionStatus> {
-    absl::StatusOr<std::vector<ProjectionStatus>> all =
-        ReadProjectionStatuses(store.get());
+    absl::StatusOr<std::vector<ProjectionStatus>> all = ReadProjectionStatuses(store.get());
     if (!all.ok()) return std::nullopt;
     for (const ProjectionStatus& st : *all) {
       if (st.name == ::rill::testing::kParking) return st;
@@ -284,8 +263,7 @@ TEST(ProjectionTest, RetiredRebuildLeavesNoStaleDeadLetters) {
   {
     RILL_ASSERT_OK_AND_ASSIGN(
         std::unique_ptr<ChildProcess> child,
-        ChildProcess::Start("projector_child",
-                            {"mode=run", "dir=" + store_dir, "batch=4"},
+        ChildProcess::Start("projector_child", {"mode=run", "dir=" + store_dir, "batch=4"},
                             dir.Sub("first.stderr")));
     RILL_ASSERT_OK_AND_ASSIGN(const std::string line, child->ReadLine(kLong));
     ASSERT_EQ(line, "ready") << child->Stderr();
@@ -301,12 +279,11 @@ TEST(ProjectionTest, RetiredRebuildLeavesNoStaleDeadLetters) {
   // A requested rebuild of v1 parks 13 and 26 again and is killed at 30.
   RILL_ASSERT_OK(RequestRebuild(store.get(), ::rill::testing::kParking));
   {
-    RILL_ASSERT_OK_AND_ASSIGN(
-        std::unique_ptr<ChildProcess> child,
-        ChildProcess::Start("projector_child",
-                            {"mode=run", "dir=" + store_dir, "batch=4",
-                             "stall_in=parking", "stall_at=30"},
-                            dir.Sub("second.stderr")));
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ChildProcess> child,
+                              ChildProcess::Start("projector_child",
+                                                  {"mode=run", "dir=" + store_dir, "batch=4",
+                                                   "stall_in=parking", "stall_at=30"},
+                                                  dir.Sub("second.stderr")));
     std::set<std::string> lines;
     while (lines.count("stalled 30") == 0) {
       RILL_ASSERT_OK_AND_ASSIGN(const std::string line, child->ReadLine(kLong));
@@ -319,9 +296,8 @@ TEST(ProjectionTest, RetiredRebuildLeavesNoStaleDeadLetters) {
   ASSERT_TRUE(st.has_value());
   ASSERT_EQ(st->rebuild_version, 1u);
   ASSERT_EQ(st->rebuild_checkpoint, 28u);  // batches 1-4 ... 25-28 committed
-  EXPECT_EQ(
-      st->parked,
-      3u);  // 13 and 26 now under the rebuild's generation, 39 under the old
+  EXPECT_EQ(st->parked,
+            3u);  // 13 and 26 now under the rebuild's generation, 39 under the old
 
   // Version 2 applies every event. Starting it retires the v1 rebuild; the
   // new generation applies 13 and 26 and is swapped in.
@@ -334,10 +310,7 @@ TEST(ProjectionTest, RetiredRebuildLeavesNoStaleDeadLetters) {
                             ProjectionRunner::Start(store.get(), {v2}));
   ProjectionStatus now;
   ASSERT_TRUE(AwaitStatus(
-      *runner, v2.name,
-      [](const ProjectionStatus& s) {
-        return s.version == 2 && RebuildDone(s);
-      },
+      *runner, v2.name, [](const ProjectionStatus& s) { return s.version == 2 && RebuildDone(s); },
       &now));
   RILL_ASSERT_OK(runner->WaitFor(v2.name, head, kLong));
   ModelDump want;
@@ -345,11 +318,9 @@ TEST(ProjectionTest, RetiredRebuildLeavesNoStaleDeadLetters) {
   for (uint64_t p = 1; p <= head; ++p) want["applied"][PosKey(p)] = "1";
   EXPECT_EQ(*Dump(*runner, v2), want);
 
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<ParkedEvent> parked,
-                            runner->ListParked(v2.name));
-  EXPECT_TRUE(parked.empty())
-      << parked.size() << " stale dead letters, the first at position "
-      << parked.front().position;
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<ParkedEvent> parked, runner->ListParked(v2.name));
+  EXPECT_TRUE(parked.empty()) << parked.size() << " stale dead letters, the first at position "
+                              << parked.front().position;
   RILL_ASSERT_OK_AND_ASSIGN(now, runner->Status(v2.name));
   EXPECT_EQ(now.parked, 0u);
   // Whatever RetryParked answers, no event may be applied twice.

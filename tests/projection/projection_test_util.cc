@@ -9,9 +9,7 @@
 
 namespace rill {
 
-void PrintTo(ProjectionState state, std::ostream* os) {
-  *os << ProjectionStateName(state);
-}
+void PrintTo(ProjectionState state, std::ostream* os) { *os << ProjectionStateName(state); }
 
 }  // namespace rill
 
@@ -19,14 +17,11 @@ namespace rill::testing {
 
 StoreOptions TestStoreOptions() {
   StoreOptions options;
-  options.durability =
-      Durability::kNoSyncUnsafe;  // killing a test never loses a commit
+  options.durability = Durability::kNoSyncUnsafe;  // killing a test never loses a commit
   return options;
 }
 
-std::string MixedStream(int i) {
-  return absl::StrCat(i % 2 == 0 ? "acct-" : "misc-", i % 5);
-}
+std::string MixedStream(int i) { return absl::StrCat(i % 2 == 0 ? "acct-" : "misc-", i % 5); }
 std::string MixedType(int i) {
   static const char* const kTypes[] = {"Opened", "Updated", "Closed"};
   return kTypes[(i / 2) % 3];
@@ -35,16 +30,15 @@ std::string MixedType(int i) {
 absl::StatusOr<uint64_t> AppendMixed(Store& store, int count, int first) {
   uint64_t last = 0;
   for (int i = first; i < first + count; ++i) {
-    absl::StatusOr<AppendResult> r = store.Append(
-        MixedStream(i), ExpectedVersion::Any(), {MakeEvent(MixedType(i), i)});
+    absl::StatusOr<AppendResult> r =
+        store.Append(MixedStream(i), ExpectedVersion::Any(), {MakeEvent(MixedType(i), i)});
     if (!r.ok()) return r.status();
     last = r->last_position;
   }
   return last;
 }
 
-ProjectionDef BlockAt(ProjectionDef def,
-                      std::shared_ptr<std::atomic<uint64_t>> at, Gate* gate) {
+ProjectionDef BlockAt(ProjectionDef def, std::shared_ptr<std::atomic<uint64_t>> at, Gate* gate) {
   auto inner = def.apply;
   def.apply = [inner, at, gate](const EventView& e, ReadModelTxn& txn) {
     uint64_t want = e.position();
@@ -59,20 +53,17 @@ ProjectionDef Renamed(ProjectionDef def, const std::string& name) {
   return def;
 }
 
-absl::StatusOr<std::vector<RecordedEvent>> WholeLog(Store& store) {
-  return store.ReadAll(1);
-}
+absl::StatusOr<std::vector<RecordedEvent>> WholeLog(Store& store) { return store.ReadAll(1); }
 
-absl::StatusOr<ModelDump> Dump(ProjectionRunner& runner,
-                               const ProjectionDef& def) {
+absl::StatusOr<ModelDump> Dump(ProjectionRunner& runner, const ProjectionDef& def) {
   absl::StatusOr<std::unique_ptr<ReadModelView>> view = runner.View(def.name);
   if (!view.ok()) return view.status();
   return DumpView(**view, def.tables);
 }
 
 bool AwaitStatus(ProjectionRunner& runner, const std::string& name,
-                 const std::function<bool(const ProjectionStatus&)>& pred,
-                 ProjectionStatus* last, absl::Duration timeout) {
+                 const std::function<bool(const ProjectionStatus&)>& pred, ProjectionStatus* last,
+                 absl::Duration timeout) {
   ProjectionStatus seen;
   const bool ok = WaitUntil(
       [&] {
@@ -108,8 +99,7 @@ absl::StatusOr<std::set<uint64_t>> GenerationsWithRows(Store* store) {
   int rc = mdb_cursor_get(cursor->get(), &k, &v, MDB_FIRST);
   while (rc == 0) {
     if (k.mv_size < 8) return absl::DataLossError("short row key");
-    const uint64_t gen =
-        internal::GetBigEndian64(static_cast<const uint8_t*>(k.mv_data));
+    const uint64_t gen = internal::GetBigEndian64(static_cast<const uint8_t*>(k.mv_data));
     out.insert(gen);
     uint8_t next[8];
     internal::PutBigEndian64(gen + 1, next);
@@ -122,10 +112,7 @@ absl::StatusOr<std::set<uint64_t>> GenerationsWithRows(Store* store) {
 
 ViewHammer::ViewHammer(ProjectionRunner* runner, std::string name, int threads,
                        std::function<std::string(ReadModelView&)> check)
-    : runner_(runner),
-      name_(std::move(name)),
-      check_(std::move(check)),
-      views_(threads) {
+    : runner_(runner), name_(std::move(name)), check_(std::move(check)), views_(threads) {
   for (int t = 0; t < threads; ++t) {
     threads_.emplace_back([this, t] { Loop(t); });
   }
@@ -165,15 +152,14 @@ void ViewHammer::Loop(int t) {
   while (!stop_.load()) {
     std::string error;
     {
-      absl::StatusOr<std::unique_ptr<ReadModelView>> view =
-          runner_->View(name_);
+      absl::StatusOr<std::unique_ptr<ReadModelView>> view = runner_->View(name_);
       if (!view.ok()) {
         error = view.status().ToString();
       } else {
         error = check_(**view);
         if (error.empty() && (*view)->checkpoint() < last_checkpoint) {
-          error = absl::StrCat("checkpoint went back from ", last_checkpoint,
-                               " to ", (*view)->checkpoint());
+          error = absl::StrCat("checkpoint went back from ", last_checkpoint, " to ",
+                               (*view)->checkpoint());
         }
         last_checkpoint = (*view)->checkpoint();
       }

@@ -71,9 +71,7 @@ class Gate {
   // True once a thread waits in Pass().
   bool AwaitWaiter(absl::Duration timeout) {
     absl::MutexLock lock(&mu_);
-    auto waiting = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return waiting_ > 0;
-    };
+    auto waiting = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return waiting_ > 0; };
     return mu_.AwaitWithTimeout(absl::Condition(&waiting), timeout);
   }
 
@@ -92,21 +90,18 @@ struct OpenOnExit {
 
 // `def` whose Apply blocks in `gate` the first time it meets position
 // `*at` (0: never); *at goes back to 0 then.
-ProjectionDef BlockAt(ProjectionDef def,
-                      std::shared_ptr<std::atomic<uint64_t>> at, Gate* gate);
+ProjectionDef BlockAt(ProjectionDef def, std::shared_ptr<std::atomic<uint64_t>> at, Gate* gate);
 
 ProjectionDef Renamed(ProjectionDef def, const std::string& name);
 
 absl::StatusOr<std::vector<RecordedEvent>> WholeLog(Store& store);
 
-absl::StatusOr<ModelDump> Dump(ProjectionRunner& runner,
-                               const ProjectionDef& def);
+absl::StatusOr<ModelDump> Dump(ProjectionRunner& runner, const ProjectionDef& def);
 
 // Polls Status(name) until `pred` holds; the last status seen goes to *last.
 bool AwaitStatus(ProjectionRunner& runner, const std::string& name,
                  const std::function<bool(const ProjectionStatus&)>& pred,
-                 ProjectionStatus* last = nullptr,
-                 absl::Duration timeout = kLong);
+                 ProjectionStatus* last = nullptr, absl::Duration timeout = kLong);
 
 bool RebuildDone(const ProjectionStatus& st);
 

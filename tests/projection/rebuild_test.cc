@@ -28,14 +28,12 @@ TEST(ProjectionTest, RebuildWhileQueriesRunNeverShowsAHalfBuiltModel) {
   const ProjectionDef ledger = BlockAt(LedgerProjection(), at, &gate);
   RunnerOptions options;
   options.batch_size = 16;
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<ProjectionRunner> runner,
-      ProjectionRunner::Start(store.get(), {ledger}, options));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
+                            ProjectionRunner::Start(store.get(), {ledger}, options));
   RILL_ASSERT_OK_AND_ASSIGN(const uint64_t n, AppendMixed(*store, 1000));
   RILL_ASSERT_OK(runner->WaitFor(kLedger, n, kLong));
   RILL_ASSERT_OK_AND_ASSIGN(const ModelDump before, Dump(*runner, ledger));
-  RILL_ASSERT_OK_AND_ASSIGN(const std::set<uint64_t> gens_before,
-                            GenerationsWithRows(store.get()));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::set<uint64_t> gens_before, GenerationsWithRows(store.get()));
   ASSERT_EQ(gens_before.size(), 1u);
 
   // Hold the rebuild half-way (only the rebuild re-applies position 500).
@@ -50,8 +48,7 @@ TEST(ProjectionTest, RebuildWhileQueriesRunNeverShowsAHalfBuiltModel) {
   EXPECT_EQ(st.checkpoint, n);
   RILL_ASSERT_OK(runner->WaitFor(kLedger, n, kLong));  // the old model serves
   EXPECT_EQ(*Dump(*runner, ledger), before);
-  RILL_ASSERT_OK_AND_ASSIGN(const std::set<uint64_t> gens_during,
-                            GenerationsWithRows(store.get()));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::set<uint64_t> gens_during, GenerationsWithRows(store.get()));
   EXPECT_EQ(gens_during.size(), 2u);  // the new tables exist next to the old
 
   // Every view, before, during and after the swap, is a complete model of
@@ -59,16 +56,14 @@ TEST(ProjectionTest, RebuildWhileQueriesRunNeverShowsAHalfBuiltModel) {
   ViewHammer hammer(runner.get(), kLedger, 3, CheckLedgerView);
   ASSERT_TRUE(hammer.AwaitViews(1));
   gate.Open();
-  RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head,
-                            AppendMixed(*store, 300, 1000));
+  RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, AppendMixed(*store, 300, 1000));
   ASSERT_TRUE(AwaitStatus(*runner, kLedger, RebuildDone, &st));
   RILL_ASSERT_OK(runner->WaitFor(kLedger, head, kLong));
   ASSERT_TRUE(hammer.AwaitViews(hammer.total_views() / 3 + 2));
   hammer.Stop();
   EXPECT_TRUE(hammer.errors().empty()) << hammer.errors().front();
 
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log,
-                            WholeLog(*store));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log, WholeLog(*store));
   EXPECT_EQ(*Dump(*runner, ledger), FoldLedger(log, head, 1));
   // The old generation's tables are dropped.
   std::set<uint64_t> gens_after;
@@ -90,13 +85,11 @@ TEST(ProjectionTest, VersionBumpRebuildsBlueGreen) {
   options.batch_size = 16;
   RILL_ASSERT_OK_AND_ASSIGN(const uint64_t n, AppendMixed(*store, 600));
   {
-    RILL_ASSERT_OK_AND_ASSIGN(
-        std::unique_ptr<ProjectionRunner> runner,
-        ProjectionRunner::Start(store.get(), {LedgerProjection(1)}, options));
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
+                              ProjectionRunner::Start(store.get(), {LedgerProjection(1)}, options));
     RILL_ASSERT_OK(runner->WaitFor(kLedger, n, kLong));
   }
-  RILL_ASSERT_OK_AND_ASSIGN(const std::set<uint64_t> gens_before,
-                            GenerationsWithRows(store.get()));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::set<uint64_t> gens_before, GenerationsWithRows(store.get()));
   ASSERT_EQ(gens_before.size(), 1u);
   RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> log, WholeLog(*store));
 
@@ -104,9 +97,8 @@ TEST(ProjectionTest, VersionBumpRebuildsBlueGreen) {
   OpenOnExit open_on_exit{&gate};
   auto at = std::make_shared<std::atomic<uint64_t>>(300);
   const ProjectionDef v2 = BlockAt(LedgerProjection(2), at, &gate);
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<ProjectionRunner> runner,
-      ProjectionRunner::Start(store.get(), {v2}, options));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
+                            ProjectionRunner::Start(store.get(), {v2}, options));
   ASSERT_TRUE(gate.AwaitWaiter(kLong));
   RILL_ASSERT_OK_AND_ASSIGN(ProjectionStatus st, runner->Status(kLedger));
   EXPECT_EQ(st.version, 1u);  // v1 serves
@@ -123,10 +115,7 @@ TEST(ProjectionTest, VersionBumpRebuildsBlueGreen) {
   gate.Open();
   RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, AppendMixed(*store, 100, 600));
   ASSERT_TRUE(AwaitStatus(
-      *runner, kLedger,
-      [](const ProjectionStatus& s) {
-        return s.version == 2 && RebuildDone(s);
-      },
+      *runner, kLedger, [](const ProjectionStatus& s) { return s.version == 2 && RebuildDone(s); },
       &st));
   RILL_ASSERT_OK(runner->WaitFor(kLedger, head, kLong));
   ASSERT_TRUE(hammer.AwaitViews(hammer.total_views() / 3 + 2));
@@ -146,9 +135,8 @@ TEST(ProjectionTest, VersionBumpRebuildsBlueGreen) {
 
   // Started again with v2: nothing to rebuild, nothing re-applied.
   runner.reset();
-  RILL_ASSERT_OK_AND_ASSIGN(
-      runner,
-      ProjectionRunner::Start(store.get(), {LedgerProjection(2)}, options));
+  RILL_ASSERT_OK_AND_ASSIGN(runner,
+                            ProjectionRunner::Start(store.get(), {LedgerProjection(2)}, options));
   RILL_ASSERT_OK_AND_ASSIGN(st, runner->Status(kLedger));
   EXPECT_EQ(st.version, 2u);
   EXPECT_EQ(st.rebuild_version, 0u);
@@ -168,36 +156,28 @@ TEST(ProjectionTest, InterruptedRebuildKeepsOldModelAndResumes) {
   options.batch_size = 16;
   RILL_ASSERT_OK_AND_ASSIGN(const uint64_t n, AppendMixed(*store, 400));
   {
-    RILL_ASSERT_OK_AND_ASSIGN(
-        std::unique_ptr<ProjectionRunner> runner,
-        ProjectionRunner::Start(store.get(), {LedgerProjection(1)}, options));
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
+                              ProjectionRunner::Start(store.get(), {LedgerProjection(1)}, options));
     RILL_ASSERT_OK(runner->WaitFor(kLedger, n, kLong));
   }
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log,
-                            WholeLog(*store));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log, WholeLog(*store));
   constexpr uint64_t kBad = 203;
   auto broken = std::make_shared<std::atomic<bool>>(true);
   ProjectionDef v2 = LedgerProjection(2);
   v2.max_attempts = 1;
   auto inner = v2.apply;
-  v2.apply = [inner, broken](const EventView& e,
-                             ReadModelTxn& txn) -> absl::Status {
-    if (e.position() == kBad && broken->load())
-      return absl::InternalError("v2 cannot");
+  v2.apply = [inner, broken](const EventView& e, ReadModelTxn& txn) -> absl::Status {
+    if (e.position() == kBad && broken->load()) return absl::InternalError("v2 cannot");
     return inner(e, txn);
   };
   uint64_t resumed_from = 0;
   {
-    RILL_ASSERT_OK_AND_ASSIGN(
-        std::unique_ptr<ProjectionRunner> runner,
-        ProjectionRunner::Start(store.get(), {v2}, options));
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
+                              ProjectionRunner::Start(store.get(), {v2}, options));
     ProjectionStatus st;
     ASSERT_TRUE(AwaitStatus(
         *runner, kLedger,
-        [](const ProjectionStatus& s) {
-          return s.state == ProjectionState::kFailed;
-        },
-        &st));
+        [](const ProjectionStatus& s) { return s.state == ProjectionState::kFailed; }, &st));
     EXPECT_EQ(st.version, 1u);
     EXPECT_EQ(st.checkpoint, n);
     EXPECT_EQ(st.rebuild_version, 2u);
@@ -214,15 +194,11 @@ TEST(ProjectionTest, InterruptedRebuildKeepsOldModelAndResumes) {
   EXPECT_EQ(recorded[0].rebuild_checkpoint, resumed_from);
 
   broken->store(false);
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<ProjectionRunner> runner,
-      ProjectionRunner::Start(store.get(), {v2}, options));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
+                            ProjectionRunner::Start(store.get(), {v2}, options));
   ProjectionStatus st;
   ASSERT_TRUE(AwaitStatus(
-      *runner, kLedger,
-      [](const ProjectionStatus& s) {
-        return s.version == 2 && RebuildDone(s);
-      },
+      *runner, kLedger, [](const ProjectionStatus& s) { return s.version == 2 && RebuildDone(s); },
       &st));
   EXPECT_EQ(st.events_applied, n - resumed_from);  // resumed, not started over
   EXPECT_EQ(*Dump(*runner, v2), FoldLedger(log, n, 2));
@@ -239,9 +215,8 @@ TEST(ProjectionTest, RebuildRequestedByAnotherProcess) {
   const ProjectionDef ledger = BlockAt(LedgerProjection(), at, &gate);
   RunnerOptions options;
   options.batch_size = 16;
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<ProjectionRunner> runner,
-      ProjectionRunner::Start(store.get(), {ledger}, options));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
+                            ProjectionRunner::Start(store.get(), {ledger}, options));
   RILL_ASSERT_OK_AND_ASSIGN(const uint64_t n, AppendMixed(*store, 300));
   RILL_ASSERT_OK(runner->WaitFor(kLedger, n, kLong));
   RILL_ASSERT_OK_AND_ASSIGN(const ModelDump before, Dump(*runner, ledger));
@@ -249,18 +224,15 @@ TEST(ProjectionTest, RebuildRequestedByAnotherProcess) {
 
   RILL_ASSERT_OK_AND_ASSIGN(
       std::unique_ptr<ChildProcess> child,
-      ChildProcess::Start("projector_child",
-                          {"mode=request", "dir=" + store_dir, "name=ledger"},
+      ChildProcess::Start("projector_child", {"mode=request", "dir=" + store_dir, "name=ledger"},
                           dir.Sub("request.stderr")));
   RILL_ASSERT_OK_AND_ASSIGN(const std::string line, child->ReadLine(kLong));
   EXPECT_EQ(line, "requested");
   const int wait_status = child->Wait();
-  ASSERT_TRUE(testing::ExitedWithCode(wait_status, 0))
-      << DescribeWaitStatus(wait_status) << "\n"
-      << child->Stderr();
+  ASSERT_TRUE(testing::ExitedWithCode(wait_status, 0)) << DescribeWaitStatus(wait_status) << "\n"
+                                                       << child->Stderr();
 
-  ASSERT_TRUE(gate.AwaitWaiter(kLong))
-      << "the runner never picked up the request";
+  ASSERT_TRUE(gate.AwaitWaiter(kLong)) << "the runner never picked up the request";
   RILL_ASSERT_OK_AND_ASSIGN(ProjectionStatus st, runner->Status(kLedger));
   EXPECT_EQ(st.state, ProjectionState::kRebuilding);
   EXPECT_EQ(st.rebuild_version, 1u);

@@ -21,32 +21,25 @@ TEST(ProjectionTest, SecondRunnerForTheSameProjectionFails) {
   const std::string store_dir = dir.Sub("store");
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
                             Store::Open(store_dir, TestStoreOptions()));
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<ProjectionRunner> first,
-      ProjectionRunner::Start(store.get(), {LedgerProjection()}));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> first,
+                            ProjectionRunner::Start(store.get(), {LedgerProjection()}));
   // In this process.
   absl::StatusOr<std::unique_ptr<ProjectionRunner>> second =
-      ProjectionRunner::Start(store.get(),
-                              {TypedProjection(), LedgerProjection()});
-  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition)
-      << second.status();
+      ProjectionRunner::Start(store.get(), {TypedProjection(), LedgerProjection()});
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition) << second.status();
   // Another projection may run in another runner.
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<ProjectionRunner> typed,
-      ProjectionRunner::Start(store.get(), {TypedProjection()}));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> typed,
+                            ProjectionRunner::Start(store.get(), {TypedProjection()}));
   // In another process; the failed Start above did not release the lock.
   {
     RILL_ASSERT_OK_AND_ASSIGN(
         std::unique_ptr<ChildProcess> child,
-        ChildProcess::Start("projector_child",
-                            {"mode=run", "set=ledger", "dir=" + store_dir},
+        ChildProcess::Start("projector_child", {"mode=run", "set=ledger", "dir=" + store_dir},
                             dir.Sub("second.stderr")));
     RILL_ASSERT_OK_AND_ASSIGN(const std::string line, child->ReadLine(kLong));
     EXPECT_TRUE(absl::StartsWith(
-        line,
-        absl::StrCat("start_failed ",
-                     static_cast<int>(absl::StatusCode::kFailedPrecondition),
-                     " ")))
+        line, absl::StrCat("start_failed ", static_cast<int>(absl::StatusCode::kFailedPrecondition),
+                           " ")))
         << line;
     EXPECT_TRUE(testing::ExitedWithCode(child->Wait(), 5)) << child->Stderr();
   }
@@ -58,21 +51,17 @@ TEST(ProjectionTest, SecondRunnerForTheSameProjectionFails) {
   // Now the other process holds it.
   RILL_ASSERT_OK_AND_ASSIGN(
       std::unique_ptr<ChildProcess> child,
-      ChildProcess::Start("projector_child",
-                          {"mode=run", "set=ledger", "dir=" + store_dir},
+      ChildProcess::Start("projector_child", {"mode=run", "set=ledger", "dir=" + store_dir},
                           dir.Sub("holder.stderr")));
   RILL_ASSERT_OK_AND_ASSIGN(const std::string line, child->ReadLine(kLong));
   ASSERT_EQ(line, "ready") << child->Stderr();
   second = ProjectionRunner::Start(store.get(), {LedgerProjection()});
-  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition)
-      << second.status();
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition) << second.status();
   child->CloseStdin();  // the child stops its runner and exits
   const int wait_status = child->Wait();
-  EXPECT_TRUE(testing::ExitedWithCode(wait_status, 0))
-      << DescribeWaitStatus(wait_status) << "\n"
-      << child->Stderr();
-  RILL_ASSERT_OK_AND_ASSIGN(
-      first, ProjectionRunner::Start(store.get(), {LedgerProjection()}));
+  EXPECT_TRUE(testing::ExitedWithCode(wait_status, 0)) << DescribeWaitStatus(wait_status) << "\n"
+                                                       << child->Stderr();
+  RILL_ASSERT_OK_AND_ASSIGN(first, ProjectionRunner::Start(store.get(), {LedgerProjection()}));
   RILL_ASSERT_OK(first->WaitFor(kLedger, head, kLong));
 }
 

@@ -27,8 +27,7 @@ TEST(ProjectionTest, BlockedProjectionDoesNotHoldBackTheOthers) {
   Gate gate;
   OpenOnExit open_on_exit{&gate};
   auto at = std::make_shared<std::atomic<uint64_t>>(1);
-  const ProjectionDef slow =
-      BlockAt(Renamed(LedgerProjection(), "slow"), at, &gate);
+  const ProjectionDef slow = BlockAt(Renamed(LedgerProjection(), "slow"), at, &gate);
   const ProjectionDef fast = Renamed(LedgerProjection(), "fast");
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
                             ProjectionRunner::Start(store.get(), {slow, fast}));
@@ -51,8 +50,7 @@ TEST(ProjectionTest, BlockedProjectionDoesNotHoldBackTheOthers) {
   EXPECT_EQ(st.state, ProjectionState::kRunning);
   absl::Status s = runner->WaitFor("slow", 100, absl::Milliseconds(100));
   EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> slow_view,
-                            runner->View("slow"));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> slow_view, runner->View("slow"));
   EXPECT_EQ(slow_view->checkpoint(), 0u);
   EXPECT_EQ(CheckLedgerView(*slow_view), "");
   slow_view.reset();
@@ -71,8 +69,7 @@ TEST(ProjectionTest, BlockedProjectionDoesNotHoldBackTheOthers) {
   RILL_ASSERT_OK(runner->WaitFor("slow", head, kLong));
   RILL_ASSERT_OK_AND_ASSIGN(st, runner->Status("slow"));
   EXPECT_EQ(st.events_applied, head);
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log,
-                            WholeLog(*store));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log, WholeLog(*store));
   EXPECT_EQ(*Dump(*runner, slow), FoldLedger(log, head, 1));
   EXPECT_EQ(*Dump(*runner, fast), FoldLedger(log, head, 1));
 }
@@ -85,18 +82,15 @@ TEST(ProjectionTest, BlockedProjectionDoesNotHoldBackTheOthers) {
 TEST(ProjectionTest, BlockedProjectionDoesNotHoldBackTheOthersWhenTheMapGrows) {
   TempDir dir;
   StoreOptions store_options = TestStoreOptions();
-  store_options.initial_map_size = size_t{1}
-                                   << 20;  // the derived env starts at 1 MiB
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
-                            Store::Open(dir.path(), store_options));
+  store_options.initial_map_size = size_t{1} << 20;  // the derived env starts at 1 MiB
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(dir.path(), store_options));
   Gate gate;
   OpenOnExit open_on_exit{&gate};
   ProjectionDef slow;
   slow.name = "slow";
   slow.tables = {"t"};
   slow.apply = [&gate](const EventView& e, ReadModelTxn& txn) -> absl::Status {
-    absl::StatusOr<std::optional<std::string>> old =
-        txn.Get("t", "k");  // reads its model
+    absl::StatusOr<std::optional<std::string>> old = txn.Get("t", "k");  // reads its model
     if (!old.ok()) return old.status();
     if (e.position() == 1) gate.Pass();
     return txn.Put("t", "k", absl::StrCat(e.position()));
@@ -109,11 +103,9 @@ TEST(ProjectionTest, BlockedProjectionDoesNotHoldBackTheOthersWhenTheMapGrows) {
   };
   RunnerOptions options;
   options.batch_size = 4;
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<ProjectionRunner> runner,
-      ProjectionRunner::Start(store.get(), {slow, big}, options));
-  RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head,
-                            AppendMixed(*store, 40));  // 10 MiB of rows
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
+                            ProjectionRunner::Start(store.get(), {slow, big}, options));
+  RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, AppendMixed(*store, 40));  // 10 MiB of rows
   ASSERT_TRUE(gate.AwaitWaiter(kLong));
   absl::Status s = runner->WaitFor("big", head, absl::Seconds(10));
   EXPECT_TRUE(s.ok()) << "\"big\" is held back by the blocked \"slow\": " << s;

@@ -33,16 +33,13 @@ TEST(ProjectionTest, StatusReportsCheckpointLagAppliedAndErrors) {
   ProjectionDef flaky = Renamed(LedgerProjection(), "flaky");
   flaky.retry_backoff = absl::Milliseconds(1);
   auto inner = flaky.apply;
-  flaky.apply = [inner, failed_once, mu](const EventView& e,
-                                         ReadModelTxn& txn) -> absl::Status {
+  flaky.apply = [inner, failed_once, mu](const EventView& e, ReadModelTxn& txn) -> absl::Status {
     {
       absl::MutexLock lock(mu.get());
       if (e.position() % 4 == 0 && failed_once->insert(e.position()).second) {
         // A write before the failure must be thrown away with the attempt.
-        if (absl::Status s = AddInt(txn, "totals", "count", 1000); !s.ok())
-          return s;
-        return absl::UnavailableError(
-            absl::StrCat("transient at ", e.position()));
+        if (absl::Status s = AddInt(txn, "totals", "count", 1000); !s.ok()) return s;
+        return absl::UnavailableError(absl::StrCat("transient at ", e.position()));
       }
     }
     return inner(e, txn);
@@ -54,10 +51,7 @@ TEST(ProjectionTest, StatusReportsCheckpointLagAppliedAndErrors) {
   ProjectionStatus st;
   ASSERT_TRUE(AwaitStatus(
       *runner, "flaky",
-      [](const ProjectionStatus& s) {
-        return s.state == ProjectionState::kCaughtUp;
-      },
-      &st))
+      [](const ProjectionStatus& s) { return s.state == ProjectionState::kCaughtUp; }, &st))
       << ProjectionStateName(st.state);
   EXPECT_EQ(st.name, "flaky");
   EXPECT_EQ(st.version, 1u);
@@ -69,8 +63,7 @@ TEST(ProjectionTest, StatusReportsCheckpointLagAppliedAndErrors) {
   EXPECT_EQ(st.errors, 10u);  // one failed attempt at 4, 8, ..., 40
   EXPECT_EQ(st.parked, 0u);
   EXPECT_EQ(st.rebuild_version, 0u);
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> view,
-                            runner->View("flaky"));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> view, runner->View("flaky"));
   EXPECT_EQ(CheckLedgerView(*view),
             "");  // the failed attempts' writes are gone
   view.reset();
@@ -123,45 +116,36 @@ TEST(ProjectionTest, StopPolicyFailsBeforeTheEventAndKeepsServing) {
   strict.retry_backoff = absl::Milliseconds(1);
   strict.max_attempts = 3;
   auto inner = strict.apply;
-  strict.apply = [inner, broken](const EventView& e,
-                                 ReadModelTxn& txn) -> absl::Status {
+  strict.apply = [inner, broken](const EventView& e, ReadModelTxn& txn) -> absl::Status {
     if (e.position() == kBad && broken->load()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("bad event at ", e.position()));
+      return absl::InvalidArgumentError(absl::StrCat("bad event at ", e.position()));
     }
     return inner(e, txn);
   };
   const ProjectionDef other = Renamed(LedgerProjection(), "other");
   {
-    RILL_ASSERT_OK_AND_ASSIGN(
-        std::unique_ptr<ProjectionRunner> runner,
-        ProjectionRunner::Start(store.get(), {strict, other}));
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
+                              ProjectionRunner::Start(store.get(), {strict, other}));
     RILL_ASSERT_OK(AppendMixed(*store, kBad - 3).status());
     RILL_ASSERT_OK(runner->WaitFor("strict", kBad - 3, kLong));
     // A waiter past the bad event, waiting when the projection fails.
     absl::Status waited;
-    std::thread waiter(
-        [&] { waited = runner->WaitFor("strict", kBad + 6, kLong); });
+    std::thread waiter([&] { waited = runner->WaitFor("strict", kBad + 6, kLong); });
     // One append, so the bad event is in the middle of a batch: kBad-2,
     // kBad-1, kBad, ... kBad+6.
     std::vector<EventData> events;
     for (int i = 0; i < 9; ++i) events.push_back(MakeEvent("Opened", i));
-    RILL_ASSERT_OK(
-        store->Append("acct-x", ExpectedVersion::Any(), events).status());
+    RILL_ASSERT_OK(store->Append("acct-x", ExpectedVersion::Any(), events).status());
     waiter.join();
     EXPECT_EQ(waited.code(), absl::StatusCode::kFailedPrecondition) << waited;
 
     ProjectionStatus st;
     ASSERT_TRUE(AwaitStatus(
         *runner, "strict",
-        [](const ProjectionStatus& s) {
-          return s.state == ProjectionState::kFailed;
-        },
-        &st));
+        [](const ProjectionStatus& s) { return s.state == ProjectionState::kFailed; }, &st));
     EXPECT_EQ(st.checkpoint,
               kBad - 1);  // the events before it in the batch are in
-    EXPECT_TRUE(absl::StrContains(st.last_error, "bad event at 20"))
-        << st.last_error;
+    EXPECT_TRUE(absl::StrContains(st.last_error, "bad event at 20")) << st.last_error;
     EXPECT_EQ(st.errors, 3u);
     EXPECT_EQ(st.events_applied, kBad - 1);
     EXPECT_EQ(st.lag_events, st.head - st.checkpoint);
@@ -170,15 +154,13 @@ TEST(ProjectionTest, StopPolicyFailsBeforeTheEventAndKeepsServing) {
     EXPECT_TRUE(absl::StrContains(s.message(), "bad event at 20")) << s;
     RILL_EXPECT_OK(runner->WaitFor("strict", kBad - 1, kLong));
     // The model keeps serving what it has.
-    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> view,
-                              runner->View("strict"));
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> view, runner->View("strict"));
     EXPECT_EQ(view->checkpoint(), kBad - 1);
     EXPECT_EQ(CheckLedgerView(*view), "");
     view.reset();  // one view per thread at a time (see view_test.cc)
 
     // The other projection is not affected, and keeps following the log.
-    RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head,
-                              AppendMixed(*store, 10, 100));
+    RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, AppendMixed(*store, 10, 100));
     RILL_ASSERT_OK(runner->WaitFor("other", head, kLong));
     RILL_ASSERT_OK_AND_ASSIGN(st, runner->Status("other"));
     EXPECT_EQ(st.events_applied, head);
@@ -194,17 +176,14 @@ TEST(ProjectionTest, StopPolicyFailsBeforeTheEventAndKeepsServing) {
   // Fixed and started again: it goes on from the checkpoint, applying the
   // events before the bad one no second time.
   broken->store(false);
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<ProjectionRunner> runner,
-      ProjectionRunner::Start(store.get(), {strict, other}));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
+                            ProjectionRunner::Start(store.get(), {strict, other}));
   RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, store->HeadPosition());
   RILL_ASSERT_OK(runner->WaitFor("strict", head, kLong));
-  RILL_ASSERT_OK_AND_ASSIGN(const ProjectionStatus st,
-                            runner->Status("strict"));
+  RILL_ASSERT_OK_AND_ASSIGN(const ProjectionStatus st, runner->Status("strict"));
   EXPECT_EQ(st.events_applied, head - (kBad - 1));
   EXPECT_TRUE(st.last_error.empty()) << st.last_error;
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log,
-                            WholeLog(*store));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log, WholeLog(*store));
   EXPECT_EQ(*Dump(*runner, strict), FoldLedger(log, head, 1));
 }
 

@@ -29,9 +29,8 @@ TEST(ProjectionTest, ViewsFromManyThreadsAreConsistentWhileTheRunnerWrites) {
                             Store::Open(dir.path(), TestStoreOptions()));
   RunnerOptions options;
   options.batch_size = 8;  // many small commits
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<ProjectionRunner> runner,
-      ProjectionRunner::Start(store.get(), {LedgerProjection()}, options));
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
+                            ProjectionRunner::Start(store.get(), {LedgerProjection()}, options));
   // Every view: count == checkpoint, sum == 1 + ... + checkpoint, the
   // per-stream counts add up to count, each position 1..checkpoint applied
   // exactly once; and checkpoints never go back within a thread.
@@ -45,8 +44,7 @@ TEST(ProjectionTest, ViewsFromManyThreadsAreConsistentWhileTheRunnerWrites) {
   ASSERT_TRUE(hammer.AwaitViews(hammer.total_views() / 4 + 2));
   hammer.Stop();
   EXPECT_TRUE(hammer.errors().empty()) << hammer.errors().front();
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log,
-                            WholeLog(*store));
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> log, WholeLog(*store));
   EXPECT_EQ(*Dump(*runner, LedgerProjection()), FoldLedger(log, head, 1));
 }
 
@@ -63,33 +61,27 @@ TEST(ProjectionTest, ViewsFromManyThreadsAreConsistentWhileTheRunnerWrites) {
 TEST(ProjectionTest, NestedViewsAndStatusOnOneThread) {
   TempDir dir;
   const int wait_status = testing::RunInForkedChild([&]() -> int {
-    absl::StatusOr<std::unique_ptr<Store>> store =
-        Store::Open(dir.path(), TestStoreOptions());
+    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(dir.path(), TestStoreOptions());
     if (!store.ok()) return 10;
     absl::StatusOr<std::unique_ptr<ProjectionRunner>> runner =
-        ProjectionRunner::Start(store->get(),
-                                {LedgerProjection(), TypedProjection()});
+        ProjectionRunner::Start(store->get(), {LedgerProjection(), TypedProjection()});
     if (!runner.ok()) return 11;
     if (!AppendMixed(**store, 20).ok()) return 12;
     if (!(*runner)->WaitFor(kLedger, 20, kLong).ok()) return 13;
     if (!(*runner)->WaitFor(kTyped, 20, kLong).ok()) return 13;
-    absl::StatusOr<std::unique_ptr<ReadModelView>> ledger =
-        (*runner)->View(kLedger);
+    absl::StatusOr<std::unique_ptr<ReadModelView>> ledger = (*runner)->View(kLedger);
     if (!ledger.ok()) return 14;
     fprintf(stderr, "opening a second view while the first is open\n");
-    absl::StatusOr<std::unique_ptr<ReadModelView>> typed =
-        (*runner)->View(kTyped);
+    absl::StatusOr<std::unique_ptr<ReadModelView>> typed = (*runner)->View(kTyped);
     if (!typed.ok()) return 15;
     fprintf(stderr, "taking a status while two views are open\n");
     absl::StatusOr<ProjectionStatus> st = (*runner)->Status(kLedger);
     if (!st.ok()) return 16;
-    if ((*ledger)->checkpoint() != 20 || (*typed)->checkpoint() != 20)
-      return 17;
+    if ((*ledger)->checkpoint() != 20 || (*typed)->checkpoint() != 20) return 17;
     if (CheckLedgerView(**ledger) != "") return 18;
     return 0;
   });
-  EXPECT_TRUE(testing::ExitedWithCode(wait_status, 0))
-      << testing::DescribeWaitStatus(wait_status);
+  EXPECT_TRUE(testing::ExitedWithCode(wait_status, 0)) << testing::DescribeWaitStatus(wait_status);
 }
 
 // Two views on one thread while a growth of the derived map waits for the
@@ -105,12 +97,10 @@ TEST(ProjectionTest, NestedViewsAndStatusOnOneThread) {
 // (On the opener the stale +1 lets it start transactions while the map is
 // being resized, which LMDB forbids.) Runs in a forked copy, killed after
 // 30 s.
-int NestedViewsWhileGrowingBody(const std::string& dir,
-                                bool move_a_view_first) {
+int NestedViewsWhileGrowingBody(const std::string& dir, bool move_a_view_first) {
   StoreOptions store_options = TestStoreOptions();
   store_options.initial_map_size = size_t{1} << 20;
-  absl::StatusOr<std::unique_ptr<Store>> store =
-      Store::Open(dir, store_options);
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(dir, store_options);
   if (!store.ok()) return 10;
   ProjectionDef big;
   big.name = "big";
@@ -135,19 +125,16 @@ int NestedViewsWhileGrowingBody(const std::string& dir,
     moved->reset();
   }
 
-  absl::StatusOr<std::unique_ptr<ReadModelView>> first =
-      (*runner)->View(kLedger);
+  absl::StatusOr<std::unique_ptr<ReadModelView>> first = (*runner)->View(kLedger);
   if (!first.ok()) return 15;
   // 10 MiB of rows for "big": it has to grow the map while `first` is open.
   if (!AppendMixed(**store, 40, 1).ok()) return 16;
   absl::SleepFor(absl::Milliseconds(300));  // lets "big" reach the growth
   fprintf(stderr, "opening a second view while the first is open\n");
-  absl::StatusOr<std::unique_ptr<ReadModelView>> second =
-      (*runner)->View(kLedger);
+  absl::StatusOr<std::unique_ptr<ReadModelView>> second = (*runner)->View(kLedger);
   if (!second.ok()) return 17;
   fprintf(stderr, "second view open\n");
-  if (CheckLedgerView(**first) != "" || CheckLedgerView(**second) != "")
-    return 18;
+  if (CheckLedgerView(**first) != "" || CheckLedgerView(**second) != "") return 18;
   return 0;
 }
 
@@ -159,12 +146,10 @@ void ExpectNestedViewsWhileGrowing(bool move_a_view_first) {
   fflush(stderr);
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
-  if (pid == 0)
-    _exit(NestedViewsWhileGrowingBody(dir.path(), move_a_view_first));
+  if (pid == 0) _exit(NestedViewsWhileGrowingBody(dir.path(), move_a_view_first));
   int wait_status = 0;
   const bool ended =
-      WaitUntil([&] { return waitpid(pid, &wait_status, WNOHANG) == pid; },
-                absl::Seconds(30));
+      WaitUntil([&] { return waitpid(pid, &wait_status, WNOHANG) == pid; }, absl::Seconds(30));
   if (!ended) {
     kill(pid, SIGKILL);
     waitpid(pid, &wait_status, 0);
@@ -178,9 +163,7 @@ void ExpectNestedViewsWhileGrowing(bool move_a_view_first) {
 
 // The case the resize lock's per-thread count is for: nested views on one
 // thread while a growth waits.
-TEST(ProjectionTest, NestedViewsWhileTheMapGrows) {
-  ExpectNestedViewsWhileGrowing(false);
-}
+TEST(ProjectionTest, NestedViewsWhileTheMapGrows) { ExpectNestedViewsWhileGrowing(false); }
 
 TEST(ProjectionTest, ViewReleasedOnAnotherThreadThenNestedViews) {
   ExpectNestedViewsWhileGrowing(true);

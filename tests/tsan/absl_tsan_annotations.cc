@@ -25,8 +25,8 @@
 #include "absl/time/time.h"
 
 using absl::Barrier;
-using absl::CondVar;
 using absl::Condition;
+using absl::CondVar;
 using absl::Duration;
 using absl::Mutex;
 using absl::Notification;

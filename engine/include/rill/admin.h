@@ -37,7 +37,7 @@ struct VerifyReport {
   uint64_t idempotency_keys = 0;  // idempotency records checked
   // One line per problem, e.g. "event at position 17 fails its checksum".
   std::vector<std::string> problems;
-  uint64_t problem_count = 0;     // all problems, also those not described
+  uint64_t problem_count = 0;  // all problems, also those not described
 
   bool ok() const { return problem_count == 0; }
 };
@@ -50,8 +50,9 @@ struct VerifyReport {
 // event; every idempotency record decodable, its results naming existing
 // events of the right stream and versions; the meta record. (Derived data
 // is checked by rill::ReadProjectionStatuses and SnapshotStore::List, which
-// decode every catalog entry and snapshot.) What it finds is in the report; the status is an error only when the check itself could not run
-// (I/O error, not a store). Memory: about 16 bytes per event.
+// decode every catalog entry and snapshot.) What it finds is in the report; the status is an error
+// only when the check itself could not run (I/O error, not a store). Memory: about 16 bytes per
+// event.
 [[nodiscard]] absl::StatusOr<VerifyReport> VerifyStore(Store* store,
                                                        const VerifyOptions& options = {});
 

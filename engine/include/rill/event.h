@@ -42,9 +42,7 @@ class EventId {
   std::string ToString() const;
   const std::array<uint8_t, 16>& bytes() const { return bytes_; }
 
-  friend bool operator==(const EventId& a, const EventId& b) {
-    return a.bytes_ == b.bytes_;
-  }
+  friend bool operator==(const EventId& a, const EventId& b) { return a.bytes_ == b.bytes_; }
   friend bool operator!=(const EventId& a, const EventId& b) { return !(a == b); }
 
  private:
@@ -58,12 +56,10 @@ struct Metadata {
   std::string causation_id;
   std::vector<std::pair<std::string, std::string>> headers;
 
-  bool empty() const {
-    return correlation_id.empty() && causation_id.empty() && headers.empty();
-  }
+  bool empty() const { return correlation_id.empty() && causation_id.empty() && headers.empty(); }
   friend bool operator==(const Metadata& a, const Metadata& b) {
-    return a.correlation_id == b.correlation_id &&
-           a.causation_id == b.causation_id && a.headers == b.headers;
+    return a.correlation_id == b.correlation_id && a.causation_id == b.causation_id &&
+           a.headers == b.headers;
   }
 };
 

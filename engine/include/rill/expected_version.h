@@ -23,9 +23,7 @@ class ExpectedVersion {
   enum class Kind : uint8_t { kAny = 0, kNoStream = 1, kStreamExists = 2, kExact = 3 };
 
   static constexpr ExpectedVersion Any() { return ExpectedVersion(Kind::kAny, -1); }
-  static constexpr ExpectedVersion NoStream() {
-    return ExpectedVersion(Kind::kNoStream, -1);
-  }
+  static constexpr ExpectedVersion NoStream() { return ExpectedVersion(Kind::kNoStream, -1); }
   static constexpr ExpectedVersion StreamExists() {
     return ExpectedVersion(Kind::kStreamExists, -1);
   }
@@ -47,8 +45,7 @@ class ExpectedVersion {
   }
 
  private:
-  constexpr ExpectedVersion(Kind kind, int64_t version)
-      : kind_(kind), version_(version) {}
+  constexpr ExpectedVersion(Kind kind, int64_t version) : kind_(kind), version_(version) {}
   Kind kind_;
   int64_t version_;
 };

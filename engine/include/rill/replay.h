@@ -45,30 +45,28 @@ struct ReplayResult {
 // Events at positions from..to (both inclusive) that match `filter`, in
 // position order. `from` 0 means 1; a `to` past the head ends at the head;
 // to < from replays nothing. Reads exactly the records in the range.
-[[nodiscard]] absl::StatusOr<ReplayResult> ReplayPositions(
-    Store* store, uint64_t from, uint64_t to, const EventFilter& filter,
-    ReplayHandler handler);
+[[nodiscard]] absl::StatusOr<ReplayResult> ReplayPositions(Store* store, uint64_t from, uint64_t to,
+                                                           const EventFilter& filter,
+                                                           ReplayHandler handler);
 
 // Events recorded at or after `from` and before `to` that match `filter`, in
 // position order. Recorded times never decrease along the log (the writer
 // guarantees it), so the first position is found by a binary search over
 // positions (about log2(head) short reads) and the replay stops at the first
 // event recorded at or after `to`. from >= to replays nothing.
-[[nodiscard]] absl::StatusOr<ReplayResult> ReplayTimeRange(
-    Store* store, absl::Time from, absl::Time to, const EventFilter& filter,
-    ReplayHandler handler);
+[[nodiscard]] absl::StatusOr<ReplayResult> ReplayTimeRange(Store* store, absl::Time from,
+                                                           absl::Time to, const EventFilter& filter,
+                                                           ReplayHandler handler);
 
 // The first position whose event was recorded at or after `t`; head + 1 when
 // every event was recorded before `t` (1 on an empty log).
-[[nodiscard]] absl::StatusOr<uint64_t> FirstPositionAtOrAfter(Store* store,
-                                                              absl::Time t);
+[[nodiscard]] absl::StatusOr<uint64_t> FirstPositionAtOrAfter(Store* store, absl::Time t);
 
 // Events of `stream` from version 0 up to and including `to_version`
 // (kStreamEnd: all of them), in version order. NotFound when the stream
 // does not exist; InvalidArgument when to_version < 0.
-[[nodiscard]] absl::StatusOr<ReplayResult> ReplayStream(
-    Store* store, absl::string_view stream, int64_t to_version,
-    ReplayHandler handler);
+[[nodiscard]] absl::StatusOr<ReplayResult> ReplayStream(Store* store, absl::string_view stream,
+                                                        int64_t to_version, ReplayHandler handler);
 
 }  // namespace rill
 

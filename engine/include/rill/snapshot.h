@@ -118,28 +118,25 @@ class SnapshotStore {
   //   FailedPrecondition  the store is read-only;
   //   ResourceExhausted   the disk is full.
   [[nodiscard]] absl::Status Save(absl::string_view stream, int64_t version,
-                                  uint32_t schema_version,
-                                  absl::string_view data);
+                                  uint32_t schema_version, absl::string_view data);
 
   // The snapshot of `stream` with the highest version among those whose
   // schema version is exactly `schema_version`; nullopt when there is none
   // (also when a read-only store has no derived data yet). DataLoss when a
   // snapshot of the stream that had to be looked at (every one newer than
   // the result) is corrupt.
-  [[nodiscard]] absl::StatusOr<std::optional<Snapshot>> LoadLatest(
-      absl::string_view stream, uint32_t schema_version);
+  [[nodiscard]] absl::StatusOr<std::optional<Snapshot>> LoadLatest(absl::string_view stream,
+                                                                   uint32_t schema_version);
 
   // Every snapshot of `stream` (empty: of every stream), by stream name then
   // version, with their data. DataLoss on a corrupt one.
-  [[nodiscard]] absl::StatusOr<std::vector<Snapshot>> List(
-      absl::string_view stream);
+  [[nodiscard]] absl::StatusOr<std::vector<Snapshot>> List(absl::string_view stream);
 
   // Deletes all but the newest `keep_last` snapshots of `stream` (empty: of
   // each stream). keep_last 0 keeps all, as in SnapshotPolicy. Returns how
   // many were deleted. Reads keys only, so it also removes corrupt ones.
   // FailedPrecondition on a read-only store.
-  [[nodiscard]] absl::StatusOr<size_t> Prune(absl::string_view stream,
-                                             int keep_last);
+  [[nodiscard]] absl::StatusOr<size_t> Prune(absl::string_view stream, int keep_last);
 
   // Deletes every snapshot of `stream` (empty: of every stream); returns how
   // many. The way out of a DataLoss from a corrupt snapshot: the next load
@@ -164,9 +161,11 @@ class SnapshotStore {
   // last event (derived data that does not belong to this log).
   // Safe to call from many threads at once, also for the same stream.
   template <typename State, typename Decode, typename Encode, typename Apply>
-  [[nodiscard]] absl::StatusOr<LoadedAggregate<State>> LoadAggregate(
-      absl::string_view stream, uint32_t schema_version, State initial,
-      Decode&& decode, Encode&& encode, Apply&& apply);
+  [[nodiscard]] absl::StatusOr<LoadedAggregate<State>> LoadAggregate(absl::string_view stream,
+                                                                     uint32_t schema_version,
+                                                                     State initial, Decode&& decode,
+                                                                     Encode&& encode,
+                                                                     Apply&& apply);
 
   const SnapshotPolicy& policy() const { return policy_; }
 
@@ -187,10 +186,9 @@ class SnapshotStore {
     absl::Status snapshot_status;
   };
 
-  SnapshotStore(Store* store, SnapshotPolicy policy,
-                std::unique_ptr<Impl> impl);
-  absl::Status Load(absl::string_view stream, uint32_t schema_version,
-                    const Hooks& hooks, LoadInfo* info);
+  SnapshotStore(Store* store, SnapshotPolicy policy, std::unique_ptr<Impl> impl);
+  absl::Status Load(absl::string_view stream, uint32_t schema_version, const Hooks& hooks,
+                    LoadInfo* info);
 
   Store* const store_;
   const SnapshotPolicy policy_;
@@ -198,11 +196,12 @@ class SnapshotStore {
 };
 
 template <typename State, typename Decode, typename Encode, typename Apply>
-absl::StatusOr<LoadedAggregate<State>> SnapshotStore::LoadAggregate(
-    absl::string_view stream, uint32_t schema_version, State initial,
-    Decode&& decode, Encode&& encode, Apply&& apply) {
-  LoadedAggregate<State> result{std::move(initial), -1, false, -1, 0, false,
-                                absl::OkStatus()};
+absl::StatusOr<LoadedAggregate<State>> SnapshotStore::LoadAggregate(absl::string_view stream,
+                                                                    uint32_t schema_version,
+                                                                    State initial, Decode&& decode,
+                                                                    Encode&& encode,
+                                                                    Apply&& apply) {
+  LoadedAggregate<State> result{std::move(initial), -1, false, -1, 0, false, absl::OkStatus()};
   auto restore = [&](absl::string_view data) -> absl::Status {
     absl::StatusOr<State> decoded = decode(data);
     if (!decoded.ok()) return decoded.status();
@@ -217,12 +216,9 @@ absl::StatusOr<LoadedAggregate<State>> SnapshotStore::LoadAggregate(
       return apply(result.state, event);
     }
   };
-  auto encode_state = [&]() -> std::string {
-    return encode(std::as_const(result.state));
-  };
+  auto encode_state = [&]() -> std::string { return encode(std::as_const(result.state)); };
   LoadInfo info;
-  if (absl::Status s = Load(stream, schema_version,
-                            Hooks{restore, apply_one, encode_state}, &info);
+  if (absl::Status s = Load(stream, schema_version, Hooks{restore, apply_one, encode_state}, &info);
       !s.ok()) {
     return s;
   }

@@ -88,9 +88,9 @@ struct StoreStats {
   uint64_t event_count = 0;
   uint64_t stream_count = 0;
   uint64_t idempotency_keys = 0;
-  uint64_t map_size = 0;     // current memory map size, bytes
-  uint64_t file_bytes = 0;   // size of the data file on disk
-  uint64_t used_bytes = 0;   // pages in use * page size
+  uint64_t map_size = 0;    // current memory map size, bytes
+  uint64_t file_bytes = 0;  // size of the data file on disk
+  uint64_t used_bytes = 0;  // pages in use * page size
   // Reader slots held now: by open read transactions of live processes, or
   // left by dead processes and not yet reclaimed (see stale_readers).
   unsigned readers_in_use = 0;
@@ -123,8 +123,8 @@ class Store {
   //                       version is newer than kFormatVersion;
   //   PermissionDenied    dir or its files cannot be opened for writing;
   //   DataLoss            the store's meta record is corrupt.
-  static absl::StatusOr<std::unique_ptr<Store>> Open(
-      const std::string& dir, const StoreOptions& options = StoreOptions());
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& dir,
+                                                     const StoreOptions& options = StoreOptions());
 
   // Closes the store. REQUIRES: no call on this store is in flight, and the
   // subscriptions it created have been destroyed.
@@ -145,16 +145,14 @@ class Store {
   // result with deduplicated = true and writes nothing, even when the stream
   // has moved on since.
   [[nodiscard]] virtual absl::StatusOr<AppendResult> Append(
-      absl::string_view stream, ExpectedVersion expected,
-      absl::Span<const EventData> events,
+      absl::string_view stream, ExpectedVersion expected, absl::Span<const EventData> events,
       const AppendOptions& options = AppendOptions()) = 0;
 
   // Appends to several distinct streams in one transaction: either every
   // stream's expected version matches and all events are written, or nothing
   // is. Events get positions in request order. Results are in request order.
   [[nodiscard]] virtual absl::StatusOr<std::vector<AppendResult>> AppendMulti(
-      absl::Span<const StreamAppend> appends,
-      const AppendOptions& options = AppendOptions()) = 0;
+      absl::Span<const StreamAppend> appends, const AppendOptions& options = AppendOptions()) = 0;
 
   // Events of `stream` from `from_version` (inclusive) in `options.direction`,
   // at most `options.limit` of them. Backwards from kStreamEnd starts at the
@@ -174,19 +172,17 @@ class Store {
   // transactions that have ended before `fn` is called, so `fn` may take its
   // time and may append. DataLoss on a record that fails its checksum or
   // verification (events before it have been delivered).
-  [[nodiscard]] virtual absl::Status ScanAll(
-      uint64_t from_position, const ReadOptions& options,
-      absl::FunctionRef<bool(const EventView&)> fn) = 0;
+  [[nodiscard]] virtual absl::Status ScanAll(uint64_t from_position, const ReadOptions& options,
+                                             absl::FunctionRef<bool(const EventView&)> fn) = 0;
 
   // Like ReadStream, through a view (see ScanAll). NotFound when the stream
   // does not exist.
-  [[nodiscard]] virtual absl::Status ScanStream(
-      absl::string_view stream, int64_t from_version, const ReadOptions& options,
-      absl::FunctionRef<bool(const EventView&)> fn) = 0;
+  [[nodiscard]] virtual absl::Status ScanStream(absl::string_view stream, int64_t from_version,
+                                                const ReadOptions& options,
+                                                absl::FunctionRef<bool(const EventView&)> fn) = 0;
 
   // Facts about one stream; `exists` is false for a stream with no events.
-  [[nodiscard]] virtual absl::StatusOr<StreamInfo> GetStreamInfo(
-      absl::string_view stream) = 0;
+  [[nodiscard]] virtual absl::StatusOr<StreamInfo> GetStreamInfo(absl::string_view stream) = 0;
 
   // Streams whose names start with `prefix`, in name order, after
   // `start_after` (for paging), at most `limit`.
@@ -207,8 +203,7 @@ class Store {
   // Catch-up subscription to the whole log, starting after `after_position`
   // (0: from the first event). See subscription.h.
   [[nodiscard]] virtual absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
-      uint64_t after_position, SubscriptionOptions options,
-      SubscriptionHandler handler) = 0;
+      uint64_t after_position, SubscriptionOptions options, SubscriptionHandler handler) = 0;
 
   [[nodiscard]] virtual absl::StatusOr<StoreStats> Stats() = 0;
 

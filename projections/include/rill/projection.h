@@ -93,16 +93,16 @@ const char* ProjectionStateName(ProjectionState state);
 
 struct ProjectionStatus {
   std::string name;
-  uint32_t version = 0;           // version of the serving generation
-  uint64_t generation = 0;        // id of the serving generation (changes on each swap)
+  uint32_t version = 0;     // version of the serving generation
+  uint64_t generation = 0;  // id of the serving generation (changes on each swap)
   ProjectionState state = ProjectionState::kStopped;
-  uint64_t checkpoint = 0;        // last position reflected in the serving model
-  uint64_t head = 0;              // head of the log when the status was taken
-  uint64_t lag_events = 0;        // head - checkpoint
-  absl::Duration lag_time;        // age of the oldest event not yet applied
-  uint64_t events_applied = 0;    // since the runner started
-  uint64_t errors = 0;            // failed Apply attempts since the runner started
-  uint64_t parked = 0;            // events in the dead-letter table now
+  uint64_t checkpoint = 0;      // last position reflected in the serving model
+  uint64_t head = 0;            // head of the log when the status was taken
+  uint64_t lag_events = 0;      // head - checkpoint
+  absl::Duration lag_time;      // age of the oldest event not yet applied
+  uint64_t events_applied = 0;  // since the runner started
+  uint64_t errors = 0;          // failed Apply attempts since the runner started
+  uint64_t parked = 0;          // events in the dead-letter table now
   std::string last_error;
   // While rebuilding: the new generation's version and checkpoint.
   uint32_t rebuild_version = 0;
@@ -141,8 +141,7 @@ class ProjectionRunner {
   [[nodiscard]] virtual absl::StatusOr<std::unique_ptr<ReadModelView>> View(
       absl::string_view projection) = 0;
 
-  [[nodiscard]] virtual absl::StatusOr<ProjectionStatus> Status(
-      absl::string_view projection) = 0;
+  [[nodiscard]] virtual absl::StatusOr<ProjectionStatus> Status(absl::string_view projection) = 0;
   [[nodiscard]] virtual std::vector<ProjectionStatus> Statuses() = 0;
 
   // Starts a blue/green rebuild from position 0.
@@ -151,8 +150,7 @@ class ProjectionRunner {
   // Builds the model as it was at `position` into a separate table set named
   // `label` (not swapped in; read it with ViewAsOf). Runs on the caller's
   // thread.
-  [[nodiscard]] virtual absl::Status RebuildAsOf(absl::string_view projection,
-                                                 uint64_t position,
+  [[nodiscard]] virtual absl::Status RebuildAsOf(absl::string_view projection, uint64_t position,
                                                  absl::string_view label) = 0;
   [[nodiscard]] virtual absl::StatusOr<std::unique_ptr<ReadModelView>> ViewAsOf(
       absl::string_view projection, absl::string_view label) = 0;

@@ -32,8 +32,7 @@ namespace rill {
 [[nodiscard]] absl::StatusOr<std::vector<ProjectionStatus>> ReadProjectionStatuses(Store* store);
 
 // Whether some process (this one included) runs `projection` now.
-[[nodiscard]] absl::StatusOr<bool> ProjectionIsRunning(Store* store,
-                                                       absl::string_view projection);
+[[nodiscard]] absl::StatusOr<bool> ProjectionIsRunning(Store* store, absl::string_view projection);
 
 // The dead letters of `projection`, by position; NotFound when the store
 // has no such projection.
