@@ -21,8 +21,8 @@ namespace fs = std::filesystem;
 
 constexpr char kLogDir[] = "log";
 constexpr char kDerivedDir[] = "derived";
-// Named databases of the derived environment: a few fixed ones plus one per
-// read-model table of each live generation.
+// Named databases of the derived environment: the projections' few (every
+// generation's rows share one, "rm") and snapshots'; the rest is headroom.
 constexpr unsigned kDerivedMaxDbs = 1024;
 constexpr char kMetaKey[] = "store";
 

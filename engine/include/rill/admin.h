@@ -76,7 +76,8 @@ struct BackupResult {
 // (read models, checkpoints, snapshots) is copied first and the log second,
 // so every checkpoint in the copy is at or before the copy's head. The copy
 // is fsync'd before this returns; open it with Store::Open like any store.
-// Errors: FailedPrecondition when dest exists and is not empty;
+// Errors: FailedPrecondition when dest exists and is not empty, or the
+// store has no engine behind it (core() null);
 // ResourceExhausted when dest's disk is full (the partial copy is removed).
 [[nodiscard]] absl::StatusOr<BackupResult> BackupStore(Store* store, const std::string& dest,
                                                        const BackupOptions& options = {});

@@ -98,9 +98,10 @@ struct LoadedAggregate {
 
 class SnapshotStore {
  public:
-  // Opens the snapshots of `store` (a Store returned by Store::Open), which
-  // must outlive the SnapshotStore. On a writable store this opens (creating
-  // if needed) STORE/derived/ and its `snapshots` database; on a read-only
+  // Opens the snapshots of `store` (one returned by Store::Open, or a Store
+  // that wraps one and forwards core()), which must outlive the
+  // SnapshotStore. FailedPrecondition for a Store with no engine behind it. On a writable store
+  // this opens (creating if needed) STORE/derived/ and its `snapshots` database; on a read-only
   // store they are looked for on each call until they exist.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<SnapshotStore>> Open(
       Store* store, SnapshotPolicy policy = SnapshotPolicy());

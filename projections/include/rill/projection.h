@@ -122,7 +122,9 @@ class ProjectionRunner {
  public:
   // Starts one thread per projection. Each resumes from its checkpoint; a
   // projection whose version differs from the stored one is rebuilt
-  // (blue/green). The store must outlive the runner.
+  // (blue/green). The store must outlive the runner; it may wrap another
+  // (forwarding core()), and the runner's reads of the log go through it.
+  // FailedPrecondition for a Store with no engine behind it.
   static absl::StatusOr<std::unique_ptr<ProjectionRunner>> Start(
       Store* store, std::vector<ProjectionDef> projections,
       const RunnerOptions& options = RunnerOptions());

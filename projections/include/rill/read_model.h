@@ -2,8 +2,9 @@
 //
 // A projection's Apply writes through a ReadModelTxn; queries read through a
 // ReadModelView. Tables live in the store's derived environment
-// (STORE/derived/), one LMDB database per table and generation, so they can
-// be dropped and rebuilt from the log at any time.
+// (STORE/derived/), every generation's rows in one LMDB database under keys
+// that start with the generation (docs/format.md), so they can be dropped and
+// rebuilt from the log at any time.
 //
 // Thread-safety: a ReadModelTxn belongs to the runner thread that passed it to
 // Apply and is valid only during that call. A ReadModelView is a consistent
