@@ -12,6 +12,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
+#include "process_util.h"
 #include "rill/admin.h"
 #include "rill/projection.h"
 #include "rill/projection_admin.h"
@@ -186,6 +187,19 @@ ProjectionDef CountPerStream() {
   return def;
 }
 
+// Parks events of type "Poison"; applies nothing else.
+ProjectionDef ParkPoison() {
+  ProjectionDef def;
+  def.name = "park_poison";
+  def.tables = {"seen"};
+  def.error_policy = ErrorPolicy::kPark;
+  def.max_attempts = 1;
+  def.apply = [](const EventView& e, ReadModelTxn&) -> absl::Status {
+    return e.type() == "Poison" ? absl::InternalError("poison") : absl::OkStatus();
+  };
+  return def;
+}
+
 class DecoratorTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -226,11 +240,15 @@ TEST_F(DecoratorTest, Snapshots) {
 }
 
 TEST_F(DecoratorTest, ProjectionsAndTheirAdminFunctions) {
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
-                            ProjectionRunner::Start(store_.get(), {CountPerStream()}));
+  RILL_ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<ProjectionRunner> runner,
+      ProjectionRunner::Start(store_.get(), {CountPerStream(), ParkPoison()}));
+  std::vector<EventData> events = MakeEvents(1, 3);
+  events[0].type = "Poison";
   RILL_ASSERT_OK_AND_ASSIGN(AppendResult r, store_->Append("order-2", ExpectedVersion::Exact(2),
-                                                           MakeEvents(1, 3), AppendOptions()));
+                                                           events, AppendOptions()));
   RILL_ASSERT_OK(runner->WaitFor("per_stream", r.last_position, absl::Seconds(30)));
+  RILL_ASSERT_OK(runner->WaitFor("park_poison", r.last_position, absl::Seconds(30)));
   RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> view, runner->View("per_stream"));
   RILL_ASSERT_OK_AND_ASSIGN(std::optional<std::string> one, view->Get("counts", "order-1"));
   RILL_ASSERT_OK_AND_ASSIGN(std::optional<std::string> two, view->Get("counts", "order-2"));
@@ -241,20 +259,46 @@ TEST_F(DecoratorTest, ProjectionsAndTheirAdminFunctions) {
   EXPECT_EQ(status.checkpoint, r.last_position);
   EXPECT_GT(store_->calls("HeadPosition"), 0);  // the runner's status reads go through it
 
+  // An as-of rebuild reads the log through the core, on this thread.
+  RILL_ASSERT_OK(runner->RebuildAsOf("per_stream", 5, "first5"));
+  RILL_ASSERT_OK_AND_ASSIGN(view, runner->ViewAsOf("per_stream", "first5"));
+  RILL_ASSERT_OK_AND_ASSIGN(one, view->Get("counts", "order-1"));
+  RILL_ASSERT_OK_AND_ASSIGN(two, view->Get("counts", "order-2"));
+  EXPECT_EQ(one, std::optional<std::string>("5"));
+  EXPECT_EQ(two, std::nullopt);
+  view.reset();
+
   RILL_ASSERT_OK_AND_ASSIGN(std::vector<ProjectionStatus> recorded,
                             ReadProjectionStatuses(store_.get()));
-  ASSERT_EQ(recorded.size(), 1u);
+  ASSERT_EQ(recorded.size(), 2u);
   EXPECT_EQ(recorded[0].checkpoint, r.last_position);
   RILL_ASSERT_OK_AND_ASSIGN(bool running, ProjectionIsRunning(store_.get(), "per_stream"));
   EXPECT_TRUE(running);
   RILL_ASSERT_OK_AND_ASSIGN(std::vector<ParkedEvent> parked,
                             ReadParkedEvents(store_.get(), "per_stream"));
   EXPECT_TRUE(parked.empty());
+  RILL_ASSERT_OK_AND_ASSIGN(parked, ReadParkedEvents(store_.get(), "park_poison"));
+  ASSERT_EQ(parked.size(), 1u);
+  EXPECT_EQ(parked[0].position, r.last_position);
+  // A retry request is picked up by the runner; the event still fails, so
+  // the letter stays with one more attempt.
+  RILL_ASSERT_OK(RequestRetryParked(store_.get(), "park_poison", parked[0].position));
+  ASSERT_TRUE(::rill::testing::WaitUntil(
+      [&] {
+        absl::StatusOr<std::vector<ParkedEvent>> now =
+            ReadParkedEvents(store_.get(), "park_poison");
+        return now.ok() && now->size() == 1 && (*now)[0].attempts == 2;
+      },
+      absl::Seconds(30)));
+  RILL_ASSERT_OK(DropParkedEvent(store_.get(), "park_poison", parked[0].position));
+  RILL_ASSERT_OK_AND_ASSIGN(parked, ReadParkedEvents(store_.get(), "park_poison"));
+  EXPECT_TRUE(parked.empty());
   RILL_ASSERT_OK(RequestRebuild(store_.get(), "per_stream"));
   runner.reset();  // releases the projection's lock
   RILL_ASSERT_OK(ResetProjection(store_.get(), "per_stream"));
   RILL_ASSERT_OK_AND_ASSIGN(recorded, ReadProjectionStatuses(store_.get()));
-  EXPECT_TRUE(recorded.empty());
+  ASSERT_EQ(recorded.size(), 1u);
+  EXPECT_EQ(recorded[0].name, "park_poison");
 }
 
 TEST_F(DecoratorTest, Replay) {
@@ -299,6 +343,11 @@ TEST_F(DecoratorTest, AStoreWithNoEngineIsFailedPreconditionNotACrash) {
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(ReadProjectionStatuses(&double_).status().code(),
             absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(RequestRebuild(&double_, "p").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ProjectionIsRunning(&double_, "p").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ReadParkedEvents(&double_, "p").status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ResetProjection(&double_, "p").code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(VerifyStore(&double_).status().code(), absl::StatusCode::kFailedPrecondition);
   TempDir backup;
   EXPECT_EQ(BackupStore(&double_, backup.path() + "/copy").status().code(),

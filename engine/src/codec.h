@@ -101,14 +101,14 @@ inline size_t EventValueSize(const flatbuffers::FlatBufferBuilder& fbb) {
 // Writes checksum + envelope into `out` (EventValueSize bytes).
 void WriteEventValue(const flatbuffers::FlatBufferBuilder& fbb, void* out);
 
-// Checks a stored event value that has been copied to 8-aligned `data`.
-// Returns the verified record. `position` is only for the error message.
 // Makes EventViews, which have no public constructor.
 struct EventViewAccess {
   // REQUIRES: `record` passed DecodeEvent (checksum and verifier).
   static EventView Of(const schema::EventRecord* record) { return EventView(record); }
 };
 
+// Checks a stored event value that has been copied to 8-aligned `data`.
+// Returns the verified record. `position` is only for the error message.
 absl::StatusOr<const schema::EventRecord*> DecodeEvent(const uint8_t* data, size_t size,
                                                        uint64_t position);
 

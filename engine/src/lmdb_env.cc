@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "absl/strings/cord.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -20,13 +19,11 @@ namespace {
 // A short write with less room than this left is taken for a full disk.
 constexpr uint64_t kDiskFullSlack = uint64_t{64} << 20;
 
-// The payload of a status that carries an LMDB or errno code.
-constexpr char kLmdbCodeUrl[] = "rill/lmdb-code";
-
-absl::Status WithCode(absl::Status status, int rc) {
-  status.SetPayload(kLmdbCodeUrl, absl::Cord(absl::StrCat(rc)));
-  return status;
-}
+// The payload that marks a status made from MDB_MAP_FULL. Only that code
+// travels in a payload: it is the only one anything acts on, and Abseil
+// prints payloads in Status::ToString, which reaches users (and dead-letter
+// records), so LmdbEnv::Write removes it before it returns.
+constexpr char kMapFullUrl[] = "rill/lmdb-map-full";
 
 absl::Status CodeToStatus(int rc, const std::string& msg) {
   switch (rc) {
@@ -79,25 +76,21 @@ absl::Status WriteError(int rc, absl::string_view context, const std::string& pa
       full = static_cast<uint64_t>(st.st_size) + kDiskFullSlack > limit.rlim_cur;
     }
     if (full) {
-      return WithCode(absl::ResourceExhaustedError(
-                          absl::StrCat(context, ": ", mdb_strerror(rc),
-                                       " (a short write: the disk or file size limit is full)")),
-                      rc);
+      return absl::ResourceExhaustedError(
+          absl::StrCat(context, ": ", mdb_strerror(rc),
+                       " (a short write: the disk or file size limit is full)"));
     }
   }
   return LmdbError(rc, context);
 }
 
-int LmdbCode(const absl::Status& status) {
-  absl::optional<absl::Cord> payload = status.GetPayload(kLmdbCodeUrl);
-  int rc = 0;
-  if (!payload.has_value() || !absl::SimpleAtoi(std::string(*payload), &rc)) return 0;
-  return rc;
-}
+bool IsMapFull(const absl::Status& status) { return status.GetPayload(kMapFullUrl).has_value(); }
 
 absl::Status LmdbError(int rc, absl::string_view context) {
   if (rc == 0) return absl::OkStatus();
-  return WithCode(CodeToStatus(rc, absl::StrCat(context, ": ", mdb_strerror(rc))), rc);
+  absl::Status status = CodeToStatus(rc, absl::StrCat(context, ": ", mdb_strerror(rc)));
+  if (rc == MDB_MAP_FULL) status.SetPayload(kMapFullUrl, absl::Cord());
+  return status;
 }
 
 Txn::Txn(Txn&& other) noexcept : env_(other.env_), txn_(other.txn_), hold_(std::move(other.hold_)) {
@@ -275,7 +268,10 @@ absl::Status LmdbEnv::Write(absl::string_view what, absl::FunctionRef<absl::Stat
     } else {
       txn->Abort();
     }
-    if (LmdbCode(s) != MDB_MAP_FULL || attempt >= 64) return s;
+    if (!IsMapFull(s) || attempt >= 64) {
+      s.ErasePayload(kMapFullUrl);
+      return s;
+    }
     if (absl::Status grown = Grow(); !grown.ok()) return grown;
   }
 }

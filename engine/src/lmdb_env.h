@@ -31,17 +31,16 @@
 
 namespace rill::internal {
 
-// Maps an LMDB or errno return code to the most specific status code. The
-// code itself travels with the status as a payload (see LmdbCode), so code
-// that runs inside LmdbEnv::Write can return the status as it is and Write
-// still recognises MDB_MAP_FULL.
+// Maps an LMDB or errno return code to the most specific status code. A
+// status made from MDB_MAP_FULL carries a payload that says so (IsMapFull),
+// so the work inside LmdbEnv::Write returns the status as it is and Write
+// still recognises a full map, whatever the message says.
 absl::Status LmdbError(int rc, absl::string_view context);
 // Like LmdbError, for a failed write or commit in the environment directory
 // `path`: a short write (EIO) on a full disk is ResourceExhausted.
 absl::Status WriteError(int rc, absl::string_view context, const std::string& path);
-// The LMDB or errno code a status made by LmdbError or WriteError carries;
-// 0 for any other status.
-int LmdbCode(const absl::Status& status);
+// Whether `status` was made by LmdbError from MDB_MAP_FULL.
+bool IsMapFull(const absl::Status& status);
 
 inline MDB_val ToVal(const void* data, size_t size) {
   return MDB_val{size, const_cast<void*>(data)};
@@ -108,16 +107,21 @@ class LmdbEnv {
 
   absl::StatusOr<Txn> BeginRead();
 
-  // Opens (creating when `create`) a named database.
+  // Opens (creating when `create`) a named database. REQUIRES: the calling
+  // thread holds no Txn of this environment (creating may grow the map, which
+  // waits for every transaction of the process to end).
   absl::StatusOr<MDB_dbi> OpenDb(const char* name, bool create);
 
   // The one way to write: runs `fn` in a write transaction, commits it, and
   // then runs `on_commit` (the writer publishes the new head there). When
-  // `fn` or the commit fails with MDB_MAP_FULL (LmdbCode of its status), the
+  // `fn` or the commit fails with MDB_MAP_FULL (IsMapFull of its status), the
   // transaction is aborted, the map grown and `fn` run again from scratch, so
   // `fn` must start over each time it is called. Any other failure of `fn`
   // aborts the transaction and is returned as it is; a failed commit is
-  // mapped by WriteError (`what` names the work). Before it begins, frees
+  // mapped by WriteError (`what` names the work). The status returned
+  // carries no payload. REQUIRES: the calling thread holds no Txn of this
+  // environment (growing the map waits for every transaction of the process
+  // to end). Before it begins, frees
   // the reader slots of dead processes (at most once a second, see
   // SweepStaleReaders).
   absl::Status Write(absl::string_view what, absl::FunctionRef<absl::Status(MDB_txn* txn)> fn,
@@ -142,7 +146,7 @@ class LmdbEnv {
   LmdbEnv(MDB_env* env, std::string path, const LmdbEnvOptions& options)
       : env_(env), path_(std::move(path)), options_(options) {}
   absl::StatusOr<Txn> Begin(unsigned flags);
-  // Only Write (and OpenDb) begin write transactions.
+  // Only Write begins write transactions.
   absl::StatusOr<Txn> BeginWrite();
   // Adopts a map size grown by another process (after MDB_MAP_RESIZED).
   absl::Status AdoptMapSize();
