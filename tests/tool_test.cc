@@ -142,7 +142,7 @@ TEST(ToolTest, AppendCreatesTheStoreAndReportsEveryOutcome) {
            {"--type", "X", "--data", "{}", "--expected-version", "-3"},
            {"--type", "X", "--data", "{}", "--expected-version", "sometime"},
            {"--type", "X", "--data", "{}", "--metadata", "[1]"},
-           {"--type", "X", "--data", "{}", "--metadata", R"({"who":"me"})"},
+           {"--type", "X", "--data", "{}", "--metadata", R"({"headers":"me"})"},
            {"--type", "X", "--data", "{}", "--id", "not-a-uuid"},
            {"--type", "", "--data", "{}"},
            {"--type", "X", "--data", "%%%", "--content-type", "binary"},
@@ -167,6 +167,31 @@ TEST(ToolTest, AppendCreatesTheStoreAndReportsEveryOutcome) {
             (std::vector<std::pair<std::string, std::string>>{{"tenant", "acme"}}));
   EXPECT_EQ(events[1].payload, std::string("\x00\x01\x02\xff", 4));
   EXPECT_EQ(events[1].content_type, ContentType::kBinary);
+}
+
+// Free-form metadata: keys other than correlation_id, causation_id and
+// headers become headers (strings as they are, other values as JSON text),
+// and read --json shows them under "headers".
+TEST(ToolTest, AppendTakesFreeFormMetadataAsHeaders) {
+  TempDir dir;
+  const std::string store = dir.Sub("s");
+  ToolRun appended =
+      RunTool({"append", store, "order-1", "--type", "OrderCreated", "--data", "{}", "--metadata",
+               R"({"source":"com.orders","attempt":3,"tags":["a","b"],"correlation_id":"c-1"})"});
+  ASSERT_EQ(appended.exit_code, 0) << appended.Describe();
+  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> s, Store::Open(store));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> events, s->ReadAll(1));
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].metadata.correlation_id, "c-1");
+  EXPECT_EQ(events[0].metadata.headers,
+            (std::vector<std::pair<std::string, std::string>>{
+                {"source", "com.orders"}, {"attempt", "3"}, {"tags", R"(["a","b"])"}}));
+  s.reset();
+  ToolRun read = RunTool({"read", store, "order-1", "--json"});
+  ASSERT_EQ(read.exit_code, 0) << read.Describe();
+  Json line = Json::parse(read.out);
+  EXPECT_EQ(line["metadata"]["headers"]["source"], "com.orders");
+  EXPECT_EQ(line["metadata"]["headers"]["attempt"], "3");
 }
 
 TEST(ToolTest, AppendFileIsOneAtomicRequest) {

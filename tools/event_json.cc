@@ -106,9 +106,9 @@ absl::StatusOr<Metadata> MetadataFromJson(const Json& j) {
         return absl::InvalidArgumentError("metadata.headers must be an object or an array");
       }
     } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("metadata has an unknown field \"", key,
-                       "\" (known: correlation_id, causation_id, headers)"));
+      // Free-form metadata, as most event stores take it: any other key is
+      // a header, a string value as it is, any other value as its JSON text.
+      m.headers.emplace_back(key, value.is_string() ? value.get<std::string>() : value.dump());
     }
   }
   return m;
