@@ -28,9 +28,12 @@ using ::rill::testing::MakeEvents;
 using ::rill::testing::TempDir;
 
 // Forwards every call to the wrapped store and counts it by name.
-class CountingStore final : public Store {
+class CountingStore : public Store {
  public:
-  explicit CountingStore(std::unique_ptr<Store> inner) : inner_(std::move(inner)) {}
+  explicit CountingStore(std::unique_ptr<Store> inner)
+      : owned_(std::move(inner)), inner_(owned_.get()) {}
+  // Wraps a store it does not own.
+  explicit CountingStore(Store* inner) : inner_(inner) {}
 
   int calls(const std::string& method) {
     absl::MutexLock lock(&mu_);
@@ -115,63 +118,18 @@ class CountingStore final : public Store {
     ++calls_[method];
   }
 
-  std::unique_ptr<Store> inner_;
+  std::unique_ptr<Store> owned_;
+  Store* const inner_;
   absl::Mutex mu_;
   std::map<std::string, int> calls_ ABSL_GUARDED_BY(mu_);
 };
 
 // A stand-in for a whole store, with no engine behind it: every call but
 // core() is left to a real store so that only core() differs.
-class NoEngineStore final : public Store {
+class NoEngineStore final : public CountingStore {
  public:
-  explicit NoEngineStore(Store* real) : real_(real) {}
-  absl::StatusOr<AppendResult> Append(absl::string_view s, ExpectedVersion e,
-                                      absl::Span<const EventData> ev,
-                                      const AppendOptions& o) override {
-    return real_->Append(s, e, ev, o);
-  }
-  absl::StatusOr<std::vector<AppendResult>> AppendMulti(absl::Span<const StreamAppend> a,
-                                                        const AppendOptions& o) override {
-    return real_->AppendMulti(a, o);
-  }
-  absl::StatusOr<std::vector<RecordedEvent>> ReadStream(absl::string_view s, int64_t v,
-                                                        const ReadOptions& o) override {
-    return real_->ReadStream(s, v, o);
-  }
-  absl::StatusOr<std::vector<RecordedEvent>> ReadAll(uint64_t p, const ReadOptions& o) override {
-    return real_->ReadAll(p, o);
-  }
-  absl::Status ScanAll(uint64_t p, const ReadOptions& o,
-                       absl::FunctionRef<bool(const EventView&)> fn) override {
-    return real_->ScanAll(p, o, fn);
-  }
-  absl::Status ScanStream(absl::string_view s, int64_t v, const ReadOptions& o,
-                          absl::FunctionRef<bool(const EventView&)> fn) override {
-    return real_->ScanStream(s, v, o, fn);
-  }
-  absl::StatusOr<StreamInfo> GetStreamInfo(absl::string_view s) override {
-    return real_->GetStreamInfo(s);
-  }
-  absl::StatusOr<std::vector<StreamInfo>> ListStreams(absl::string_view p, size_t l,
-                                                      absl::string_view a) override {
-    return real_->ListStreams(p, l, a);
-  }
-  absl::StatusOr<uint64_t> HeadPosition() override { return real_->HeadPosition(); }
-  absl::StatusOr<uint64_t> WaitForHead(uint64_t k, absl::Duration t, absl::Duration p) override {
-    return real_->WaitForHead(k, t, p);
-  }
-  absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(uint64_t p, SubscriptionOptions o,
-                                                          SubscriptionHandler h) override {
-    return real_->Subscribe(p, std::move(o), std::move(h));
-  }
-  absl::StatusOr<StoreStats> Stats() override { return real_->Stats(); }
-  absl::StatusOr<unsigned> ClearStaleReaders() override { return real_->ClearStaleReaders(); }
-  const std::string& dir() const override { return real_->dir(); }
-  const std::string& store_id() const override { return real_->store_id(); }
+  explicit NoEngineStore(Store* real) : CountingStore(real) {}
   internal::StoreCore* core() override { return nullptr; }
-
- private:
-  Store* real_;
 };
 
 ProjectionDef CountPerStream() {

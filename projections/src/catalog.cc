@@ -94,6 +94,24 @@ absl::StatusOr<CatalogRec> DecodeCatalog(absl::string_view value) {
   return rec;
 }
 
+std::string EncodeDeadLetter(const DeadLetterRec& rec) {
+  flatbuffers::FlatBufferBuilder fbb(128);
+  auto stream = fbb.CreateString(rec.stream);
+  auto type = fbb.CreateString(rec.type);
+  auto error = fbb.CreateString(rec.error);
+  fbb.Finish(schema::CreateDeadLetter(fbb, stream, type, error, rec.attempts, rec.parked_us,
+                                      rec.generation));
+  return Finish(fbb);
+}
+
+absl::StatusOr<DeadLetterRec> DecodeDeadLetter(absl::string_view value) {
+  AlignedBuffer buf;
+  auto root = VerifiedRoot<schema::DeadLetter>(&buf, value, "dead letter");
+  if (!root.ok()) return root.status();
+  return DeadLetterRec{Str((*root)->stream()), Str((*root)->type()), Str((*root)->error()),
+                       (*root)->attempts(),    (*root)->parked_us(), (*root)->generation()};
+}
+
 std::string EncodeRebuildRequest(int64_t requested_us) {
   flatbuffers::FlatBufferBuilder fbb(32);
   fbb.Finish(schema::CreateRebuildRequest(fbb, requested_us));

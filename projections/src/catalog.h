@@ -27,6 +27,16 @@ struct GenerationRec {
   uint64_t checkpoint = 0;
 };
 
+// A dead letter (dead_letters.h has the work on them).
+struct DeadLetterRec {
+  std::string stream;
+  std::string type;
+  std::string error;
+  int attempts = 0;
+  int64_t parked_us = 0;
+  uint64_t generation = 0;  // the generation whose Apply parked it
+};
+
 struct CatalogRec {
   std::string name;
   GenerationRec active;
@@ -49,6 +59,8 @@ struct ProjectionDbs {
 
 std::string EncodeCatalog(const CatalogRec& rec);
 absl::StatusOr<CatalogRec> DecodeCatalog(absl::string_view value);
+std::string EncodeDeadLetter(const DeadLetterRec& rec);
+absl::StatusOr<DeadLetterRec> DecodeDeadLetter(absl::string_view value);
 std::string EncodeRebuildRequest(int64_t requested_us);
 std::string EncodeAsOf(const GenerationRec& gen, uint64_t position);
 absl::StatusOr<std::pair<GenerationRec, uint64_t>> DecodeAsOf(absl::string_view value);

@@ -7,16 +7,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "apply_batch.h"
-#include "codec.h"
-#include "flatbuffers/flatbuffers.h"
 #include "keys.h"
 #include "overlay.h"
-#include "rill/schema/projections_generated.h"
 
 namespace rill::internal {
 namespace {
-
-std::string Str(const flatbuffers::String* s) { return s ? s->str() : std::string(); }
 
 absl::Status NothingParked(absl::string_view projection, uint64_t position) {
   return absl::NotFoundError(absl::StrCat("no parked event at position ", position,
@@ -24,24 +19,6 @@ absl::Status NothingParked(absl::string_view projection, uint64_t position) {
 }
 
 }  // namespace
-
-std::string EncodeDeadLetter(const DeadLetterRec& rec) {
-  flatbuffers::FlatBufferBuilder fbb(128);
-  auto stream = fbb.CreateString(rec.stream);
-  auto type = fbb.CreateString(rec.type);
-  auto error = fbb.CreateString(rec.error);
-  fbb.Finish(schema::CreateDeadLetter(fbb, stream, type, error, rec.attempts, rec.parked_us,
-                                      rec.generation));
-  return std::string(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize());
-}
-
-absl::StatusOr<DeadLetterRec> DecodeDeadLetter(absl::string_view value) {
-  AlignedBuffer buf;
-  auto root = VerifiedRoot<schema::DeadLetter>(&buf, value, "dead letter");
-  if (!root.ok()) return root.status();
-  return DeadLetterRec{Str((*root)->stream()), Str((*root)->type()), Str((*root)->error()),
-                       (*root)->attempts(),    (*root)->parked_us(), (*root)->generation()};
-}
 
 std::string DeadLetterKey(absl::string_view projection, uint64_t position) {
   return absl::StrCat(DeadLetterPrefix(projection), BigEndianKey(position));

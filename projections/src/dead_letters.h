@@ -2,7 +2,8 @@
 // the `proj.dead` database of the derived environment, and the retry
 // requests other processes leave for the runner in `proj.requests`
 // (docs/format.md). Listing, retrying, dropping and the requests all live
-// here; the worker parks events (apply_batch.h) and runs the retries.
+// here; the worker parks events (apply_batch.h) and runs the retries. The
+// record itself (DeadLetterRec) is in catalog.h with the other records.
 #ifndef RILL_PROJECTIONS_DEAD_LETTERS_H_
 #define RILL_PROJECTIONS_DEAD_LETTERS_H_
 
@@ -18,18 +19,6 @@
 #include "rill/projection.h"
 
 namespace rill::internal {
-
-struct DeadLetterRec {
-  std::string stream;
-  std::string type;
-  std::string error;
-  int attempts = 0;
-  int64_t parked_us = 0;
-  uint64_t generation = 0;  // the generation whose Apply parked it
-};
-
-std::string EncodeDeadLetter(const DeadLetterRec& rec);
-absl::StatusOr<DeadLetterRec> DecodeDeadLetter(absl::string_view value);
 
 // name 0x00 position(BE): dead letters of one projection sort by position.
 std::string DeadLetterKey(absl::string_view projection, uint64_t position);

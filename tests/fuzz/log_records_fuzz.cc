@@ -14,7 +14,6 @@
 #include "absl/strings/string_view.h"
 #include "catalog.h"
 #include "codec.h"
-#include "dead_letters.h"
 #include "fuzz_util.h"
 
 namespace rill::fuzz {

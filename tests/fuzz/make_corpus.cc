@@ -15,7 +15,6 @@
 #include "absl/time/time.h"
 #include "catalog.h"
 #include "codec.h"
-#include "dead_letters.h"
 #include "rill/event.h"
 #include "snapshot_records.h"
 
