@@ -33,6 +33,7 @@ std::unique_ptr<CLI::App> MakeApp(std::function<int()>* action) {
   AddProjectionCommands(*app, action);
   AddSnapshotCommands(*app, action);
   AddBenchCommands(*app, action);
+  AddReplicateCommands(*app, action);
   return app;
 }
 

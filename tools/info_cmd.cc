@@ -10,6 +10,7 @@
 #include "nlohmann/json.hpp"
 #include "rill/projection.h"
 #include "rill/projection_admin.h"
+#include "rill/replication.h"
 
 namespace rill::tool {
 namespace {
@@ -51,6 +52,10 @@ int RunInfo(const InfoArgs& args) {
   absl::StatusOr<std::vector<ProjectionStatus>> projections = ReadProjectionStatuses(store->get());
   if (!projections.ok()) return Fail(projections.status());
   const uint64_t disk = DirBytes(args.store);
+  // A replicated node: what its replica has applied and how far behind
+  // JetStream it is.
+  absl::StatusOr<ReplicationStatus> repl = GetReplicationStatus(store->get());
+  if (!repl.ok() && !absl::IsNotFound(repl.status())) return Fail(repl.status());
   if (args.json) {
     Json j;
     j["store"] = args.store;
@@ -71,6 +76,21 @@ int RunInfo(const InfoArgs& args) {
     j["oldest_reader_lag"] = stats->oldest_reader_lag;
     j["oldest_reader_pid"] = stats->oldest_reader_pid;
     if (args.clear_stale_readers) j["stale_readers_cleared"] = cleared;
+    if (repl.ok()) {
+      Json r;
+      r["stream"] = repl->stream;
+      r["applied_sequence"] = repl->applied_sequence;
+      r["reachable"] = repl->reachable;
+      if (repl->reachable) {
+        r["stream_last_sequence"] = repl->stream_last_sequence;
+        r["lag"] = repl->lag;
+        r["replicas"] = repl->replicas;
+        r["leader"] = repl->leader;
+      } else {
+        r["error"] = repl->error;
+      }
+      j["replication"] = std::move(r);
+    }
     Json ps = Json::array();
     for (const ProjectionStatus& p : *projections) {
       ps.push_back({{"name", p.name},
@@ -105,6 +125,18 @@ int RunInfo(const InfoArgs& args) {
                         " commits behind (pages it sees cannot be reused)")});
   }
   if (args.clear_stale_readers) t.Add({"stale slots cleared", absl::StrCat(cleared)});
+  if (repl.ok()) {
+    t.Add({"replication", absl::StrCat("JetStream stream ", repl->stream)});
+    t.Add({"applied sequence", absl::StrCat(repl->applied_sequence)});
+    if (repl->reachable) {
+      t.Add({"lag", absl::StrCat(repl->lag, " messages behind JetStream (last sequence ",
+                                 repl->stream_last_sequence, ")")});
+      t.Add({"stream replicas", absl::StrCat(repl->replicas, ", leader ",
+                                             repl->leader.empty() ? "none" : repl->leader)});
+    } else {
+      t.Add({"lag", absl::StrCat("unknown: ", repl->error)});
+    }
+  }
   t.Add({"projections", absl::StrCat(projections->size())});
   t.Print();
   if (!projections->empty()) {

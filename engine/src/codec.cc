@@ -62,6 +62,12 @@ size_t AlignedBuffer::Append(absl::string_view bytes) {
 void BuildEvent(const EventData& event, const EventId& id, const EventPlacement& place,
                 flatbuffers::FlatBufferBuilder* fbb) {
   fbb->Clear();
+  fbb->Finish(AddEvent(event, id, place, fbb), schema::EventRecordIdentifier());
+}
+
+flatbuffers::Offset<schema::EventRecord> AddEvent(const EventData& event, const EventId& id,
+                                                  const EventPlacement& place,
+                                                  flatbuffers::FlatBufferBuilder* fbb) {
   auto payload = fbb->CreateVector(reinterpret_cast<const uint8_t*>(event.payload.data()),
                                    event.payload.size());
   flatbuffers::Offset<schema::Metadata> metadata = 0;
@@ -96,7 +102,7 @@ void BuildEvent(const EventData& event, const EventId& id, const EventPlacement&
   b.add_recorded_us(place.recorded_us);
   b.add_metadata(metadata);
   b.add_payload(payload);
-  fbb->Finish(b.Finish(), schema::EventRecordIdentifier());
+  return b.Finish();
 }
 
 void WriteEventValue(const flatbuffers::FlatBufferBuilder& fbb, void* out) {

@@ -94,6 +94,11 @@ struct EventPlacement {
 // is checksum (kChecksumBytes) followed by fbb's bytes: see WriteEventValue.
 void BuildEvent(const EventData& event, const EventId& id, const EventPlacement& place,
                 flatbuffers::FlatBufferBuilder* fbb);
+// Adds `event`'s envelope to `fbb` as a table of a larger buffer (the
+// replicated store's transactions hold events this way).
+flatbuffers::Offset<schema::EventRecord> AddEvent(const EventData& event, const EventId& id,
+                                                  const EventPlacement& place,
+                                                  flatbuffers::FlatBufferBuilder* fbb);
 // Size of the stored value for a built envelope.
 inline size_t EventValueSize(const flatbuffers::FlatBufferBuilder& fbb) {
   return kChecksumBytes + fbb.GetSize();

@@ -14,6 +14,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "keys.h"
+#include "replicated_store.h"
+#include "rill/replication.h"
 #include "validate.h"
 #include "writer.h"
 
@@ -72,15 +74,15 @@ StreamInfo MakeStreamInfo(absl::string_view name, const StreamState& state) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Store>> StoreImpl::Open(const std::string& dir,
-                                                       const StoreOptions& options) {
+absl::StatusOr<std::unique_ptr<StoreImpl>> StoreImpl::OpenLocal(const std::string& dir,
+                                                                const StoreOptions& options) {
   absl::StatusOr<OpenedLog> log = OpenLog(dir, options);
   if (!log.ok()) return log.status();
   std::unique_ptr<StoreImpl> store(new StoreImpl(dir, *std::move(log), options));
   absl::StatusOr<uint64_t> head = store->core_.ReadHead();
   if (!head.ok()) return head.status();
   store->core_.head().Publish(*head);
-  return std::unique_ptr<Store>(std::move(store));
+  return store;
 }
 
 StoreImpl::StoreImpl(const std::string& dir, OpenedLog log, const StoreOptions& options)
@@ -93,17 +95,26 @@ StoreImpl::StoreImpl(const std::string& dir, OpenedLog log, const StoreOptions& 
 
 StoreImpl::~StoreImpl() = default;
 
-absl::StatusOr<AppendResult> StoreImpl::Append(absl::string_view stream, ExpectedVersion expected,
-                                               absl::Span<const EventData> events,
-                                               const AppendOptions& options) {
-  std::vector<RequestPart> parts{RequestPart{stream, expected, events}};
-  absl::StatusOr<std::vector<AppendResult>> results = Submit(std::move(parts), options);
-  if (!results.ok()) return results.status();
-  return std::move(results->front());
+absl::Status PrepareRequest(std::vector<RequestPart> parts, const AppendOptions& options,
+                            AppendRequest* request) {
+  size_t event_count = 0;
+  for (const RequestPart& p : parts) {
+    if (absl::Status s =
+            ValidateStreamAppend(p.stream, p.expected, p.events, &request->bytes, &event_count);
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (!options.idempotency_key.empty()) {
+    if (absl::Status s = ValidateIdempotencyKey(options.idempotency_key); !s.ok()) return s;
+    request->idempotency_key = options.idempotency_key;
+    request->fingerprint = Fingerprint(parts);
+  }
+  request->parts = std::move(parts);
+  return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<AppendResult>> StoreImpl::AppendMulti(
-    absl::Span<const StreamAppend> appends, const AppendOptions& options) {
+absl::StatusOr<std::vector<RequestPart>> MultiParts(absl::Span<const StreamAppend> appends) {
   if (appends.empty()) return absl::InvalidArgumentError("append request names no stream");
   std::vector<RequestPart> parts;
   parts.reserve(appends.size());
@@ -115,7 +126,23 @@ absl::StatusOr<std::vector<AppendResult>> StoreImpl::AppendMulti(
     }
     parts.push_back(RequestPart{a.stream, a.expected, a.events});
   }
-  return Submit(std::move(parts), options);
+  return parts;
+}
+
+absl::StatusOr<AppendResult> StoreImpl::Append(absl::string_view stream, ExpectedVersion expected,
+                                               absl::Span<const EventData> events,
+                                               const AppendOptions& options) {
+  std::vector<RequestPart> parts{RequestPart{stream, expected, events}};
+  absl::StatusOr<std::vector<AppendResult>> results = Submit(std::move(parts), options);
+  if (!results.ok()) return results.status();
+  return std::move(results->front());
+}
+
+absl::StatusOr<std::vector<AppendResult>> StoreImpl::AppendMulti(
+    absl::Span<const StreamAppend> appends, const AppendOptions& options) {
+  absl::StatusOr<std::vector<RequestPart>> parts = MultiParts(appends);
+  if (!parts.ok()) return parts.status();
+  return Submit(*std::move(parts), options);
 }
 
 absl::StatusOr<std::vector<AppendResult>> StoreImpl::Submit(std::vector<RequestPart> parts,
@@ -124,20 +151,7 @@ absl::StatusOr<std::vector<AppendResult>> StoreImpl::Submit(std::vector<RequestP
     return absl::FailedPreconditionError("the store was opened read-only");
   }
   AppendRequest request;
-  size_t event_count = 0;
-  for (const RequestPart& p : parts) {
-    if (absl::Status s =
-            ValidateStreamAppend(p.stream, p.expected, p.events, &request.bytes, &event_count);
-        !s.ok()) {
-      return s;
-    }
-  }
-  if (!options.idempotency_key.empty()) {
-    if (absl::Status s = ValidateIdempotencyKey(options.idempotency_key); !s.ok()) return s;
-    request.idempotency_key = options.idempotency_key;
-    request.fingerprint = Fingerprint(parts);
-  }
-  request.parts = std::move(parts);
+  if (absl::Status s = PrepareRequest(std::move(parts), options, &request); !s.ok()) return s;
   writer_->Submit(&request);
   return std::move(request.result);
 }
@@ -233,7 +247,20 @@ namespace rill {
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir,
                                                    const StoreOptions& options) {
-  return internal::StoreImpl::Open(dir, options);
+  // A replicated node's directory records its settings (replication.h):
+  // appends then go through JetStream. Read-only, the local replica is all
+  // there is to read.
+  absl::StatusOr<ReplicationOptions> replication = ReadReplicationSettings(dir);
+  if (replication.ok() && !options.read_only) {
+    return internal::OpenReplicatedStore(dir, *replication, options);
+  }
+  if (!replication.ok() && replication.status().code() != absl::StatusCode::kNotFound) {
+    return replication.status();
+  }
+  absl::StatusOr<std::unique_ptr<internal::StoreImpl>> store =
+      internal::StoreImpl::OpenLocal(dir, options);
+  if (!store.ok()) return store.status();
+  return std::unique_ptr<Store>(*std::move(store));
 }
 
 }  // namespace rill

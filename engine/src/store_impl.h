@@ -16,6 +16,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "codec.h"
 #include "fingerprint.h"
@@ -26,11 +27,23 @@
 namespace rill::internal {
 
 class Writer;
+struct AppendRequest;
+
+// Validates one request of an Append or AppendMulti (streams, expected
+// versions, events, sizes, the idempotency key) and fills `request` with it
+// and its fingerprint. Shared by the embedded and the replicated store.
+absl::Status PrepareRequest(std::vector<RequestPart> parts, const AppendOptions& options,
+                            AppendRequest* request);
+// The parts of an AppendMulti: InvalidArgument when it names no stream or a
+// stream twice.
+absl::StatusOr<std::vector<RequestPart>> MultiParts(absl::Span<const StreamAppend> appends);
 
 class StoreImpl final : public Store {
  public:
-  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& dir,
-                                                     const StoreOptions& options);
+  // The store on the local log in `dir` (replicated or not: a replicated
+  // node's Store wraps this one, replicated_store.h).
+  static absl::StatusOr<std::unique_ptr<StoreImpl>> OpenLocal(const std::string& dir,
+                                                              const StoreOptions& options);
   ~StoreImpl() override;
 
   absl::StatusOr<AppendResult> Append(absl::string_view stream, ExpectedVersion expected,
@@ -63,8 +76,10 @@ class StoreImpl final : public Store {
   const std::string& store_id() const override { return core_.store_id(); }
   StoreCore* core() override { return &core_; }
 
-  // The group commit writer (null when read-only), for tests.
+  // The group commit writer (null when read-only), for tests, and for the
+  // replica, which applies replicated transactions through it.
   const Writer* writer() const { return writer_.get(); }
+  Writer* mutable_writer() { return writer_.get(); }
 
  private:
   StoreImpl(const std::string& dir, OpenedLog log, const StoreOptions& options);

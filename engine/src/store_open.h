@@ -1,7 +1,7 @@
 // Opening a store's directory: deciding whether a directory holds a store,
 // may hold a new one, or is something else; waiting for other processes'
 // locks on LMDB's lock files; the meta record; and the process's registry of
-// open stores. StoreImpl::Open is built on OpenLog; the derived environment
+// open stores. StoreImpl::OpenLocal is built on OpenLog; the derived environment
 // is opened on first use (StoreCore::DerivedEnv) by OpenDerivedEnv.
 //
 // Layout of a store directory (docs/format.md): log/ (the log environment)

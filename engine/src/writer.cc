@@ -150,7 +150,7 @@ void Writer::AwaitReleasedCallers() {
 void Writer::ProcessBatch(std::vector<AppendRequest*>& batch) {
   uint64_t head = 0;
   absl::Status s = env_->Write(
-      "committing appends", [&](MDB_txn* txn) { return WriteBatch(txn, batch, &head); },
+      "committing appends", [&](MDB_txn* txn) { return WriteBatch(txn, batch, 0, &head); },
       [&] { head_->Publish(head); });
   if (s.ok()) return;
   // Nothing of this batch was written: every request gets the failure, also
@@ -158,7 +158,13 @@ void Writer::ProcessBatch(std::vector<AppendRequest*>& batch) {
   for (AppendRequest* r : batch) r->result = s;
 }
 
-absl::Status Writer::WriteBatch(MDB_txn* txn, std::vector<AppendRequest*>& batch, uint64_t* head) {
+absl::Status Writer::WriteReplicated(MDB_txn* txn, std::vector<AppendRequest*>& batch,
+                                     int64_t recorded_us, uint64_t* head) {
+  return WriteBatch(txn, batch, std::max<int64_t>(recorded_us, 1), head);
+}
+
+absl::Status Writer::WriteBatch(MDB_txn* txn, std::vector<AppendRequest*>& batch,
+                                int64_t recorded_us, uint64_t* head) {
   *head = 0;
   int64_t last_recorded_us = 0;
   // One cursor per database written per event, for the whole batch: LMDB
@@ -185,7 +191,8 @@ absl::Status Writer::WriteBatch(MDB_txn* txn, std::vector<AppendRequest*>& batch
     return rc == 0 ? absl::DataLossError("events database holds a malformed key")
                    : LmdbError(rc, "finding the head of the log");
   }
-  const int64_t now_us = std::max(absl::ToUnixMicros(absl::Now()), last_recorded_us);
+  const int64_t now_us =
+      std::max(recorded_us != 0 ? recorded_us : absl::ToUnixMicros(absl::Now()), last_recorded_us);
   for (AppendRequest* r : batch) {
     if (absl::Status fatal = Apply(txn, cursors, r, head, now_us); !fatal.ok()) return fatal;
   }

@@ -72,6 +72,15 @@ class Writer {
   // outcome is in request->result.
   void Submit(AppendRequest* request);
 
+  // How a replica applies a replicated transaction (replica.h): writes
+  // `batch` into `txn`, a write transaction of this writer's env that the
+  // caller runs in LmdbEnv::Write, exactly as a group commit would, but with
+  // `recorded_us` (or the log's last recorded time, if later) as the commit
+  // time instead of this machine's clock, so that every node writes the same
+  // log. Sets *head. Non-OK only for an error that dooms the transaction.
+  absl::Status WriteReplicated(MDB_txn* txn, std::vector<AppendRequest*>& batch,
+                               int64_t recorded_us, uint64_t* head);
+
   // Counters of the group commit wait, for tests.
   struct WaitStats {
     uint64_t batches = 0;    // batches led
@@ -94,9 +103,11 @@ class Writer {
   // its outcome in request->result.
   void ProcessBatch(std::vector<AppendRequest*>& batch);
   // One attempt at the batch's transaction: applies every request to `txn`
-  // and sets *head to the new head. Non-OK only for an error that dooms the
-  // whole transaction.
-  absl::Status WriteBatch(MDB_txn* txn, std::vector<AppendRequest*>& batch, uint64_t* head);
+  // and sets *head to the new head. The commit time is this machine's clock,
+  // or `recorded_us` when it is not 0; never before the log's last event.
+  // Non-OK only for an error that dooms the whole transaction.
+  absl::Status WriteBatch(MDB_txn* txn, std::vector<AppendRequest*>& batch, int64_t recorded_us,
+                          uint64_t* head);
   // Applies one request to `txn`. Returns the request's own outcome in
   // request->result; returns non-OK only for an error that dooms the whole
   // transaction.

@@ -1,0 +1,443 @@
+#include "replicated_store.h"
+
+#include <algorithm>
+#include <deque>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "nats_link.h"
+#include "repl_codec.h"
+#include "replica.h"
+#include "store_impl.h"
+#include "writer.h"
+
+namespace rill::internal {
+namespace {
+
+// Most messages the applier applies in one LMDB transaction (one commit).
+constexpr size_t kMaxApplyMessages = 256;
+// A transaction's encoding beyond its payload bytes: per event (envelope,
+// id, type), per part and per request. Used to cut batches below
+// max_message_bytes before encoding; an encoding that still comes out too
+// big is split again.
+constexpr size_t kEventOverhead = 96;
+constexpr size_t kRequestOverhead = 128;
+
+size_t EstimatedBytes(const AppendRequest& r) {
+  size_t bytes = kRequestOverhead + r.idempotency_key.size() + r.bytes;
+  for (const RequestPart& p : r.parts) {
+    bytes += p.stream.size() + 32;
+    for (const EventData& e : p.events) bytes += kEventOverhead + e.type.size();
+  }
+  return bytes;
+}
+
+std::string TxKey(const EventId& txid) {
+  return std::string(reinterpret_cast<const char*>(txid.bytes().data()), txid.bytes().size());
+}
+
+class ReplicatedStore final : public Store {
+ public:
+  ReplicatedStore(std::unique_ptr<StoreImpl> local, std::unique_ptr<Replica> replica,
+                  std::unique_ptr<NatsLink> link, ReplicationOptions repl, EventId node)
+      : local_(std::move(local)),
+        replica_(std::move(replica)),
+        link_(std::move(link)),
+        repl_(std::move(repl)),
+        subject_(repl_.effective_subject()),
+        node_(node) {
+    publisher_ = std::thread([this] { PublishLoop(); });
+    applier_ = std::thread([this] { ApplyLoop(); });
+  }
+
+  ~ReplicatedStore() override {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    publisher_.join();
+    applier_.join();
+  }
+
+  absl::StatusOr<AppendResult> Append(absl::string_view stream, ExpectedVersion expected,
+                                      absl::Span<const EventData> events,
+                                      const AppendOptions& options) override {
+    std::vector<RequestPart> parts{RequestPart{stream, expected, events}};
+    absl::StatusOr<std::vector<AppendResult>> results = Submit(std::move(parts), options);
+    if (!results.ok()) return results.status();
+    return std::move(results->front());
+  }
+  absl::StatusOr<std::vector<AppendResult>> AppendMulti(absl::Span<const StreamAppend> appends,
+                                                        const AppendOptions& options) override {
+    absl::StatusOr<std::vector<RequestPart>> parts = MultiParts(appends);
+    if (!parts.ok()) return parts.status();
+    return Submit(*std::move(parts), options);
+  }
+
+  // Everything else is the local replica's.
+  absl::StatusOr<std::vector<RecordedEvent>> ReadStream(absl::string_view stream,
+                                                        int64_t from_version,
+                                                        const ReadOptions& options) override {
+    return local_->ReadStream(stream, from_version, options);
+  }
+  absl::StatusOr<std::vector<RecordedEvent>> ReadAll(uint64_t from_position,
+                                                     const ReadOptions& options) override {
+    return local_->ReadAll(from_position, options);
+  }
+  absl::Status ScanAll(uint64_t from_position, const ReadOptions& options,
+                       absl::FunctionRef<bool(const EventView&)> fn) override {
+    return local_->ScanAll(from_position, options, fn);
+  }
+  absl::Status ScanStream(absl::string_view stream, int64_t from_version,
+                          const ReadOptions& options,
+                          absl::FunctionRef<bool(const EventView&)> fn) override {
+    return local_->ScanStream(stream, from_version, options, fn);
+  }
+  absl::StatusOr<StreamInfo> GetStreamInfo(absl::string_view stream) override {
+    return local_->GetStreamInfo(stream);
+  }
+  absl::StatusOr<std::vector<StreamInfo>> ListStreams(absl::string_view prefix, size_t limit,
+                                                      absl::string_view start_after) override {
+    return local_->ListStreams(prefix, limit, start_after);
+  }
+  absl::StatusOr<uint64_t> HeadPosition() override { return local_->HeadPosition(); }
+  absl::StatusOr<uint64_t> WaitForHead(uint64_t known_head, absl::Duration timeout,
+                                       absl::Duration poll_interval) override {
+    return local_->WaitForHead(known_head, timeout, poll_interval);
+  }
+  absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(uint64_t after_position,
+                                                          SubscriptionOptions options,
+                                                          SubscriptionHandler handler) override {
+    return local_->Subscribe(after_position, std::move(options), std::move(handler));
+  }
+  absl::StatusOr<StoreStats> Stats() override { return local_->Stats(); }
+  absl::StatusOr<unsigned> ClearStaleReaders() override { return local_->ClearStaleReaders(); }
+  const std::string& dir() const override { return local_->dir(); }
+  const std::string& store_id() const override { return local_->store_id(); }
+  StoreCore* core() override { return local_->core(); }
+
+ private:
+  // One caller's request, shared by the caller (who may give up waiting)
+  // and the threads that complete it.
+  struct Pending {
+    AppendRequest request;
+    size_t estimated_bytes = 0;
+    enum class Stage { kQueued, kPublishing, kStored } stage = Stage::kQueued;
+    uint64_t sequence = 0;  // kStored: the JetStream sequence
+    bool done = false;
+    absl::StatusOr<std::vector<AppendResult>> result;
+  };
+  using Batch = std::vector<std::shared_ptr<Pending>>;
+
+  absl::StatusOr<std::vector<AppendResult>> Submit(std::vector<RequestPart> parts,
+                                                   const AppendOptions& options);
+  void PublishLoop();
+  // Publishes `data` (transaction `txid`) with retries until `deadline`.
+  // Returns the sequence, or the error the batch's callers get.
+  absl::StatusOr<uint64_t> PublishWithRetries(const EventId& txid, const std::string& data,
+                                              absl::Time deadline);
+  void ApplyLoop();
+  void CompleteLocked(Pending* p, absl::StatusOr<std::vector<AppendResult>> result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (p->done) return;
+    p->done = true;
+    p->result = std::move(result);
+  }
+  // Fails the registered transactions stored at sequences in
+  // [first, last] whose outcome is still missing: the replica could not
+  // apply them.
+  void FailStored(uint64_t first, uint64_t last, const absl::Status& why) ABSL_LOCKS_EXCLUDED(mu_);
+
+  const std::unique_ptr<StoreImpl> local_;
+  const std::unique_ptr<Replica> replica_;
+  const std::unique_ptr<NatsLink> link_;
+  const ReplicationOptions repl_;
+  const std::string subject_;
+  const EventId node_;
+
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<std::shared_ptr<Pending>> queue_ ABSL_GUARDED_BY(mu_);
+  // Published (or being published) transactions by txid, until the applier
+  // has their outcome or the publish failed.
+  absl::flat_hash_map<std::string, Batch> in_flight_ ABSL_GUARDED_BY(mu_);
+
+  std::thread publisher_;
+  std::thread applier_;
+};
+
+absl::StatusOr<std::vector<AppendResult>> ReplicatedStore::Submit(std::vector<RequestPart> parts,
+                                                                  const AppendOptions& options) {
+  auto pending = std::make_shared<Pending>();
+  if (absl::Status s = PrepareRequest(std::move(parts), options, &pending->request); !s.ok()) {
+    return s;
+  }
+  pending->estimated_bytes = EstimatedBytes(pending->request);
+  if (pending->estimated_bytes > repl_.max_message_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the append request needs about ", pending->estimated_bytes,
+                     " bytes as a JetStream message, above the node's max_message_bytes (",
+                     repl_.max_message_bytes, ")"));
+  }
+  const absl::Time deadline = absl::Now() + repl_.append_timeout;
+  absl::MutexLock lock(&mu_);
+  queue_.push_back(pending);
+  Pending* p = pending.get();
+  auto done = [p]() { return p->done; };
+  // The publisher and the applier give up on their own at the deadline; the
+  // slack covers the hand-over.
+  if (mu_.AwaitWithDeadline(absl::Condition(&done), deadline + absl::Seconds(1))) {
+    return std::move(p->result);
+  }
+  switch (p->stage) {
+    case Pending::Stage::kQueued:
+      queue_.erase(std::find(queue_.begin(), queue_.end(), pending));
+      p->done = true;
+      return absl::UnavailableError(absl::StrCat("NATS JetStream did not take the append within ",
+                                                 absl::FormatDuration(repl_.append_timeout),
+                                                 "; it was not published"));
+    case Pending::Stage::kPublishing:
+      p->done = true;
+      return absl::UnavailableError(
+          "the append's outcome is unknown: it was published but JetStream has not acknowledged "
+          "it; a retry with the same idempotency key is safe");
+    case Pending::Stage::kStored:
+      p->done = true;
+      return absl::UnavailableError(absl::StrCat(
+          "the append is stored in JetStream (sequence ", p->sequence,
+          ") but this node's replica has not applied it yet; it will be, and a retry with the same "
+          "idempotency key is safe"));
+  }
+  return absl::InternalError("unreachable");
+}
+
+void ReplicatedStore::PublishLoop() {
+  for (;;) {
+    Batch batch;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_ || !queue_.empty(); };
+      mu_.Await(absl::Condition(&ready));
+      if (stop_) {
+        for (auto& p : queue_) {
+          CompleteLocked(p.get(), absl::CancelledError("the store is closing"));
+        }
+        queue_.clear();
+        return;
+      }
+      size_t bytes = 0;
+      while (!queue_.empty() && (batch.empty() || bytes + queue_.front()->estimated_bytes <=
+                                                      repl_.max_message_bytes)) {
+        bytes += queue_.front()->estimated_bytes;
+        queue_.front()->stage = Pending::Stage::kPublishing;
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    std::vector<AppendRequest*> requests;
+    for (auto& p : batch) requests.push_back(&p->request);
+    const EventId txid = EventId::Random();
+    std::string data = EncodeTransaction(txid, node_, absl::ToUnixMicros(absl::Now()), requests);
+    while (data.size() > repl_.max_message_bytes && batch.size() > 1) {
+      // The estimate was short: put the second half back and try again.
+      absl::MutexLock lock(&mu_);
+      const size_t keep = batch.size() / 2;
+      for (size_t i = batch.size(); i-- > keep;) {
+        batch[i]->stage = Pending::Stage::kQueued;
+        queue_.push_front(std::move(batch[i]));
+      }
+      batch.resize(keep);
+      requests.resize(keep);
+      data = EncodeTransaction(txid, node_, absl::ToUnixMicros(absl::Now()), requests);
+    }
+    if (data.size() > repl_.max_message_bytes) {
+      absl::MutexLock lock(&mu_);
+      CompleteLocked(batch.front().get(),
+                     absl::InvalidArgumentError(absl::StrCat(
+                         "the append request is ", data.size(),
+                         " bytes as a JetStream message, above the node's max_message_bytes (",
+                         repl_.max_message_bytes, ")")));
+      continue;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      in_flight_[TxKey(txid)] = batch;
+    }
+    absl::StatusOr<uint64_t> sequence =
+        PublishWithRetries(txid, data, absl::Now() + repl_.append_timeout);
+    absl::MutexLock lock(&mu_);
+    if (sequence.ok()) {
+      for (auto& p : batch) {
+        p->stage = Pending::Stage::kStored;
+        p->sequence = *sequence;
+      }
+      continue;  // the applier completes them
+    }
+    in_flight_.erase(TxKey(txid));
+    for (auto& p : batch) CompleteLocked(p.get(), sequence.status());
+  }
+}
+
+absl::StatusOr<uint64_t> ReplicatedStore::PublishWithRetries(const EventId& txid,
+                                                             const std::string& data,
+                                                             absl::Time deadline) {
+  const std::string msg_id = txid.ToString();
+  bool maybe_stored = false;
+  absl::Status last;
+  absl::Duration backoff = absl::Milliseconds(10);
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stop_) {
+        last = absl::CancelledError("the store is closing");
+        break;
+      }
+    }
+    const absl::Time now = absl::Now();
+    if (now >= deadline) break;
+    if (!link_->AwaitConnected(std::min(deadline, now + absl::Milliseconds(200)))) {
+      last = absl::UnavailableError("not connected to any NATS server");
+      continue;
+    }
+    NatsLink::Published r = link_->Publish(subject_, repl_.stream, msg_id, data, deadline - now);
+    if (r.status.ok()) return r.sequence;
+    maybe_stored |= r.maybe_stored;
+    last = r.status;
+    // A JetStream API error (wrong stream, message too large, ...) will not
+    // go away by retrying; no responders (no stream leader: an election is
+    // under way) and timeouts may.
+    if (absl::IsInvalidArgument(r.status) || absl::IsFailedPrecondition(r.status) ||
+        absl::IsPermissionDenied(r.status)) {
+      if (!maybe_stored) return r.status;
+      break;
+    }
+    absl::SleepFor(std::min(backoff, std::max(deadline - absl::Now(), absl::ZeroDuration())));
+    backoff = std::min(backoff * 2, absl::Milliseconds(250));
+  }
+  if (maybe_stored) {
+    return absl::UnavailableError(absl::StrCat(
+        "the append's outcome is unknown: JetStream did not acknowledge it within ",
+        absl::FormatDuration(repl_.append_timeout),
+        " after it was sent; a retry with the same idempotency key is safe (last error: ",
+        last.message(), ")"));
+  }
+  return absl::UnavailableError(absl::StrCat("NATS JetStream did not take the append within ",
+                                             absl::FormatDuration(repl_.append_timeout),
+                                             "; it was not stored (", last.message(), ")"));
+}
+
+void ReplicatedStore::FailStored(uint64_t first, uint64_t last, const absl::Status& why) {
+  absl::MutexLock lock(&mu_);
+  for (auto it = in_flight_.begin(); it != in_flight_.end();) {
+    const Batch& batch = it->second;
+    const bool stored = !batch.empty() && batch.front()->stage == Pending::Stage::kStored &&
+                        batch.front()->sequence >= first && batch.front()->sequence <= last;
+    if (!stored) {
+      ++it;
+      continue;
+    }
+    for (const auto& p : batch) {
+      CompleteLocked(p.get(), absl::UnavailableError(absl::StrCat(
+                                  "the append is stored in JetStream (sequence ", p->sequence,
+                                  ") but this node's replica could not apply it (", why.message(),
+                                  "); a retry with the same idempotency key is safe")));
+    }
+    in_flight_.erase(it++);
+  }
+}
+
+void ReplicatedStore::ApplyLoop() {
+  std::unique_ptr<NatsLink::Follower> follower;
+  auto stopping = [this]() {
+    absl::MutexLock lock(&mu_);
+    return stop_;
+  };
+  absl::Duration backoff = absl::Milliseconds(50);
+  auto pause = [&]() {
+    absl::MutexLock lock(&mu_);
+    auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_; };
+    mu_.AwaitWithTimeout(absl::Condition(&stop), backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(1));
+  };
+  while (!stopping()) {
+    if (follower == nullptr) {
+      absl::StatusOr<uint64_t> applied = replica_->AppliedSequence();
+      absl::StatusOr<std::unique_ptr<NatsLink::Follower>> f =
+          applied.ok() ? link_->Follow(subject_, repl_.stream, *applied + 1)
+                       : absl::StatusOr<std::unique_ptr<NatsLink::Follower>>(applied.status());
+      if (!f.ok()) {
+        pause();
+        continue;
+      }
+      follower = *std::move(f);
+    }
+    absl::StatusOr<std::optional<NatsLink::Follower::Message>> first =
+        follower->Next(absl::Milliseconds(100));
+    if (!first.ok()) {
+      follower.reset();
+      pause();
+      continue;
+    }
+    if (!first->has_value()) continue;
+    std::vector<Replica::Message> messages;
+    size_t bytes = (*first)->data.size();
+    messages.push_back(Replica::Message{(*first)->sequence, std::move((*first)->data)});
+    // Whatever else has arrived goes into the same commit.
+    while (messages.size() < kMaxApplyMessages && bytes < (size_t{8} << 20)) {
+      absl::StatusOr<std::optional<NatsLink::Follower::Message>> more =
+          follower->Next(absl::ZeroDuration());
+      if (!more.ok() || !more->has_value()) break;
+      bytes += (*more)->data.size();
+      messages.push_back(Replica::Message{(*more)->sequence, std::move((*more)->data)});
+    }
+    absl::StatusOr<std::vector<Replica::Applied>> applied = replica_->Apply(messages);
+    if (!applied.ok()) {
+      // Nothing of these messages was applied. The callers waiting for them
+      // learn why; the follower starts again from the replica's sequence.
+      FailStored(messages.front().sequence, messages.back().sequence, applied.status());
+      follower.reset();
+      pause();
+      continue;
+    }
+    backoff = absl::Milliseconds(50);
+    absl::MutexLock lock(&mu_);
+    for (Replica::Applied& a : *applied) {
+      auto it = in_flight_.find(TxKey(a.txid));
+      if (it == in_flight_.end()) continue;
+      Batch& batch = it->second;
+      for (size_t i = 0; i < batch.size(); ++i) {
+        CompleteLocked(batch[i].get(),
+                       i < a.outcome.results.size()
+                           ? std::move(a.outcome.results[i])
+                           : absl::StatusOr<std::vector<AppendResult>>(absl::InternalError(
+                                 "a replicated transaction's outcome lacks a request")));
+      }
+      in_flight_.erase(it);
+    }
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> OpenReplicatedStore(const std::string& dir,
+                                                           const ReplicationOptions& replication,
+                                                           const StoreOptions& options) {
+  absl::StatusOr<std::unique_ptr<StoreImpl>> local = StoreImpl::OpenLocal(dir, options);
+  if (!local.ok()) return local.status();
+  absl::StatusOr<EventId> node = EventId::Parse((*local)->store_id());
+  if (!node.ok()) return node.status();
+  absl::StatusOr<std::unique_ptr<Replica>> replica = Replica::Open(local->get());
+  if (!replica.ok()) return replica.status();
+  absl::StatusOr<std::unique_ptr<NatsLink>> link =
+      NatsLink::Connect(replication, /*must_connect=*/false);
+  if (!link.ok()) return link.status();
+  return std::unique_ptr<Store>(new ReplicatedStore(*std::move(local), *std::move(replica),
+                                                    *std::move(link), replication, *node));
+}
+
+}  // namespace rill::internal

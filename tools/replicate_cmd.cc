@@ -1,0 +1,75 @@
+// rill replicate init: make a directory a node of a replicated store
+// (docs/replication.md).
+#include <memory>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common.h"
+#include "rill/replication.h"
+
+namespace rill::tool {
+namespace {
+
+struct InitArgs {
+  std::string node;
+  std::string servers;
+  ReplicationOptions options;
+  int64_t append_timeout_ms = 10000;
+  int64_t connect_timeout_ms = 2000;
+};
+
+int RunInit(InitArgs args) {
+  args.options.servers = absl::StrSplit(args.servers, ',', absl::SkipWhitespace());
+  args.options.append_timeout = absl::Milliseconds(args.append_timeout_ms);
+  args.options.connect_timeout = absl::Milliseconds(args.connect_timeout_ms);
+  absl::Status s = InitReplicatedNode(args.node, args.options);
+  if (!s.ok()) {
+    return Fail(
+        s, absl::IsUnavailable(s) ? "check that the NATS servers run and have JetStream on" : "");
+  }
+  PrintLine(absl::StrCat("node ", args.node, " follows JetStream stream ", args.options.stream,
+                         " (subject ", args.options.effective_subject(), ") at ", args.servers));
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddReplicateCommands(CLI::App& app, Action* action) {
+  CLI::App* repl = app.add_subcommand(
+      "replicate", "Replicated stores over NATS JetStream (docs/replication.md)");
+  repl->require_subcommand(1);
+  auto init_args = std::make_shared<InitArgs>();
+  CLI::App* init = repl->add_subcommand(
+      "init",
+      "Make NODE_DIR (new or empty) a node of the replicated store in a JetStream stream, "
+      "creating the stream when it does not exist; every rill command then works on NODE_DIR, "
+      "appends going through JetStream");
+  init->add_option("NODE_DIR", init_args->node, "the node's directory")->required();
+  init->add_option("SERVERS", init_args->servers,
+                   "NATS URLs, comma-separated: nats://HOST:PORT[,nats://HOST:PORT...]")
+      ->required();
+  init->add_option("--stream", init_args->options.stream, "the JetStream stream (default: rill)");
+  init->add_option("--subject", init_args->options.subject,
+                   "the subject published to (default: rill.STREAM)");
+  init->add_option("--replicas", init_args->options.replicas,
+                   "replicas of a stream created now (default: 3)");
+  init->add_option("--max-message-bytes", init_args->options.max_message_bytes,
+                   "largest message published; below the servers' max_payload (default: 1 MiB)");
+  init->add_option("--append-timeout-ms", init_args->append_timeout_ms,
+                   "how long an append may wait for JetStream and the replica (default: 10000)");
+  init->add_option("--connect-timeout-ms", init_args->connect_timeout_ms,
+                   "how long connecting may take (default: 2000)");
+  init->add_option("--creds", init_args->options.credentials_file, "NATS credentials file");
+  init->add_flag("--tls", init_args->options.tls, "require TLS");
+  init->add_option("--tls-ca", init_args->options.tls_ca_file, "trusted CA certificates (PEM)");
+  init->add_option("--tls-cert", init_args->options.tls_cert_file, "client certificate (PEM)");
+  init->add_option("--tls-key", init_args->options.tls_key_file, "client key (PEM)");
+  init->footer(
+      "Example:\n  rill replicate init /var/lib/orders "
+      "nats://10.0.0.1:4222,nats://10.0.0.2:4222 --stream orders --replicas 3");
+  init->callback([init_args, action] { *action = [init_args] { return RunInit(*init_args); }; });
+}
+
+}  // namespace rill::tool
