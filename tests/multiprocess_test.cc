@@ -19,6 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "child_checks.h"
 #include "child_protocol.h"
 #include "gtest/gtest.h"
 #include "process_util.h"
@@ -36,42 +37,16 @@ using ::rill::testing::ChildPayloadPrefix;
 using ::rill::testing::ChildProcess;
 using ::rill::testing::DescribeWaitStatus;
 using ::rill::testing::ExitedWithCode;
+using ::rill::testing::ExpectCleanExit;
 using ::rill::testing::FormatAck;
 using ::rill::testing::ParseAckFile;
 using ::rill::testing::ReadFileOrEmpty;
+using ::rill::testing::StartReady;
 using ::rill::testing::TempDir;
+using ::rill::testing::VerifyLog;
 using ::rill::testing::WaitUntil;
 
 constexpr absl::Duration kHang = absl::Seconds(60);
-
-// Starts a child and waits for its "ready" line.
-std::unique_ptr<ChildProcess> StartReady(const TempDir& dir, const std::string& name,
-                                         const std::vector<std::string>& args,
-                                         const std::string& tag) {
-  absl::StatusOr<std::unique_ptr<ChildProcess>> child =
-      ChildProcess::Start(name, args, dir.Sub(tag + ".err"));
-  if (!child.ok()) {
-    ADD_FAILURE() << child.status();
-    return nullptr;
-  }
-  absl::StatusOr<std::string> line = (*child)->ReadLine(kHang);
-  if (!line.ok() || *line != "ready") {
-    ADD_FAILURE() << tag << " did not start: " << (line.ok() ? *line : line.status().ToString())
-                  << "\n"
-                  << (*child)->Stderr();
-    return nullptr;
-  }
-  return std::move(child).value();
-}
-
-// Waits for a child to exit 0 and returns its last stdout line.
-std::string ExpectCleanExit(ChildProcess* child, const std::string& tag) {
-  absl::StatusOr<std::string> line = child->ReadLine(absl::Seconds(120));
-  const int status = child->Wait();
-  EXPECT_TRUE(ExitedWithCode(status, 0)) << tag << " " << DescribeWaitStatus(status) << "\n"
-                                         << child->Stderr();
-  return line.ok() ? *line : "";
-}
 
 // Appends from this process: thread t writes streams "<prefix>-t<t>-s<k>"
 // with Exact versions and child_protocol payloads, `appends` requests of
@@ -106,35 +81,6 @@ void AppendFromThisProcess(Store* store, const std::string& prefix, int threads,
     });
   }
   for (std::thread& th : pool) th.join();
-}
-
-// The whole log against the acknowledgements of every writer: gapless,
-// contiguous streams, each acknowledged event once where it was
-// acknowledged, nothing that was not acknowledged.
-void VerifyLog(Store* store, const std::vector<AckRecord>& acks, size_t max_pad) {
-  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events, store->ReadAll(1));
-  RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, store->HeadPosition());
-  ASSERT_EQ(events.size(), head);
-  std::map<std::string, int64_t> next_version;
-  for (size_t i = 0; i < events.size(); ++i) {
-    const RecordedEvent& e = events[i];
-    ASSERT_EQ(e.position, i + 1);
-    ASSERT_EQ(e.version, next_version[e.stream]++) << e.stream;
-    ASSERT_EQ(e.payload.rfind(ChildPayloadPrefix(e.stream, e.version), 0), 0u);
-  }
-  std::set<uint64_t> claimed;
-  for (const AckRecord& a : acks) {
-    ASSERT_LE(a.last_position, head) << FormatAck(a);
-    for (int64_t v = a.first_version; v <= a.last_version; ++v) {
-      const uint64_t p = a.first_position + (v - a.first_version);
-      ASSERT_TRUE(claimed.insert(p).second) << "acknowledged twice: " << FormatAck(a);
-      const RecordedEvent& e = events[p - 1];
-      ASSERT_EQ(e.stream, a.stream) << FormatAck(a);
-      ASSERT_EQ(e.version, v) << FormatAck(a);
-      ASSERT_EQ(e.payload, ChildEventPayload(a.stream, v, a.writer, max_pad)) << FormatAck(a);
-    }
-  }
-  EXPECT_EQ(claimed.size(), events.size()) << "events nobody acknowledged";
 }
 
 TEST(MultiProcessTest, ReadersInOtherProcessesSeeAGaplessPrefixAndTheFinalHead) {

@@ -100,7 +100,11 @@ absl::Status PrepareDirectory(const std::string& dir, const StoreOptions& option
     // An empty directory, or one holding only what an interrupted creation
     // leaves - our log/ directory, empty or with LMDB's lock.mdb alone
     // (mdb_env_open creates lock.mdb before data.mdb) - may become a store.
+    // So may a replicated node's directory whose replica was deleted: its
+    // settings file is all it holds, and the new replica is rebuilt from
+    // JetStream (docs/replication.md).
     for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
+      if (entry.path().filename() == "replication.conf" && entry.is_regular_file()) continue;
       bool leftover = entry.path().filename() == kLogDir && entry.is_directory();
       bool lock_file = false;
       if (leftover) {

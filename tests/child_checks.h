@@ -1,0 +1,87 @@
+// Checks shared by the tests that run appending children
+// (tests/children/append_child.cc) and check their acknowledgements against
+// a store: starting a child and waiting for its "ready", waiting for a clean
+// exit, and the whole log against every acknowledgement.
+//
+// Header-only, for test binaries (it uses GoogleTest assertions).
+#ifndef RILL_TESTS_CHILD_CHECKS_H_
+#define RILL_TESTS_CHILD_CHECKS_H_
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "child_protocol.h"
+#include "gtest/gtest.h"
+#include "process_util.h"
+#include "rill/store.h"
+#include "test_util.h"
+
+namespace rill::testing {
+
+// How long a child may take to start; only turns a hang into a failure.
+inline constexpr absl::Duration kChildHang = absl::Seconds(60);
+
+// Starts a child and waits for its "ready" line.
+inline std::unique_ptr<ChildProcess> StartReady(const TempDir& dir, const std::string& name,
+                                                const std::vector<std::string>& args,
+                                                const std::string& tag) {
+  absl::StatusOr<std::unique_ptr<ChildProcess>> child =
+      ChildProcess::Start(name, args, dir.Sub(tag + ".err"));
+  if (!child.ok()) {
+    ADD_FAILURE() << child.status();
+    return nullptr;
+  }
+  absl::StatusOr<std::string> line = (*child)->ReadLine(kChildHang);
+  if (!line.ok() || *line != "ready") {
+    ADD_FAILURE() << tag << " did not start: " << (line.ok() ? *line : line.status().ToString())
+                  << "\n"
+                  << (*child)->Stderr();
+    return nullptr;
+  }
+  return std::move(child).value();
+}
+
+// Waits for a child to exit 0 and returns its last stdout line.
+inline std::string ExpectCleanExit(ChildProcess* child, const std::string& tag) {
+  absl::StatusOr<std::string> line = child->ReadLine(absl::Seconds(120));
+  const int status = child->Wait();
+  EXPECT_TRUE(ExitedWithCode(status, 0)) << tag << " " << DescribeWaitStatus(status) << "\n"
+                                         << child->Stderr();
+  return line.ok() ? *line : "";
+}
+
+// The whole log against the acknowledgements of every writer: gapless,
+// contiguous streams, each acknowledged event once where it was
+// acknowledged, nothing that was not acknowledged.
+inline void VerifyLog(Store* store, const std::vector<AckRecord>& acks, size_t max_pad) {
+  RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> events, store->ReadAll(1));
+  RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, store->HeadPosition());
+  ASSERT_EQ(events.size(), head);
+  std::map<std::string, int64_t> next_version;
+  for (size_t i = 0; i < events.size(); ++i) {
+    const RecordedEvent& e = events[i];
+    ASSERT_EQ(e.position, i + 1);
+    ASSERT_EQ(e.version, next_version[e.stream]++) << e.stream;
+    ASSERT_EQ(e.payload.rfind(ChildPayloadPrefix(e.stream, e.version), 0), 0u);
+  }
+  std::set<uint64_t> claimed;
+  for (const AckRecord& a : acks) {
+    ASSERT_LE(a.last_position, head) << FormatAck(a);
+    for (int64_t v = a.first_version; v <= a.last_version; ++v) {
+      const uint64_t p = a.first_position + (v - a.first_version);
+      ASSERT_TRUE(claimed.insert(p).second) << "acknowledged twice: " << FormatAck(a);
+      const RecordedEvent& e = events[p - 1];
+      ASSERT_EQ(e.stream, a.stream) << FormatAck(a);
+      ASSERT_EQ(e.version, v) << FormatAck(a);
+      ASSERT_EQ(e.payload, ChildEventPayload(a.stream, v, a.writer, max_pad)) << FormatAck(a);
+    }
+  }
+  EXPECT_EQ(claimed.size(), events.size()) << "events nobody acknowledged";
+}
+
+}  // namespace rill::testing
+
+#endif  // RILL_TESTS_CHILD_CHECKS_H_
