@@ -8,6 +8,7 @@
 #include "absl/strings/str_split.h"
 #include "common.h"
 #include "rill/replication.h"
+#include "rill/store.h"
 
 namespace rill::tool {
 namespace {
@@ -31,6 +32,23 @@ int RunInit(InitArgs args) {
   }
   PrintLine(absl::StrCat("node ", args.node, " follows JetStream stream ", args.options.stream,
                          " (subject ", args.options.effective_subject(), ") at ", args.servers));
+  return kExitOk;
+}
+
+struct SyncArgs {
+  std::string node;
+  int64_t timeout_ms = 60000;
+};
+
+int RunSync(const SyncArgs& args) {
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenStore(args.node, OpenMode::kWrite);
+  if (!store.ok()) return Fail(store.status());
+  absl::Status s = WaitForReplica(store->get(), absl::Milliseconds(args.timeout_ms));
+  if (!s.ok()) return Fail(s);
+  absl::StatusOr<ReplicationStatus> status = GetReplicationStatus(store->get());
+  if (!status.ok()) return Fail(status.status());
+  PrintLine(absl::StrCat("node ", args.node, " has applied JetStream sequence ",
+                         status->applied_sequence, " of ", status->stream_last_sequence));
   return kExitOk;
 }
 
@@ -70,6 +88,16 @@ void AddReplicateCommands(CLI::App& app, Action* action) {
       "Example:\n  rill replicate init /var/lib/orders "
       "nats://10.0.0.1:4222,nats://10.0.0.2:4222 --stream orders --replicas 3");
   init->callback([init_args, action] { *action = [init_args] { return RunInit(*init_args); }; });
+
+  auto sync_args = std::make_shared<SyncArgs>();
+  CLI::App* sync = repl->add_subcommand(
+      "sync",
+      "Catch NODE_DIR's replica up with everything JetStream holds now (a node's replica is fed "
+      "while a process has it open for writing; read-only commands show it as it is)");
+  sync->add_option("NODE_DIR", sync_args->node, "the node's directory")->required();
+  sync->add_option("--timeout-ms", sync_args->timeout_ms, "give up after this long (60000)");
+  sync->footer("Example:\n  rill replicate sync /var/lib/orders");
+  sync->callback([sync_args, action] { *action = [sync_args] { return RunSync(*sync_args); }; });
 }
 
 }  // namespace rill::tool
