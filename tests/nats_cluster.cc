@@ -178,6 +178,7 @@ absl::StatusOr<std::unique_ptr<NatsCluster>> NatsCluster::Start(int servers, std
       if (last.ok()) last = cluster->Spawn(i);
     }
     if (last.ok()) last = cluster->WaitForMetaLeader(deadline);
+    if (last.ok()) last = cluster->WaitForPlacement(deadline);
     if (last.ok()) return cluster;
     if (last.message().find("address already in use") == std::string::npos) return last;
     // Destroying this attempt's cluster kills the servers it started (in a
@@ -353,6 +354,46 @@ absl::Status NatsCluster::WaitForMetaLeader(absl::Time deadline) {
     }
   }
   return absl::OkStatus();
+}
+
+// A meta leader can be elected by two servers before the third has joined
+// the meta group; until it has, creating an R=size() stream fails with "no
+// suitable peers for placement" (JSClusterNoPeersErr). So a probe stream with
+// every server as a replica is created (and deleted) until that works.
+absl::Status NatsCluster::WaitForPlacement(absl::Time deadline) {
+  constexpr char kProbe[] = "RILL_HARNESS_PROBE";
+  absl::Status last;
+  for (;;) {
+    absl::StatusOr<JetStreamClient> client = ConnectJetStream(live_urls(), absl::Seconds(2));
+    if (client.ok()) {
+      jsStreamConfig cfg;
+      jsStreamConfig_Init(&cfg);
+      cfg.Name = kProbe;
+      const char* subjects[] = {"rill.harness.probe"};
+      cfg.Subjects = subjects;
+      cfg.SubjectsLen = 1;
+      cfg.Storage = js_MemoryStorage;
+      cfg.Replicas = size();
+      jsStreamInfo* raw = nullptr;
+      jsErrCode js_err = jsErrCode(0);
+      natsStatus s = js_AddStream(&raw, client->js.get(), &cfg, nullptr, &js_err);
+      JsStreamInfoPtr si(raw);
+      if (s == NATS_OK) {
+        s = js_DeleteStream(client->js.get(), kProbe, nullptr, &js_err);
+        if (s == NATS_OK) return absl::OkStatus();
+        last = NatsError("delete probe stream", s, js_err);
+      } else {
+        last = NatsError(absl::StrCat("create probe stream with ", size(), " replicas"), s, js_err);
+      }
+    } else {
+      last = client.status();
+    }
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "JetStream cannot place streams on every server: ", last.message(), "\n", LogTails()));
+    }
+    absl::SleepFor(kPollInterval);
+  }
 }
 
 absl::Status NatsCluster::Kill(int i) {

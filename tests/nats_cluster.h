@@ -74,7 +74,8 @@ absl::Status NatsError(absl::string_view what, natsStatus s, jsErrCode js_err = 
 class NatsCluster {
  public:
   // Starts `servers` servers on free ports and waits (up to 20 s) until
-  // JetStream has a meta leader that every server reaches.
+  // JetStream has a meta leader that every server reaches and a stream with
+  // `servers` replicas can be created.
   // `base_dir` holds the configs, store directories (base_dir/nK) and logs
   // (base_dir/nK.log) and is kept afterwards; empty: a fresh temporary
   // directory, removed by the destructor. DeadlineExceeded (with the tail of
@@ -105,7 +106,8 @@ class NatsCluster {
   [[nodiscard]] absl::Status Kill(int i);
   // Starts killed server i again with the same config, ports and store
   // directory and waits (up to 20 s) until it accepts client connections.
-  // It may still be catching up on its streams then.
+  // It may still be catching up on its streams then, and be no candidate for
+  // new streams' replicas yet.
   [[nodiscard]] absl::Status Restart(int i);
   // SIGSTOP / SIGCONT: a paused server keeps its sockets open but answers
   // nothing, which its peers see as a partition. A client connected to it
@@ -154,6 +156,7 @@ class NatsCluster {
   absl::Status CheckAlive(int i);
   absl::Status WaitForClientPort(int i, absl::Time deadline);
   absl::Status WaitForMetaLeader(absl::Time deadline);
+  absl::Status WaitForPlacement(absl::Time deadline);
   absl::Status CheckIndex(int i) const;
 
   std::unique_ptr<TempDir> temp_dir_;  // null when the caller gave base_dir
