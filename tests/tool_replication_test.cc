@@ -254,5 +254,225 @@ TEST_F(ReplicationTest, AStaleNodesExpectedVersionIsAConflict) {
   EXPECT_EQ(final_info.last_version, 2);
 }
 
+TEST_F(ReplicationTest, LeaderKilledDuringAppendsLosesNothingAcknowledged) {
+  const std::vector<std::string> nodes = {InitNode("n1"), InitNode("n2")};
+  std::vector<std::unique_ptr<ChildProcess>> children;
+  const std::vector<std::string> tags = {"w1", "w2"};
+  for (int i = 0; i < 2; ++i) {
+    children.push_back(StartAppender(
+        nodes[i], tags[i],
+        {"mode=own", "threads=2", "streams=3", "appends=250", absl::StrCat("prefix=", tags[i]),
+         "writer=" + tags[i], absl::StrCat("seed=", i + 7)}));
+    ASSERT_NE(children.back(), nullptr);
+  }
+  ASSERT_TRUE(WaitUntil([&] { return AckCount("w1") >= 50 && AckCount("w2") >= 50; }, kLong));
+  RILL_ASSERT_OK_AND_ASSIGN(const int leader, cluster_->StreamLeader(kStream));
+  const size_t before = AckCount("w1") + AckCount("w2");
+  const absl::Time killed = absl::Now();
+  RILL_ASSERT_OK(cluster_->Kill(leader));
+  // Appends resume once a new leader is elected (nats-server 2.9's election
+  // takes seconds); until then they wait and retry, none fails.
+  ASSERT_TRUE(WaitUntil([&] { return AckCount("w1") + AckCount("w2") > before + 20; }, kLong))
+      << "acks: " << AckCount("w1") << " + " << AckCount("w2") << " (" << before
+      << " at the kill)\n"
+      << children[0]->Stderr() << children[1]->Stderr() << cluster_->LogTails();
+  const absl::Duration resumed = absl::Now() - killed;
+  int new_leader = -1;
+  RILL_ASSERT_OK(cluster_->WaitForStreamLeader(kStream, kLong, &new_leader));
+  std::printf(
+      "stream leader n%d killed after %zu acknowledged appends; appends resumed within "
+      "%s (new leader n%d)\n",
+      leader + 1, before, absl::FormatDuration(resumed).c_str(), new_leader + 1);
+  EXPECT_LT(resumed, kLong);
+  RILL_ASSERT_OK(cluster_->Restart(leader));
+  std::vector<AckRecord> acks;
+  for (int i = 0; i < 2; ++i) {
+    ExpectCleanExit(children[i].get(), tags[i]);
+    std::vector<AckRecord> mine = Acks(tags[i]);
+    EXPECT_EQ(mine.size(), 500u) << tags[i];
+    acks.insert(acks.end(), mine.begin(), mine.end());
+  }
+  ExpectNodesAgree(nodes, acks);
+}
+
+TEST_F(ReplicationTest, APausedServerDoesNotStopAppends) {
+  const std::string dir = InitNode("n1");
+  std::unique_ptr<Store> node = OpenNode(dir);
+  ASSERT_NE(node, nullptr);
+  RILL_ASSERT_OK(node->Append("warm", ExpectedVersion::Any(), MakeEvents(1)).status());
+  int leader = -1;
+  RILL_ASSERT_OK(cluster_->WaitForStreamLeader(kStream, kLong, &leader));
+  // A follower stops answering (a partition stand-in): the other two are a
+  // quorum. If the node was connected to it, it notices by missed pings and
+  // reconnects to another server.
+  const int follower = (leader + 1) % 3;
+  RILL_ASSERT_OK(cluster_->Pause(follower));
+  const absl::Time start = absl::Now();
+  absl::Duration slowest;
+  for (int i = 0; i < 30; ++i) {
+    const absl::Time t = absl::Now();
+    absl::StatusOr<AppendResult> r =
+        node->Append("during-pause", ExpectedVersion::Any(), MakeEvents(1, i));
+    ASSERT_TRUE(r.ok()) << r.status();
+    slowest = std::max(slowest, absl::Now() - t);
+  }
+  std::printf("30 appends with server n%d paused took %s (slowest %s)\n", follower + 1,
+              absl::FormatDuration(absl::Now() - start).c_str(),
+              absl::FormatDuration(slowest).c_str());
+  RILL_ASSERT_OK(cluster_->Resume(follower));
+  RILL_ASSERT_OK_AND_ASSIGN(StreamInfo info, node->GetStreamInfo("during-pause"));
+  EXPECT_EQ(info.event_count, 30u);
+}
+
+TEST_F(ReplicationTest, RetriesOfAKilledNodeWithTheSameKeysAreDeduplicated) {
+  const std::string dir = InitNode("n1");
+  // One event per append, so the request in flight when the node dies is
+  // known: the next version of each stream.
+  std::unique_ptr<ChildProcess> child =
+      StartAppender(dir, "k",
+                    {"mode=own", "threads=2", "streams=2", "appends=0", "max_events=1", "prefix=k",
+                     "writer=k", "keys=1"});
+  ASSERT_NE(child, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return AckCount("k") >= 60; }, kLong));
+  child->Kill(SIGKILL);
+  child->Wait();
+  std::vector<AckRecord> acks = Acks("k");
+
+  std::unique_ptr<Store> node = OpenNode(dir);
+  ASSERT_NE(node, nullptr);
+  RILL_ASSERT_OK(WaitForReplica(node.get(), kLong));
+  // The client retries everything it did not see acknowledged - here the
+  // last request of each stream - and some it did, under the same keys.
+  std::map<std::string, int64_t> last_acked;
+  std::map<std::string, std::string> writer_of;
+  for (const AckRecord& a : acks) {
+    last_acked[a.stream] =
+        std::max(last_acked.count(a.stream) ? last_acked[a.stream] : -1, a.last_version);
+    writer_of[a.stream] = a.writer;
+  }
+  int deduplicated = 0;
+  std::vector<AckRecord> retried;
+  for (int t = 0; t < 2; ++t) {
+    for (int k = 0; k < 2; ++k) {
+      const std::string stream = absl::StrCat("k-t", t, "-s", k);
+      const std::string writer = absl::StrCat("k-t", t);
+      const int64_t v = last_acked.count(stream) ? last_acked[stream] + 1 : 0;
+      AppendOptions options;
+      options.idempotency_key = absl::StrCat(stream, "@", v);
+      RILL_ASSERT_OK_AND_ASSIGN(AppendResult r,
+                                node->Append(stream, ChildExpected(v),
+                                             ChildEvents(stream, v, v, writer, kMaxPad), options));
+      EXPECT_EQ(r.first_version, v);
+      if (r.deduplicated) ++deduplicated;
+      AckRecord a;
+      a.key = options.idempotency_key;
+      a.stream = stream;
+      a.writer = writer;
+      a.first_version = a.last_version = v;
+      a.first_position = r.first_position;
+      a.last_position = r.last_position;
+      retried.push_back(a);
+    }
+  }
+  for (size_t i = 0; i < acks.size(); i += 7) {
+    const AckRecord& a = acks[i];
+    AppendOptions options;
+    options.idempotency_key = a.key;
+    RILL_ASSERT_OK_AND_ASSIGN(
+        AppendResult r,
+        node->Append(a.stream, ChildExpected(a.first_version),
+                     ChildEvents(a.stream, a.first_version, a.last_version, a.writer, kMaxPad),
+                     options));
+    EXPECT_TRUE(r.deduplicated) << FormatAck(a);
+    EXPECT_EQ(r.first_position, a.first_position) << FormatAck(a);
+  }
+  std::printf(
+      "%zu appends acknowledged before the kill; of the 4 requests retried at the next "
+      "version, %d had been stored by the killed node and were deduplicated\n",
+      acks.size(), deduplicated);
+  acks.insert(acks.end(), retried.begin(), retried.end());
+  node.reset();
+  ExpectNodesAgree({dir}, acks);
+}
+
+TEST_F(ReplicationTest, ADeletedReplicaIsRebuiltFromJetStream) {
+  const std::string d1 = InitNode("n1"), d2 = InitNode("n2");
+  {
+    std::unique_ptr<Store> n1 = OpenNode(d1), n2 = OpenNode(d2);
+    ASSERT_TRUE(n1 && n2);
+    for (int i = 0; i < 40; ++i) {
+      Store* via = i % 2 ? n2.get() : n1.get();
+      RILL_ASSERT_OK(
+          via->Append(absl::StrCat("s", i % 5), ExpectedVersion::Any(), MakeEvents(1 + i % 3, i))
+              .status());
+    }
+    RILL_ASSERT_OK(WaitForReplica(n2.get(), kLong));
+  }
+  std::filesystem::remove_all(d2 + "/log");
+  std::filesystem::remove_all(d2 + "/derived");
+  {
+    std::unique_ptr<Store> n2 = OpenNode(d2);
+    ASSERT_NE(n2, nullptr);
+    RILL_ASSERT_OK(WaitForReplica(n2.get(), kLong));
+    RILL_ASSERT_OK_AND_ASSIGN(uint64_t head, n2->HeadPosition());
+    EXPECT_EQ(head, 79u);  // 40 appends of 1, 2, 3, 1, ... events
+  }
+  const ToolRun verify = RunTool({"verify", d2});
+  EXPECT_EQ(verify.exit_code, 0) << verify.Describe();
+  const ToolRun e1 = RunTool({"export", d1}), e2 = RunTool({"export", d2});
+  ASSERT_EQ(e2.exit_code, 0) << e2.Describe();
+  EXPECT_TRUE(e1.out == e2.out) << "the rebuilt replica's export differs";
+}
+
+TEST_F(ReplicationTest, WithoutNatsAppendsFailInTimeAndReadsGoOn) {
+  const std::string dir = InitNode("n1", absl::Seconds(2));
+  {
+    std::unique_ptr<Store> node = OpenNode(dir);
+    ASSERT_NE(node, nullptr);
+    RILL_ASSERT_OK(node->Append("s", ExpectedVersion::NoStream(), MakeEvents(2)).status());
+  }
+  for (int i = 0; i < 3; ++i) RILL_ASSERT_OK(cluster_->Kill(i));
+  std::unique_ptr<Store> node = OpenNode(dir);  // opens: the replica is local
+  ASSERT_NE(node, nullptr);
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> events, node->ReadStream("s", 0));
+  EXPECT_EQ(events.size(), 2u);
+  const absl::Time start = absl::Now();
+  absl::Status s = node->Append("s", ExpectedVersion::Exact(1), MakeEvents(1)).status();
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  EXPECT_NE(s.message().find("not stored"), std::string::npos) << s;
+  EXPECT_LT(took, absl::Seconds(6)) << "append_timeout is 2 s";
+  std::printf("with every server down an append failed after %s: %s\n",
+              absl::FormatDuration(took).c_str(), std::string(s.message()).c_str());
+  const ToolRun info = RunTool({"info", dir});
+  EXPECT_EQ(info.exit_code, 0) << info.Describe();
+  EXPECT_NE(info.out.find("unknown"), std::string::npos) << info.out;
+
+  // The servers come back (with their data): appends go on from where the
+  // stream was.
+  for (int i = 0; i < 3; ++i) RILL_ASSERT_OK(cluster_->Restart(i));
+  RILL_ASSERT_OK(cluster_->WaitForStreamLeader(kStream, kLong, nullptr));
+  absl::StatusOr<AppendResult> r = absl::UnknownError("not tried");
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        r = node->Append("s", ExpectedVersion::Exact(1), MakeEvents(1));
+        return r.ok() || absl::IsAborted(r.status());
+      },
+      kLong))
+      << r.status();
+  RILL_ASSERT_OK(r.status());
+  EXPECT_EQ(r->first_version, 2);
+  EXPECT_EQ(r->first_position, 3u);
+
+  // Bad settings are refused before anything is created.
+  ReplicationOptions bad = Options();
+  bad.servers = {"http://127.0.0.1:1"};
+  EXPECT_TRUE(absl::IsInvalidArgument(InitReplicatedNode(tmp_.Sub("bad"), bad)));
+  bad.servers = {"nats://127.0.0.1:1"};
+  bad.connect_timeout = absl::Milliseconds(300);
+  EXPECT_TRUE(absl::IsUnavailable(InitReplicatedNode(tmp_.Sub("bad"), bad)));
+  EXPECT_FALSE(std::filesystem::exists(tmp_.Sub("bad")));
+}
+
 }  // namespace
 }  // namespace rill

@@ -55,7 +55,11 @@ absl::StatusOr<std::unique_ptr<NatsLink>> NatsLink::Connect(const ReplicationOpt
   if (s == NATS_OK) s = natsOptions_SetPingInterval(opts, 1000);
   if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(opts, 2);
   if (s == NATS_OK && !must_connect) {
-    s = natsOptions_SetRetryOnFailedConnect(opts, true, nullptr, nullptr);
+    // With a callback (even one that does nothing) a connect that fails at
+    // once returns NATS_NOT_YET_CONNECTED and goes on in the background;
+    // without one libnats retries inside natsConnection_Connect, forever.
+    s = natsOptions_SetRetryOnFailedConnect(
+        opts, true, [](natsConnection*, void*) {}, nullptr);
   }
   if (s == NATS_OK && !options.credentials_file.empty()) {
     s = natsOptions_SetUserCredentialsFromFiles(opts, options.credentials_file.c_str(), nullptr);

@@ -21,6 +21,11 @@ namespace {
 
 // Most messages the applier applies in one LMDB transaction (one commit).
 constexpr size_t kMaxApplyMessages = 256;
+// How long one publish attempt waits for JetStream's acknowledgement.
+constexpr absl::Duration kPublishAttempt = absl::Seconds(2);
+// How long the applier waits for a message before it checks whether it is
+// stuck behind the stream.
+constexpr absl::Duration kStallCheck = absl::Seconds(2);
 // A transaction's encoding beyond its payload bytes: per event (envelope,
 // id, type), per part and per request. Used to cut batches below
 // max_message_bytes before encoding; an encoding that still comes out too
@@ -304,7 +309,12 @@ absl::StatusOr<uint64_t> ReplicatedStore::PublishWithRetries(const EventId& txid
       last = absl::UnavailableError("not connected to any NATS server");
       continue;
     }
-    NatsLink::Published r = link_->Publish(subject_, repl_.stream, msg_id, data, deadline - now);
+    // Each attempt waits a little for its acknowledgement, not the whole
+    // timeout: a request sent to a server that died, or that sat in the
+    // reconnect buffer, is never answered; the next attempt (same message
+    // id) goes to a live server and JetStream keeps one copy.
+    NatsLink::Published r = link_->Publish(subject_, repl_.stream, msg_id, data,
+                                           std::min(deadline - now, kPublishAttempt));
     if (r.status.ok()) return r.sequence;
     maybe_stored |= r.maybe_stored;
     last = r.status;
@@ -364,6 +374,11 @@ void ReplicatedStore::ApplyLoop() {
     mu_.AwaitWithTimeout(absl::Condition(&stop), backoff);
     backoff = std::min(backoff * 2, absl::Seconds(1));
   };
+  // When nothing arrives for a while, the applier asks JetStream whether
+  // the stream has moved past the replica, and if so follows it anew: a
+  // backstop for a consumer that libnats could not recreate after its
+  // server died (during a leader election) and that now waits forever.
+  absl::Time last_progress = absl::Now();
   while (!stopping()) {
     if (follower == nullptr) {
       absl::StatusOr<uint64_t> applied = replica_->AppliedSequence();
@@ -383,7 +398,15 @@ void ReplicatedStore::ApplyLoop() {
       pause();
       continue;
     }
-    if (!first->has_value()) continue;
+    if (!first->has_value()) {
+      if (absl::Now() - last_progress < kStallCheck) continue;
+      last_progress = absl::Now();
+      absl::StatusOr<uint64_t> applied = replica_->AppliedSequence();
+      absl::StatusOr<NatsLink::StreamState> stream = link_->GetStream(repl_.stream, kStallCheck);
+      if (applied.ok() && stream.ok() && stream->last_sequence > *applied) follower.reset();
+      continue;
+    }
+    last_progress = absl::Now();
     std::vector<Replica::Message> messages;
     size_t bytes = (*first)->data.size();
     messages.push_back(Replica::Message{(*first)->sequence, std::move((*first)->data)});
