@@ -474,5 +474,73 @@ TEST_F(ReplicationTest, WithoutNatsAppendsFailInTimeAndReadsGoOn) {
   EXPECT_FALSE(std::filesystem::exists(tmp_.Sub("bad")));
 }
 
+TEST_F(ReplicationTest, APushedStoreAndABackupBootstrapNodesThatMatch) {
+  // An embedded store with history: several streams, multi-stream appends,
+  // commits at different times, metadata.
+  const std::string src = tmp_.Sub("src");
+  {
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(src));
+    for (int i = 0; i < 30; ++i) {
+      std::vector<EventData> events = MakeEvents(1 + i % 3, i);
+      events[0].metadata.correlation_id = absl::StrCat("c", i);
+      if (i % 5 == 4) {
+        std::vector<StreamAppend> multi = {
+            {absl::StrCat("m", i), ExpectedVersion::NoStream(), events},
+            {"shared", ExpectedVersion::Any(), MakeEvents(1, i)}};
+        RILL_ASSERT_OK(store->AppendMulti(multi).status());
+      } else {
+        RILL_ASSERT_OK(
+            store->Append(absl::StrCat("s", i % 4), ExpectedVersion::Any(), events).status());
+      }
+      if (i % 10 == 0) absl::SleepFor(absl::Milliseconds(2));
+    }
+  }
+  const ToolRun push =
+      RunTool({"replicate", "push", src, cluster_->url_list(), "--stream", kStream});
+  ASSERT_EQ(push.exit_code, 0) << push.Describe();
+  const ToolRun again =
+      RunTool({"replicate", "push", src, cluster_->url_list(), "--stream", kStream});
+  EXPECT_EQ(again.exit_code, 1) << again.Describe();
+  EXPECT_NE(again.err.find("already holds"), std::string::npos) << again.err;
+
+  const std::string n1 = InitNode("n1");
+  std::vector<RecordedEvent> original;
+  {
+    StoreOptions ro;
+    ro.read_only = true;
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(src, ro));
+    RILL_ASSERT_OK_AND_ASSIGN(original, store->ReadAll(1));
+  }
+  {
+    std::unique_ptr<Store> node = OpenNode(n1);
+    ASSERT_NE(node, nullptr);
+    RILL_ASSERT_OK(WaitForReplica(node.get(), kLong));
+    RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> events, node->ReadAll(1));
+    ASSERT_EQ(events.size(), original.size());
+    for (size_t i = 0; i < events.size(); ++i) {
+      ASSERT_TRUE(SameEvent(events[i], original[i])) << "position " << i + 1;
+    }
+    // A backup of the node, taken while it is open, is a node too.
+    const ToolRun backup = RunTool({"backup", n1, tmp_.Sub("b1")});
+    ASSERT_EQ(backup.exit_code, 0) << backup.Describe();
+    for (int i = 0; i < 5; ++i) {
+      RILL_ASSERT_OK(
+          node->Append("after-backup", ExpectedVersion::Any(), MakeEvents(1, i)).status());
+    }
+  }
+  // It follows the stream from where the copy was: the tail only.
+  std::unique_ptr<Store> restored = OpenNode(tmp_.Sub("b1"));
+  ASSERT_NE(restored, nullptr);
+  RILL_ASSERT_OK(WaitForReplica(restored.get(), kLong));
+  RILL_ASSERT_OK_AND_ASSIGN(StreamInfo tail, restored->GetStreamInfo("after-backup"));
+  EXPECT_EQ(tail.event_count, 5u);
+  RILL_ASSERT_OK_AND_ASSIGN(uint64_t head, restored->HeadPosition());
+  EXPECT_EQ(head, original.size() + 5);
+  restored.reset();
+  const ToolRun e1 = RunTool({"export", n1}), e2 = RunTool({"export", tmp_.Sub("b1")});
+  ASSERT_EQ(e2.exit_code, 0) << e2.Describe();
+  EXPECT_TRUE(e1.out == e2.out) << "the restored node's export differs";
+}
+
 }  // namespace
 }  // namespace rill

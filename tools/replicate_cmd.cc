@@ -35,6 +35,24 @@ int RunInit(InitArgs args) {
   return kExitOk;
 }
 
+struct PushArgs {
+  std::string store;
+  std::string servers;
+  ReplicationOptions options;
+};
+
+int RunPush(PushArgs args) {
+  args.options.servers = absl::StrSplit(args.servers, ',', absl::SkipWhitespace());
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenStore(args.store, OpenMode::kRead);
+  if (!store.ok()) return Fail(store.status());
+  absl::StatusOr<PushResult> pushed = PushToStream(store->get(), args.options);
+  if (!pushed.ok()) return Fail(pushed.status());
+  PrintLine(absl::StrCat("pushed ", pushed->events, " events in ", pushed->messages,
+                         " messages to JetStream stream ", args.options.stream, " (last sequence ",
+                         pushed->last_sequence, "); create nodes on it with rill replicate init"));
+  return kExitOk;
+}
+
 struct SyncArgs {
   std::string node;
   int64_t timeout_ms = 60000;
@@ -88,6 +106,23 @@ void AddReplicateCommands(CLI::App& app, Action* action) {
       "Example:\n  rill replicate init /var/lib/orders "
       "nats://10.0.0.1:4222,nats://10.0.0.2:4222 --stream orders --replicas 3");
   init->callback([init_args, action] { *action = [init_args] { return RunInit(*init_args); }; });
+
+  auto push_args = std::make_shared<PushArgs>();
+  CLI::App* push = repl->add_subcommand(
+      "push",
+      "Move STORE's log (an embedded store) into a new JetStream stream, every event with its "
+      "position, version, id and time; then create nodes on the stream with replicate init");
+  push->add_option("STORE", push_args->store, "the embedded store")->required();
+  push->add_option("SERVERS", push_args->servers, "NATS URLs, comma-separated")->required();
+  push->add_option("--stream", push_args->options.stream, "the new stream (default: rill)");
+  push->add_option("--subject", push_args->options.subject, "its subject (default: rill.STREAM)");
+  push->add_option("--replicas", push_args->options.replicas, "its replicas (default: 3)");
+  push->add_option("--max-message-bytes", push_args->options.max_message_bytes,
+                   "largest message published (default: 1 MiB)");
+  push->footer(
+      "Example:\n  rill replicate push /var/lib/orders nats://10.0.0.1:4222 --stream orders\n"
+      "  rill replicate init /var/lib/orders-node nats://10.0.0.1:4222 --stream orders");
+  push->callback([push_args, action] { *action = [push_args] { return RunPush(*push_args); }; });
 
   auto sync_args = std::make_shared<SyncArgs>();
   CLI::App* sync = repl->add_subcommand(

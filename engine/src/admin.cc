@@ -373,6 +373,15 @@ absl::StatusOr<BackupResult> CopyStore(internal::StoreCore* core, const std::str
                                            result.derived_bytes, total, options);
   if (!bytes.ok()) return bytes.status();
   result.log_bytes = *bytes;
+  // A replicated node's backup is a node: with its settings, a copy opened
+  // for writing follows the stream from the sequence the copy had applied
+  // (docs/replication.md).
+  const std::string settings = core->dir() + "/replication.conf";
+  if (fs::exists(settings, ec)) {
+    fs::copy_file(settings, dest + "/replication.conf", fs::copy_options::overwrite_existing, ec);
+    if (ec) return absl::InternalError(absl::StrCat("copying ", settings, ": ", ec.message()));
+    if (absl::Status s = SyncPath(dest + "/replication.conf", O_RDONLY); !s.ok()) return s;
+  }
   if (absl::Status s = SyncPath(dest, O_RDONLY | O_DIRECTORY); !s.ok()) return s;
   // Report the head the copy really holds.
   absl::StatusOr<std::unique_ptr<Store>> copy = Store::Open(dest, [] {

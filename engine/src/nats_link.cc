@@ -163,12 +163,13 @@ absl::StatusOr<NatsLink::StreamState> NatsLink::GetStream(const std::string& str
 
 NatsLink::Published NatsLink::Publish(const std::string& subject, const std::string& stream,
                                       const std::string& msg_id, absl::string_view data,
-                                      absl::Duration timeout) {
+                                      absl::Duration timeout, uint64_t expect_last_sequence) {
   Published out;
   jsPubOptions po;
   jsPubOptions_Init(&po);
   po.MsgId = msg_id.c_str();
   po.ExpectStream = stream.c_str();
+  po.ExpectLastSeq = expect_last_sequence;
   po.MaxWait = Millis(timeout);
   jsPubAck* ack = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
@@ -183,6 +184,57 @@ NatsLink::Published NatsLink::Publish(const std::string& subject, const std::str
   out.maybe_stored = s == NATS_TIMEOUT;
   out.status = NatsError(s, jerr, "publishing to JetStream");
   return out;
+}
+
+absl::StatusOr<uint64_t> NatsLink::PublishRetrying(
+    const std::string& subject, const std::string& stream, const std::string& msg_id,
+    absl::string_view data, absl::Time deadline, absl::Duration attempt,
+    absl::FunctionRef<bool()> cancelled, uint64_t expect_last_sequence) {
+  const absl::Duration timeout = deadline - absl::Now();
+  bool maybe_stored = false;
+  absl::Status last = absl::DeadlineExceededError("no attempt");
+  absl::Duration backoff = absl::Milliseconds(10);
+  for (;;) {
+    if (cancelled()) {
+      last = absl::CancelledError("the store is closing");
+      break;
+    }
+    const absl::Time now = absl::Now();
+    if (now >= deadline) break;
+    if (!AwaitConnected(std::min(deadline, now + absl::Milliseconds(200)))) {
+      last = absl::UnavailableError("not connected to any NATS server");
+      continue;
+    }
+    // Each attempt waits a little for its acknowledgement, not the whole
+    // timeout: a request sent to a server that died, or that sat in the
+    // reconnect buffer, is never answered; the next attempt (same message
+    // id) goes to a live server and JetStream keeps one copy.
+    Published r = Publish(subject, stream, msg_id, data, std::min(deadline - now, attempt),
+                          expect_last_sequence);
+    if (r.status.ok()) return r.sequence;
+    maybe_stored |= r.maybe_stored;
+    last = r.status;
+    // A JetStream API error (wrong stream, message too large, ...) will not
+    // go away by retrying; no responders (no stream leader: an election is
+    // under way) and timeouts may.
+    if (absl::IsInvalidArgument(r.status) || absl::IsFailedPrecondition(r.status) ||
+        absl::IsPermissionDenied(r.status)) {
+      if (!maybe_stored) return r.status;
+      break;
+    }
+    absl::SleepFor(std::min(backoff, std::max(deadline - absl::Now(), absl::ZeroDuration())));
+    backoff = std::min(backoff * 2, absl::Milliseconds(250));
+  }
+  if (maybe_stored) {
+    return absl::UnavailableError(absl::StrCat(
+        "the append's outcome is unknown: JetStream did not acknowledge it within ",
+        absl::FormatDuration(timeout),
+        " after it was sent; a retry with the same idempotency key is safe (last error: ",
+        last.message(), ")"));
+  }
+  return absl::UnavailableError(absl::StrCat("NATS JetStream did not take the append within ",
+                                             absl::FormatDuration(timeout), "; it was not stored (",
+                                             last.message(), ")"));
 }
 
 absl::StatusOr<std::unique_ptr<NatsLink::Follower>> NatsLink::Follow(const std::string& subject,

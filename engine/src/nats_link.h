@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -59,8 +60,24 @@ class NatsLink {
     // acknowledgement): the message may be stored.
     bool maybe_stored = false;
   };
+  // `expect_last_sequence` (0: none) makes JetStream refuse the message
+  // unless the stream's last sequence is that (Nats-Expected-Last-Sequence).
   Published Publish(const std::string& subject, const std::string& stream,
-                    const std::string& msg_id, absl::string_view data, absl::Duration timeout);
+                    const std::string& msg_id, absl::string_view data, absl::Duration timeout,
+                    uint64_t expect_last_sequence = 0);
+
+  // Publishes until JetStream acknowledges or `deadline`: through a leader
+  // election (no responders) and unanswered attempts (each waits at most
+  // `attempt`), always with the same message id, so JetStream keeps one
+  // copy. Returns the sequence, or Unavailable saying whether the message
+  // was not stored or may have been (then its outcome is unknown); an error
+  // JetStream gives for the message itself (too large, wrong stream, a
+  // failed expectation) is returned at once. `cancelled` ends it early.
+  absl::StatusOr<uint64_t> PublishRetrying(const std::string& subject, const std::string& stream,
+                                           const std::string& msg_id, absl::string_view data,
+                                           absl::Time deadline, absl::Duration attempt,
+                                           absl::FunctionRef<bool()> cancelled,
+                                           uint64_t expect_last_sequence = 0);
 
   // Follows `stream` in order, from `start_sequence` (>= 1).
   class Follower {

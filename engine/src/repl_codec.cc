@@ -56,7 +56,7 @@ std::string EncodeTransaction(const EventId& txid, const EventId& node, int64_t 
                             r->fingerprint.size());
     }
     auto ps = fbb.CreateVector(parts);
-    reqs.push_back(schema::CreateTxRequest(fbb, key, fp, ps));
+    reqs.push_back(schema::CreateTxRequest(fbb, key, fp, ps, r->recorded_us));
   }
   auto id = fbb.CreateVector(txid.bytes().data(), txid.bytes().size());
   auto nd = fbb.CreateVector(node.bytes().data(), node.bytes().size());
@@ -99,6 +99,7 @@ absl::StatusOr<std::unique_ptr<ReplTransaction>> DecodeTransaction(absl::string_
   for (size_t i = 0; i < tx->requests()->size(); ++i) {
     const schema::TxRequest* req = tx->requests()->Get(i);
     AppendRequest& r = out->requests[i];
+    r.recorded_us = req->recorded_us();
     if (req->idempotency_key() != nullptr) {
       r.idempotency_key = std::string(View(req->idempotency_key()));
       if (req->fingerprint() == nullptr) {

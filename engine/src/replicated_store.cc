@@ -142,10 +142,6 @@ class ReplicatedStore final : public Store {
   absl::StatusOr<std::vector<AppendResult>> Submit(std::vector<RequestPart> parts,
                                                    const AppendOptions& options);
   void PublishLoop();
-  // Publishes `data` (transaction `txid`) with retries until `deadline`.
-  // Returns the sequence, or the error the batch's callers get.
-  absl::StatusOr<uint64_t> PublishWithRetries(const EventId& txid, const std::string& data,
-                                              absl::Time deadline);
   void ApplyLoop();
   void CompleteLocked(Pending* p, absl::StatusOr<std::vector<AppendResult>> result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -274,7 +270,11 @@ void ReplicatedStore::PublishLoop() {
       in_flight_[TxKey(txid)] = batch;
     }
     absl::StatusOr<uint64_t> sequence =
-        PublishWithRetries(txid, data, absl::Now() + repl_.append_timeout);
+        link_->PublishRetrying(subject_, repl_.stream, txid.ToString(), data,
+                               absl::Now() + repl_.append_timeout, kPublishAttempt, [this] {
+                                 absl::MutexLock lock(&mu_);
+                                 return stop_;
+                               });
     absl::MutexLock lock(&mu_);
     if (sequence.ok()) {
       for (auto& p : batch) {
@@ -286,59 +286,6 @@ void ReplicatedStore::PublishLoop() {
     in_flight_.erase(TxKey(txid));
     for (auto& p : batch) CompleteLocked(p.get(), sequence.status());
   }
-}
-
-absl::StatusOr<uint64_t> ReplicatedStore::PublishWithRetries(const EventId& txid,
-                                                             const std::string& data,
-                                                             absl::Time deadline) {
-  const std::string msg_id = txid.ToString();
-  bool maybe_stored = false;
-  absl::Status last;
-  absl::Duration backoff = absl::Milliseconds(10);
-  for (;;) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (stop_) {
-        last = absl::CancelledError("the store is closing");
-        break;
-      }
-    }
-    const absl::Time now = absl::Now();
-    if (now >= deadline) break;
-    if (!link_->AwaitConnected(std::min(deadline, now + absl::Milliseconds(200)))) {
-      last = absl::UnavailableError("not connected to any NATS server");
-      continue;
-    }
-    // Each attempt waits a little for its acknowledgement, not the whole
-    // timeout: a request sent to a server that died, or that sat in the
-    // reconnect buffer, is never answered; the next attempt (same message
-    // id) goes to a live server and JetStream keeps one copy.
-    NatsLink::Published r = link_->Publish(subject_, repl_.stream, msg_id, data,
-                                           std::min(deadline - now, kPublishAttempt));
-    if (r.status.ok()) return r.sequence;
-    maybe_stored |= r.maybe_stored;
-    last = r.status;
-    // A JetStream API error (wrong stream, message too large, ...) will not
-    // go away by retrying; no responders (no stream leader: an election is
-    // under way) and timeouts may.
-    if (absl::IsInvalidArgument(r.status) || absl::IsFailedPrecondition(r.status) ||
-        absl::IsPermissionDenied(r.status)) {
-      if (!maybe_stored) return r.status;
-      break;
-    }
-    absl::SleepFor(std::min(backoff, std::max(deadline - absl::Now(), absl::ZeroDuration())));
-    backoff = std::min(backoff * 2, absl::Milliseconds(250));
-  }
-  if (maybe_stored) {
-    return absl::UnavailableError(absl::StrCat(
-        "the append's outcome is unknown: JetStream did not acknowledge it within ",
-        absl::FormatDuration(repl_.append_timeout),
-        " after it was sent; a retry with the same idempotency key is safe (last error: ",
-        last.message(), ")"));
-  }
-  return absl::UnavailableError(absl::StrCat("NATS JetStream did not take the append within ",
-                                             absl::FormatDuration(repl_.append_timeout),
-                                             "; it was not stored (", last.message(), ")"));
 }
 
 void ReplicatedStore::FailStored(uint64_t first, uint64_t last, const absl::Status& why) {

@@ -20,6 +20,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "nats_link.h"
+#include "repl_codec.h"
 #include "replica.h"
 #include "rill/store.h"
 #include "store_core.h"
@@ -240,6 +241,89 @@ absl::StatusOr<ReplicationStatus> GetReplicationStatus(Store* store) {
   status.replicas = stream->replicas;
   status.leader = stream->leader;
   return status;
+}
+
+absl::StatusOr<PushResult> PushToStream(Store* source, const ReplicationOptions& options) {
+  if (absl::Status s = Validate(options); !s.ok()) return s;
+  absl::StatusOr<std::unique_ptr<internal::NatsLink>> link =
+      internal::NatsLink::Connect(options, /*must_connect=*/true);
+  if (!link.ok()) return link.status();
+  absl::StatusOr<internal::NatsLink::StreamState> existing =
+      (*link)->GetStream(options.stream, options.connect_timeout);
+  if (existing.ok() && existing->last_sequence > 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "JetStream stream ", options.stream, " already holds ", existing->last_sequence,
+        " messages: a store is pushed into a new (or empty) stream"));
+  }
+  if (!existing.ok() && !absl::IsNotFound(existing.status())) return existing.status();
+  if (absl::Status s = (*link)->EnsureStream(options); !s.ok()) return s;
+  EventId node;
+  if (absl::StatusOr<EventId> id = EventId::Parse(source->store_id()); id.ok()) node = *id;
+
+  // A message holds runs of events of one stream with one recorded time (a
+  // request each), up to about half the message limit.
+  struct Run {
+    std::string stream;
+    int64_t recorded_us = 0;
+    std::vector<EventData> events;
+  };
+  const size_t budget = options.max_message_bytes / 2;
+  std::vector<Run> runs;
+  size_t bytes = 0;
+  PushResult result;
+  uint64_t last_sequence = 0;
+  absl::Status failed;
+  auto flush = [&]() -> absl::Status {
+    if (runs.empty()) return absl::OkStatus();
+    std::vector<internal::AppendRequest> requests(runs.size());
+    std::vector<internal::AppendRequest*> pointers;
+    for (size_t i = 0; i < runs.size(); ++i) {
+      requests[i].parts.push_back(
+          internal::RequestPart{runs[i].stream, ExpectedVersion::Any(), runs[i].events});
+      requests[i].recorded_us = runs[i].recorded_us;
+      pointers.push_back(&requests[i]);
+    }
+    const EventId txid = EventId::Random();
+    const std::string data =
+        internal::EncodeTransaction(txid, node, runs.front().recorded_us, pointers);
+    absl::StatusOr<uint64_t> seq = (*link)->PublishRetrying(
+        options.effective_subject(), options.stream, txid.ToString(), data,
+        absl::Now() + options.append_timeout, absl::Seconds(2), [] { return false; },
+        last_sequence);
+    if (!seq.ok()) return seq.status();
+    last_sequence = *seq;
+    ++result.messages;
+    runs.clear();
+    bytes = 0;
+    return absl::OkStatus();
+  };
+  absl::Status scanned = source->ScanAll(1, ReadOptions(), [&](const EventView& e) {
+    const int64_t us = absl::ToUnixMicros(e.recorded_at());
+    const size_t size = e.payload().size() + e.type().size() + 128;
+    if (!runs.empty() && bytes + size > budget) {
+      failed = flush();
+      if (!failed.ok()) return false;
+    }
+    if (runs.empty() || runs.back().stream != e.stream() || runs.back().recorded_us != us) {
+      runs.push_back(Run{std::string(e.stream()), us, {}});
+    }
+    RecordedEvent owned = e.ToOwned();
+    EventData& d = runs.back().events.emplace_back();
+    d.type = std::move(owned.type);
+    d.payload = std::move(owned.payload);
+    d.content_type = owned.content_type;
+    d.schema_version = owned.schema_version;
+    d.id = owned.id;
+    d.metadata = std::move(owned.metadata);
+    bytes += size;
+    ++result.events;
+    return true;
+  });
+  if (!failed.ok()) return failed;
+  if (!scanned.ok()) return scanned;
+  if (absl::Status s = flush(); !s.ok()) return s;
+  result.last_sequence = last_sequence;
+  return result;
 }
 
 absl::Status WaitForReplica(Store* store, absl::Duration timeout) {

@@ -191,9 +191,10 @@ absl::Status Writer::WriteBatch(MDB_txn* txn, std::vector<AppendRequest*>& batch
     return rc == 0 ? absl::DataLossError("events database holds a malformed key")
                    : LmdbError(rc, "finding the head of the log");
   }
-  const int64_t now_us =
+  int64_t now_us =
       std::max(recorded_us != 0 ? recorded_us : absl::ToUnixMicros(absl::Now()), last_recorded_us);
   for (AppendRequest* r : batch) {
+    if (r->recorded_us > now_us) now_us = r->recorded_us;  // never backwards
     if (absl::Status fatal = Apply(txn, cursors, r, head, now_us); !fatal.ok()) return fatal;
   }
   return absl::OkStatus();

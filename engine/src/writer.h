@@ -56,6 +56,9 @@ struct AppendRequest {
   std::string idempotency_key;  // empty: none
   std::string fingerprint;      // set when idempotency_key is
   size_t bytes = 0;
+  // Replicated requests only: the request's own commit time (a store moved
+  // into a stream keeps its events' times); 0: the batch's.
+  int64_t recorded_us = 0;
 
   absl::StatusOr<std::vector<AppendResult>> result;
   bool completed = false;  // guarded by Writer::mu_

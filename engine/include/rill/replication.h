@@ -99,6 +99,23 @@ struct ReplicationStatus {
 // stream's state. NotFound when it is not a replicated node.
 absl::StatusOr<ReplicationStatus> GetReplicationStatus(Store* store);
 
+struct PushResult {
+  uint64_t events = 0;
+  uint64_t messages = 0;
+  uint64_t last_sequence = 0;  // the stream's, after the push
+};
+
+// Moves the log of `source` (an embedded store; read-only is enough) into a
+// new JetStream stream, options.stream, created when missing: every event in
+// position order, with its id, type, payload, metadata and recorded time, so
+// that every node created on the stream (InitReplicatedNode) holds the same
+// log with the same positions and versions. Each message is published only
+// if the stream is still where the previous one left it, so nothing else
+// can interleave. FailedPrecondition when the stream already holds messages.
+// Idempotency records are not moved: keys used with `source` are not
+// honoured by the replicated store.
+absl::StatusOr<PushResult> PushToStream(Store* source, const ReplicationOptions& options);
+
 // Waits until the local replica of `store` (a replicated node, opened
 // writable) has applied every message JetStream held when this was called:
 // after it, this node reads what any node appended before. Unavailable when
