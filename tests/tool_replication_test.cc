@@ -542,5 +542,42 @@ TEST_F(ReplicationTest, APushedStoreAndABackupBootstrapNodesThatMatch) {
   EXPECT_TRUE(e1.out == e2.out) << "the restored node's export differs";
 }
 
+TEST_F(ReplicationTest, AnUnacknowledgedAppendIsOfUnknownOutcomeAndItsRetryIsSafe) {
+  const std::string dir = InitNode("n1", absl::Seconds(2));
+  std::unique_ptr<Store> node = OpenNode(dir);
+  ASSERT_NE(node, nullptr);
+  RILL_ASSERT_OK(node->Append("acct", ExpectedVersion::NoStream(), MakeEvents(1)).status());
+  // Every server stops answering: the publish is sent (the connection still
+  // looks alive) and never acknowledged.
+  for (int i = 0; i < 3; ++i) RILL_ASSERT_OK(cluster_->Pause(i));
+  AppendOptions keyed;
+  keyed.idempotency_key = "acct-deposit-1";
+  const std::vector<EventData> deposit = MakeEvents(1, 42);
+  absl::Status s = node->Append("acct", ExpectedVersion::Exact(0), deposit, keyed).status();
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  EXPECT_NE(s.message().find("outcome is unknown"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("same idempotency key is safe"), std::string::npos) << s;
+  for (int i = 0; i < 3; ++i) RILL_ASSERT_OK(cluster_->Resume(i));
+  RILL_ASSERT_OK(cluster_->WaitForStreamLeader(kStream, kLong, nullptr));
+  // The client retries as told; whether the first attempt was stored or
+  // not, the deposit is in the log once.
+  absl::StatusOr<AppendResult> retry = absl::UnknownError("not tried");
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        retry = node->Append("acct", ExpectedVersion::Exact(0), deposit, keyed);
+        return !absl::IsUnavailable(retry.status());
+      },
+      kLong));
+  RILL_ASSERT_OK(retry.status());
+  std::printf("the retry %s\n", retry->deduplicated ? "was deduplicated (the first attempt had "
+                                                      "been stored)"
+                                                    : "stored the deposit (the first attempt had "
+                                                      "not been)");
+  RILL_ASSERT_OK(WaitForReplica(node.get(), kLong));
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> events, node->ReadStream("acct", 0));
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[1].payload, deposit[0].payload);
+}
+
 }  // namespace
 }  // namespace rill
