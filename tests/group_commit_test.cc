@@ -113,7 +113,11 @@ TEST(GroupCommitTest, CallersAppendingInALoopShareOneCommitPerRound) {
   EXPECT_GT(full, 0) << "the threads never appended at the same time";
   const internal::Writer::WaitStats stats = WaitStats(*store);
   EXPECT_GT(stats.all_back, 0u);
-  EXPECT_EQ(stats.none_back, 0u);
+  // A leader sees none of the last batch's callers come back only when all
+  // of them have appended for the last time: a batch made only of threads'
+  // final appends, at most one per thread but the last. (Counting it as 0
+  // failed once under ASan, when a thread finished a round early.)
+  EXPECT_LE(stats.none_back, static_cast<uint64_t>(kThreads - 1));
 }
 
 TEST(GroupCommitTest, ALoneCallerNeverWaitsForItself) {
