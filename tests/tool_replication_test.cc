@@ -429,13 +429,24 @@ TEST_F(ReplicationTest, WithoutNatsAppendsFailInTimeAndReadsGoOn) {
   {
     std::unique_ptr<Store> node = OpenNode(dir);
     ASSERT_NE(node, nullptr);
-    RILL_ASSERT_OK(node->Append("s", ExpectedVersion::NoStream(), MakeEvents(2)).status());
+    AppendOptions keyed;
+    keyed.idempotency_key = "s-open";
+    RILL_ASSERT_OK(node->Append("s", ExpectedVersion::NoStream(), MakeEvents(2), keyed).status());
   }
   for (int i = 0; i < 3; ++i) RILL_ASSERT_OK(cluster_->Kill(i));
   std::unique_ptr<Store> node = OpenNode(dir);  // opens: the replica is local
   ASSERT_NE(node, nullptr);
   RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> events, node->ReadStream("s", 0));
   EXPECT_EQ(events.size(), 2u);
+  // A retry of a request the replica holds is answered by the replica.
+  AppendOptions keyed;
+  keyed.idempotency_key = "s-open";
+  RILL_ASSERT_OK_AND_ASSIGN(AppendResult retried,
+                            node->Append("s", ExpectedVersion::NoStream(), MakeEvents(2), keyed));
+  EXPECT_TRUE(retried.deduplicated);
+  EXPECT_EQ(retried.last_position, 2u);
+  EXPECT_TRUE(absl::IsAlreadyExists(
+      node->Append("s", ExpectedVersion::NoStream(), MakeEvents(3), keyed).status()));
   const absl::Time start = absl::Now();
   absl::Status s = node->Append("s", ExpectedVersion::Exact(1), MakeEvents(1)).status();
   const absl::Duration took = absl::Now() - start;

@@ -188,9 +188,9 @@ NatsLink::Published NatsLink::Publish(const std::string& subject, const std::str
 
 absl::StatusOr<uint64_t> NatsLink::PublishRetrying(
     const std::string& subject, const std::string& stream, const std::string& msg_id,
-    absl::string_view data, absl::Time deadline, absl::Duration attempt,
+    absl::string_view data, absl::Duration timeout, absl::Duration attempt,
     absl::FunctionRef<bool()> cancelled, uint64_t expect_last_sequence) {
-  const absl::Duration timeout = deadline - absl::Now();
+  const absl::Time deadline = absl::Now() + timeout;
   bool maybe_stored = false;
   absl::Status last = absl::DeadlineExceededError("no attempt");
   absl::Duration backoff = absl::Milliseconds(10);

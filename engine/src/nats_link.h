@@ -66,7 +66,7 @@ class NatsLink {
                     const std::string& msg_id, absl::string_view data, absl::Duration timeout,
                     uint64_t expect_last_sequence = 0);
 
-  // Publishes until JetStream acknowledges or `deadline`: through a leader
+  // Publishes until JetStream acknowledges or `timeout` has passed: through a leader
   // election (no responders) and unanswered attempts (each waits at most
   // `attempt`), always with the same message id, so JetStream keeps one
   // copy. Returns the sequence, or Unavailable saying whether the message
@@ -75,7 +75,7 @@ class NatsLink {
   // failed expectation) is returned at once. `cancelled` ends it early.
   absl::StatusOr<uint64_t> PublishRetrying(const std::string& subject, const std::string& stream,
                                            const std::string& msg_id, absl::string_view data,
-                                           absl::Time deadline, absl::Duration attempt,
+                                           absl::Duration timeout, absl::Duration attempt,
                                            absl::FunctionRef<bool()> cancelled,
                                            uint64_t expect_last_sequence = 0);
 

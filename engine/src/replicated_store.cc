@@ -178,6 +178,21 @@ absl::StatusOr<std::vector<AppendResult>> ReplicatedStore::Submit(std::vector<Re
   if (absl::Status s = PrepareRequest(std::move(parts), options, &pending->request); !s.ok()) {
     return s;
   }
+  // A key the replica already holds is answered here: any later message
+  // with it would be deduplicated (or refused) the same way on every node,
+  // so this is the answer JetStream's order would give, without a round
+  // trip, and also while NATS is unreachable.
+  if (!pending->request.idempotency_key.empty()) {
+    absl::StatusOr<Txn> txn = local_->core()->log_env()->BeginRead();
+    if (!txn.ok()) return txn.status();
+    bool found = false;
+    if (absl::Status s = LookUpIdempotencyKey(txn->get(), local_->core()->dbs().idempotency,
+                                              &pending->request, &found);
+        !s.ok()) {
+      return s;
+    }
+    if (found) return std::move(pending->request.result);
+  }
   pending->estimated_bytes = EstimatedBytes(pending->request);
   if (pending->estimated_bytes > repl_.max_message_bytes) {
     return absl::InvalidArgumentError(
@@ -270,8 +285,8 @@ void ReplicatedStore::PublishLoop() {
       in_flight_[TxKey(txid)] = batch;
     }
     absl::StatusOr<uint64_t> sequence =
-        link_->PublishRetrying(subject_, repl_.stream, txid.ToString(), data,
-                               absl::Now() + repl_.append_timeout, kPublishAttempt, [this] {
+        link_->PublishRetrying(subject_, repl_.stream, txid.ToString(), data, repl_.append_timeout,
+                               kPublishAttempt, [this] {
                                  absl::MutexLock lock(&mu_);
                                  return stop_;
                                });

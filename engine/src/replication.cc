@@ -287,9 +287,8 @@ absl::StatusOr<PushResult> PushToStream(Store* source, const ReplicationOptions&
     const std::string data =
         internal::EncodeTransaction(txid, node, runs.front().recorded_us, pointers);
     absl::StatusOr<uint64_t> seq = (*link)->PublishRetrying(
-        options.effective_subject(), options.stream, txid.ToString(), data,
-        absl::Now() + options.append_timeout, absl::Seconds(2), [] { return false; },
-        last_sequence);
+        options.effective_subject(), options.stream, txid.ToString(), data, options.append_timeout,
+        absl::Seconds(2), [] { return false; }, last_sequence);
     if (!seq.ok()) return seq.status();
     last_sequence = *seq;
     ++result.messages;

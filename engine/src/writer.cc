@@ -201,9 +201,14 @@ absl::Status Writer::WriteBatch(MDB_txn* txn, std::vector<AppendRequest*>& batch
 }
 
 absl::Status Writer::CheckIdempotency(MDB_txn* txn, AppendRequest* request, bool* found) {
+  return LookUpIdempotencyKey(txn, dbs_.idempotency, request, found);
+}
+
+absl::Status LookUpIdempotencyKey(MDB_txn* txn, MDB_dbi idempotency, AppendRequest* request,
+                                  bool* found) {
   *found = false;
   MDB_val key = ToVal(request->idempotency_key), value;
-  int rc = mdb_get(txn, dbs_.idempotency, &key, &value);
+  int rc = mdb_get(txn, idempotency, &key, &value);
   if (rc == MDB_NOTFOUND) return absl::OkStatus();
   if (rc != 0) return LmdbError(rc, "reading an idempotency key");
   *found = true;

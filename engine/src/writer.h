@@ -65,6 +65,13 @@ struct AppendRequest {
   std::thread::id caller;  // the thread that submitted it (set by Submit)
 };
 
+// Looks up `request`'s idempotency key in `txn`'s `idempotency` database.
+// When it is there (*found), request->result is the recorded result marked
+// deduplicated, or AlreadyExists when the fingerprints differ, or the
+// record's DataLoss. Non-OK for a read error.
+absl::Status LookUpIdempotencyKey(MDB_txn* txn, MDB_dbi idempotency, AppendRequest* request,
+                                  bool* found);
+
 class Writer {
  public:
   // Writes to `env`'s databases `dbs` and publishes to `head`, which must
