@@ -21,6 +21,13 @@ namespace {
 
 // Most messages the applier applies in one LMDB transaction (one commit).
 constexpr size_t kMaxApplyMessages = 256;
+// Messages a node may have in flight at once: each publisher thread sends
+// one and waits for its acknowledgement. While they wait, new requests queue
+// for the next free one. Expected versions are checked when messages are
+// applied, so their order in the stream needs no coordination: requests in
+// flight at the same time are concurrent, and a caller's next request is
+// only queued once its last one returned.
+constexpr int kPublishers = 4;
 // How long one publish attempt waits for JetStream's acknowledgement.
 constexpr absl::Duration kPublishAttempt = absl::Seconds(2);
 // How long the applier waits for a message before it checks whether it is
@@ -56,7 +63,7 @@ class ReplicatedStore final : public Store {
         repl_(std::move(repl)),
         subject_(repl_.effective_subject()),
         node_(node) {
-    publisher_ = std::thread([this] { PublishLoop(); });
+    for (int i = 0; i < kPublishers; ++i) publishers_.emplace_back([this] { PublishLoop(); });
     applier_ = std::thread([this] { ApplyLoop(); });
   }
 
@@ -65,7 +72,7 @@ class ReplicatedStore final : public Store {
       absl::MutexLock lock(&mu_);
       stop_ = true;
     }
-    publisher_.join();
+    for (std::thread& t : publishers_) t.join();
     applier_.join();
   }
 
@@ -168,7 +175,7 @@ class ReplicatedStore final : public Store {
   // has their outcome or the publish failed.
   absl::flat_hash_map<std::string, Batch> in_flight_ ABSL_GUARDED_BY(mu_);
 
-  std::thread publisher_;
+  std::vector<std::thread> publishers_;
   std::thread applier_;
 };
 

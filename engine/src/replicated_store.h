@@ -5,12 +5,14 @@
 // core() go to the local replica (a StoreImpl). Appends go through
 // JetStream:
 //
-//   caller --Submit--> queue --publisher thread--> one JetStream message
-//                                                  (a group-commit batch)
+//   caller --Submit--> queue --publisher threads--> JetStream messages
+//                                                   (group-commit batches)
 //   JetStream --applier thread (ordered consumer)--> Replica::Apply
 //                                                  --> completes the callers
 //
-// The publisher takes everything queued (up to max_message_bytes) into one
+// A publisher (one of a few, each with one message in flight, so that
+// batches are published while earlier ones await their acknowledgement)
+// takes everything queued (up to max_message_bytes) into one
 // transaction, registers it under its txid and publishes it with the txid
 // as Nats-Msg-Id, retrying (same id, so JetStream keeps one copy) through a
 // leader election until append_timeout. It publishes the next batch while
