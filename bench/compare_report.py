@@ -358,7 +358,7 @@ def render(args, machine, res, snap):
     w("")
     w(f"{met} met, {missed} missed. *Reading the numbers* says what bounds each miss.")
 
-    render_replicated(w, args, res)
+    render_replicated(w, args, res, machine)
 
     # Space.
     w("")
@@ -464,7 +464,7 @@ def render(args, machine, res, snap):
     print(f"wrote {args.out}")
 
 
-def render_replicated(w, args, res):
+def render_replicated(w, args, res, machine):
     """The replicated systems' section: append workloads, beside embedded rill
     and Message DB of the same run."""
     systems = [s for s in REPL_SYSTEMS if any((wl, s) in res for wl in REPL_WORKLOADS)]
@@ -505,8 +505,8 @@ def render_replicated(w, args, res):
       "stream has one writer, which sends its next request only after the previous one "
       "returned, so there are **no conflicts** with one node or two (one would stop the "
       "harness); what a second writing node costs shows in the throughput: two publishers "
-      "with smaller batches each, and two replicas that each apply every message (two fsync'd "
-      "LMDB commits per message, on the same disk and the same two CPUs). **Reads are not "
+      "with smaller batches each, and two replicas that each apply every message (two appliers "
+      "making fsync'd LMDB commits on the same disk and the same two CPUs). **Reads are not "
       "measured**: a node reads its local replica with embedded rill's code, so rill's read "
       "figures above are a node's.")
     w("")
@@ -572,11 +572,19 @@ def render_replicated(w, args, res):
             cells.append("—" if r is None else
                          f"{r:.2f}× {'met' if r >= want else '**missed**'}")
         w(f"| `{wl}` | ≥ {want:g}× | " + " | ".join(cells) + " |")
+    reading = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                           "compare_reading_replicated.md")
+    if os.path.exists(reading):
+        with open(reading) as f:
+            w("")
+            w(fill(f.read().rstrip(), res, machine))
 
 
 def fill(text, res, machine):
-    """Replaces {rate:WORKLOAD:SYSTEM}, {ratio:WORKLOAD:PEER}, {p50:W:S} and
-    {fsync:KEY} in the hand-written reading with this run's figures."""
+    """Replaces {rate:WORKLOAD:SYSTEM}, {ratio:WORKLOAD:PEER}, {p50:W:S},
+    {fsync:KEY}, {sratio:WORKLOAD:SYSTEM:PEER} (SYSTEM / PEER) and
+    {epm:SYSTEM} (events per JetStream message in concurrent16) in the
+    hand-written reading with this run's figures."""
     import re
 
     def sub(m):
@@ -610,6 +618,16 @@ def fill(text, res, machine):
         return m.group(0)
     text = re.sub(r"\{(xxh3|xxh3ratio|epc|cycle)\}", lambda m: sub(re.match(r"(\w+)()()", m.group(1))),
                   text)
+    def sub3(m):
+        a, system, peer = m.group(1), m.group(2), m.group(3)
+        return fmt_ratio(ratio(res, a, peer, system))
+
+    def epm(m):
+        r = res.get(("concurrent16", m.group(1))) or {}
+        v = [r[k] for k in r if k.startswith("events_per_commit_round")]
+        return f"{sum(v) / len(v):.1f}" if v else "n/a"
+    text = re.sub(r"\{sratio:([a-z0-9_]+):([a-z0-9_]+):([a-z0-9_]+)\}", sub3, text)
+    text = re.sub(r"\{epm:([a-z0-9_]+)\}", epm, text)
     return re.sub(r"\{(rate|ratio|p50|p99|fsync):([a-z0-9_]+):?([a-z0-9_]*)\}", sub, text)
 
 
