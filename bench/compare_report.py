@@ -18,7 +18,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import report as rr  # noqa: E402  (bench/report.py: formatting, Google benchmark JSON)
 
 SYSTEMS = ["rill", "lmdb", "sqlite", "messagedb"]
-LABEL = {"rill": "rill", "lmdb": "raw LMDB", "sqlite": "SQLite", "messagedb": "Message DB"}
+# rill replicated over NATS JetStream (bench/peers/repl_peer.cc): append
+# workloads only, in their own section.
+REPL_SYSTEMS = ["rill_repl_r3", "rill_repl_r3_2n", "rill_repl_r1", "rill_repl_r1_2n"]
+ALL_SYSTEMS = SYSTEMS + REPL_SYSTEMS
+LABEL = {"rill": "rill", "lmdb": "raw LMDB", "sqlite": "SQLite", "messagedb": "Message DB",
+         "rill_repl_r3": "replicated R=3, 1 node", "rill_repl_r3_2n": "replicated R=3, 2 nodes",
+         "rill_repl_r1": "replicated R=1, 1 node", "rill_repl_r1_2n": "replicated R=1, 2 nodes"}
+REPL_WORKLOADS = ["append_b1", "append_b10", "append_b100", "append_b1000", "concurrent16"]
+# Issue 14: (workload, minimum ratio replicated / Message DB).
+REPL_TARGETS = [("append_b1", 0.8), ("append_b100", 2), ("concurrent16", 2)]
 WORKLOADS = [
     ("append_b1", "append, 1 event per request"),
     ("append_b10", "append, 10 events per request"),
@@ -63,8 +72,8 @@ def rate(res, w, s):
     return r.get("events_per_s") if r else None
 
 
-def ratio(res, w, peer):
-    a, b = rate(res, w, "rill"), rate(res, w, peer)
+def ratio(res, w, peer, system="rill"):
+    a, b = rate(res, w, system), rate(res, w, peer)
     return None if a is None or not b else a / b
 
 
@@ -115,12 +124,15 @@ def write_json(args, machine, res):
             "sched_fifo": bool(args.rt),
         },
         "peers": {"sqlite": args.sqlite_version, "postgresql": args.pg_version,
-                  "message_db": args.mdb_version, "lmdb": machine.get("lmdb")},
+                  "message_db": args.mdb_version, "lmdb": machine.get("lmdb"),
+                  "nats_server": args.nats_version or None,
+                  "libnats": args.libnats_version or None},
         "results": [],
     }
     order = {w: i for i, (w, _) in enumerate(WORKLOADS)}
+    rank = {s: i for i, s in enumerate(ALL_SYSTEMS)}
     for (w, s), r in sorted(res.items(), key=lambda kv: (order.get(kv[0][0], 99),
-                                                         SYSTEMS.index(kv[0][1]))):
+                                                         rank.get(kv[0][1], 99), kv[0][1])):
         row = {"workload": w, "system": s}
         for k in ("events_per_s", "p50_us", "p99_us", "bytes_per_event"):
             row[k] = r.get(k)
@@ -144,17 +156,20 @@ def plot(args, res):
         print("compare_report: no matplotlib, no plot", file=sys.stderr)
         return
     ws = [w for w, _ in WORKLOADS if any((w, s) in res for s in SYSTEMS)]
+    systems = [s for s in ALL_SYSTEMS if any((w, s) in res for w in ws)]
     fig, ax = plt.subplots(figsize=(12, 5.5))
-    width = 0.2
-    colors = {"rill": "#d62728", "lmdb": "#7f7f7f", "sqlite": "#1f77b4", "messagedb": "#2ca02c"}
-    for i, s in enumerate(SYSTEMS):
+    width = 0.8 / max(len(systems), 1)
+    colors = {"rill": "#d62728", "lmdb": "#7f7f7f", "sqlite": "#1f77b4", "messagedb": "#2ca02c",
+              "rill_repl_r3": "#ff7f0e", "rill_repl_r3_2n": "#ffbb78",
+              "rill_repl_r1": "#9467bd", "rill_repl_r1_2n": "#c5b0d5"}
+    for i, s in enumerate(systems):
         xs, ys = [], []
         for j, w in enumerate(ws):
             v = rate(res, w, s)
             if v:
-                xs.append(j + (i - 1.5) * width)
+                xs.append(j + (i - (len(systems) - 1) / 2) * width)
                 ys.append(v)
-        ax.bar(xs, ys, width, label=LABEL[s], color=colors[s])
+        ax.bar(xs, ys, width, label=LABEL[s], color=colors.get(s))
     ax.set_yscale("log")
     ax.set_xticks(range(len(ws)))
     ax.set_xticklabels(ws, rotation=20, ha="right")
@@ -162,7 +177,7 @@ def plot(args, res):
     ax.set_title("bench/compare: durable appends and warm reads, one run, one disk"
                  + (" (--quick)" if args.quick else ""))
     ax.grid(axis="y", which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small", ncol=2)
     fig.tight_layout()
     fig.savefig(args.plot, dpi=90)
     print(f"wrote {args.plot}")
@@ -186,7 +201,7 @@ def render(args, machine, res, snap):
     w("**One generator.** `bench/compare` is the only thing that writes this file. It runs the peer "
       "harness (`bench/peers/`, built with `-DRILL_BUILD_COMPARE=ON`), which measures rill, raw LMDB, "
       "SQLite and Message DB one after another in one process, on one disk, with the same "
-      "workloads, and then rill's own snapshot and replay suite (`bench/snapshot_bench.cc`). "
+      "workloads (and rill replicated over NATS JetStream in the append workloads), and then rill's own snapshot and replay suite (`bench/snapshot_bench.cc`). "
       "`bench/run` still runs the Google benchmark suites (`bench/*_bench.cc`: rill against raw "
       "LMDB in more detail, with no-sync diagnostics and owning-copy variants) for profiling "
       "work; it writes its report to `bench/results/micro/` and never to `docs/`.")
@@ -235,6 +250,9 @@ def render(args, machine, res, snap):
     w(f"| SQLite | {args.sqlite_version} (Debian libsqlite3) |")
     w(f"| PostgreSQL | {args.pg_version}; {args.pg_settings.replace(';', ', ')} |")
     w(f"| Message DB | {args.mdb_version} (npm `@eventide/message-db`) |")
+    if args.nats_version:
+        w(f"| NATS | nats-server {args.nats_version} (Debian), three servers on this machine; "
+          f"libnats {args.libnats_version or '?'} |")
 
     # Systems.
     w("")
@@ -340,6 +358,8 @@ def render(args, machine, res, snap):
     w("")
     w(f"{met} met, {missed} missed. *Reading the numbers* says what bounds each miss.")
 
+    render_replicated(w, args, res, machine)
+
     # Space.
     w("")
     w("## Space")
@@ -413,6 +433,7 @@ def render(args, machine, res, snap):
     w("bench/compare --quick    # < 3 min; writes bench/results/quick/ and leaves docs/ alone")
     w("bench/compare --rt       # the run phase under SCHED_FIFO: on a machine others keep busy")
     w("bench/compare -- --workloads append_b100,read_all --systems rill,sqlite   # a subset")
+    w("bench/compare -- --workloads append_b1,concurrent16 --systems rill_repl_r3,messagedb")
     w("RILL_BENCH_DIR=/mnt/nvme/tmp bench/compare   # stores and PostgreSQL on another disk")
     w("bench/run                # rill vs raw LMDB micro suites -> bench/results/micro/")
     w("```")
@@ -443,9 +464,128 @@ def render(args, machine, res, snap):
     print(f"wrote {args.out}")
 
 
+def render_replicated(w, args, res, machine):
+    """The replicated systems' section: append workloads, beside embedded rill
+    and Message DB of the same run."""
+    systems = [s for s in REPL_SYSTEMS if any((wl, s) in res for wl in REPL_WORKLOADS)]
+    if not systems:
+        return
+    wls = [wl for wl in REPL_WORKLOADS if any((wl, s) in res for s in systems)]
+    desc = dict(WORKLOADS)
+    cols = ["rill"] + systems + ["messagedb"]
+    col_label = dict(LABEL, rill="embedded rill")
+    w("")
+    w("## Replicated rill (NATS JetStream)")
+    w("")
+    w("rill's replicated mode (`rill/replication.h`): the same `Store` API on a node directory "
+      "made by `InitReplicatedNode`. `bench/compare` starts three `nats-server`s "
+      f"({args.nats_version or '?'}) as one JetStream cluster on 127.0.0.1 of this same 2-core "
+      "machine, their file stores in the run directory on the same disk, and every workload gets "
+      "a fresh stream of **3 replicas (R=3)**, which survives the loss of a server, or of "
+      "**1 replica (R=1)**: no replication, the JetStream round trip alone. **One node**: one "
+      "node directory opened as a `Store` in the harness process, with its own NATS connection, "
+      "publisher and applier threads. **Two nodes**: two node directories of the same stream, "
+      "each its own `Store`; `concurrent16`'s threads alternate between them (8 on each), and "
+      "the single writer of `append_b*` alternates its requests between them.")
+    w("")
+    w("**What an append waits for**: its node's publisher sends whatever its callers have "
+      "queued as one JetStream message (a group-commit batch); the stream leader acknowledges "
+      "it once a quorum of the replicas (2 of 3 at R=3) has stored it; then the node's local "
+      "replica applies it in a durable LMDB commit (fsync'd, as embedded rill's), and the "
+      "append returns. **nats-server 2.9 does not fsync its file store per message: it syncs "
+      "it every 2 minutes** (an internal interval, not a server option in 2.9), so the "
+      "JetStream acknowledgement means \"written, not synced, by a "
+      "quorum of servers\" (in their page cache), not \"on a disk\"; the one fsync an append waits for "
+      "is its node's local apply. Here the three servers share one machine and one disk, so "
+      "the quorum adds no protection against a power loss of this machine; on separate "
+      "machines it protects against losing one of them. Message DB (PostgreSQL, fsync on, "
+      "`synchronous_commit` on, same run, same disk) is the networked peer to compare with.")
+    w("")
+    w("Expected versions are checked when a message is applied, in JetStream's order, the same "
+      "way on every node, so there are no compare-and-set retries. In these workloads every "
+      "stream has one writer, which sends its next request only after the previous one "
+      "returned, so there are **no conflicts** with one node or two (one would stop the "
+      "harness); what a second writing node costs shows in the throughput: two publishers "
+      "with smaller batches each, and two replicas that each apply every message (two appliers "
+      "making fsync'd LMDB commits on the same disk and the same two CPUs). **Reads are not "
+      "measured**: a node reads its local replica with embedded rill's code, so rill's read "
+      "figures above are a node's.")
+    w("")
+    w("| Workload | " + " | ".join(f"{col_label[s]} events/s" for s in cols) + " |")
+    w("|---|" + "---:|" * len(cols))
+    for wl in wls:
+        cells = [rr._fmt_rate(rate(res, wl, s)) if (wl, s) in res else "—" for s in cols]
+        w(f"| `{wl}` ({desc.get(wl, '')}) | " + " | ".join(cells) + " |")
+    w("")
+    w("Latency per request, p50 / p99:")
+    w("")
+    w("| Workload | " + " | ".join(col_label[s] for s in cols) + " |")
+    w("|---|" + "---:|" * len(cols))
+    for wl in wls:
+        lat = []
+        for s in cols:
+            r = res.get((wl, s))
+            if r and r.get("p50_us") is not None:
+                lat.append(f"{rr._fmt_us(r['p50_us'])} / {rr._fmt_us(r['p99_us'])}")
+            else:
+                lat.append("—")
+        w(f"| `{wl}` | " + " | ".join(lat) + " |")
+    w("")
+    short = {s: LABEL[s].replace("replicated ", "") for s in systems}
+    pairs = [(s, f"{s}_2n") for s in systems if f"{s}_2n" in systems]
+    for title, base in (("replicated / Message DB", "messagedb"),
+                        ("replicated / embedded rill", "rill")):
+        w(f"Ratios of events/s within this run, {title}:")
+        w("")
+        w("| Workload | " + " | ".join(short[s] for s in systems) + " |")
+        w("|---|" + "---:|" * len(systems))
+        for wl in wls:
+            w(f"| `{wl}` | " + " | ".join(fmt_ratio(ratio(res, wl, base, s))
+                                          for s in systems) + " |")
+        w("")
+    if pairs:
+        w("Two writing nodes against one (events/s, same stream replicas, this run):")
+        w("")
+        w("| Workload | " + " | ".join(f"R={one[-1]}: 2 nodes / 1 node" for one, _ in pairs) + " |")
+        w("|---|" + "---:|" * len(pairs))
+        for wl in wls:
+            w(f"| `{wl}` | " + " | ".join(fmt_ratio(ratio(res, wl, one, two))
+                                          for one, two in pairs) + " |")
+        w("")
+    epc = []
+    for s in systems:
+        r = res.get(("concurrent16", s)) or {}
+        v = [r[k] for k in r if k.startswith("events_per_commit_round")]
+        if v:
+            epc.append(f"{LABEL[s]} {sum(v) / len(v):.1f}")
+    if epc:
+        w("Events per JetStream message in `concurrent16` (a node's group-commit batch; the "
+          "mean of the four rounds): " + ", ".join(epc) + ".")
+    w("")
+    w("Targets (issue 14; replicated / Message DB, this run):")
+    w("")
+    w("| Workload | target | " + " | ".join(LABEL[s] for s in systems) + " |")
+    w("|---|---:|" + "---:|" * len(systems))
+    for wl, want in REPL_TARGETS:
+        cells = []
+        for s in systems:
+            r = ratio(res, wl, "messagedb", s)
+            cells.append("—" if r is None else
+                         f"{r:.2f}× {'met' if r >= want else '**missed**'}")
+        w(f"| `{wl}` | ≥ {want:g}× | " + " | ".join(cells) + " |")
+    reading = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                           "compare_reading_replicated.md")
+    if os.path.exists(reading):
+        with open(reading) as f:
+            w("")
+            w(fill(f.read().rstrip(), res, machine))
+
+
 def fill(text, res, machine):
-    """Replaces {rate:WORKLOAD:SYSTEM}, {ratio:WORKLOAD:PEER}, {p50:W:S} and
-    {fsync:KEY} in the hand-written reading with this run's figures."""
+    """Replaces {rate:WORKLOAD:SYSTEM}, {ratio:WORKLOAD:PEER}, {p50:W:S},
+    {fsync:KEY}, {sratio:WORKLOAD:SYSTEM:PEER} (SYSTEM / PEER) and
+    {epm:SYSTEM} (events per JetStream message in concurrent16) in the
+    hand-written reading with this run's figures."""
     import re
 
     def sub(m):
@@ -479,6 +619,16 @@ def fill(text, res, machine):
         return m.group(0)
     text = re.sub(r"\{(xxh3|xxh3ratio|epc|cycle)\}", lambda m: sub(re.match(r"(\w+)()()", m.group(1))),
                   text)
+    def sub3(m):
+        a, system, peer = m.group(1), m.group(2), m.group(3)
+        return fmt_ratio(ratio(res, a, peer, system))
+
+    def epm(m):
+        r = res.get(("concurrent16", m.group(1))) or {}
+        v = [r[k] for k in r if k.startswith("events_per_commit_round")]
+        return f"{sum(v) / len(v):.1f}" if v else "n/a"
+    text = re.sub(r"\{sratio:([a-z0-9_]+):([a-z0-9_]+):([a-z0-9_]+)\}", sub3, text)
+    text = re.sub(r"\{epm:([a-z0-9_]+)\}", epm, text)
     return re.sub(r"\{(rate|ratio|p50|p99|fsync):([a-z0-9_]+):?([a-z0-9_]*)\}", sub, text)
 
 
@@ -499,6 +649,8 @@ def main():
     ap.add_argument("--pg-settings", default="")
     ap.add_argument("--mdb-version", default="?")
     ap.add_argument("--sqlite-version", default="?")
+    ap.add_argument("--nats-version", default="")
+    ap.add_argument("--libnats-version", default="")
     ap.add_argument("--meta", help="JSON with pg_version, pg_settings, mdb_version, "
                     "sqlite_version, rt (bench/compare writes it next to the raw results); "
                     "fills in what the flags above do not give")
@@ -506,7 +658,8 @@ def main():
     if args.meta and os.path.exists(args.meta):
         with open(args.meta) as f:
             meta = json.load(f)
-        for k in ("pg_version", "pg_settings", "mdb_version", "sqlite_version"):
+        for k in ("pg_version", "pg_settings", "mdb_version", "sqlite_version", "nats_version",
+                  "libnats_version"):
             if getattr(args, k) in ("?", "") and meta.get(k):
                 setattr(args, k, meta[k])
         args.rt = args.rt or bool(meta.get("rt"))

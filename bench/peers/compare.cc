@@ -5,7 +5,14 @@
 //
 //   rill_compare --dir DIR [--quick] [--systems rill,lmdb,sqlite,messagedb]
 //                [--pg-app CONNINFO --pg-admin CONNINFO] [--seconds S]
-//                [--workloads append_b1,...]
+//                [--workloads append_b1,...] [--nats URL,URL,...]
+//
+// With --nats (the client URLs of a NATS JetStream cluster) the systems
+// also include replicated rill (repl_peer.cc): rill_repl_r3 and
+// rill_repl_r1 (a stream of 3 or 1 replicas, writers on one node) and
+// rill_repl_r3_2n, rill_repl_r1_2n (writers spread over two nodes). They run
+// the append_b* and concurrent16 workloads only (their reads are embedded
+// rill's reads of the local replica).
 //
 // Appends are timed for S seconds per system (default 4; --quick 1), split
 // into kRounds rounds whose system order alternates (forwards, backwards,
@@ -52,8 +59,10 @@ struct Args {
   std::string dir = "/tmp";
   bool quick = false;
   std::vector<std::string> systems = {"rill", "lmdb", "sqlite", "messagedb"};
+  bool systems_given = false;
   std::vector<std::string> workloads;  // empty: all
   std::string pg_app, pg_admin;
+  std::vector<std::string> nats;  // client URLs; empty: no replicated systems
   double seconds = 0;
   uint64_t read_events = 0;
 };
@@ -91,7 +100,7 @@ void Emit(const std::string& workload, const std::string& system, Figure& f,
       workload, system, num(f.seconds > 0 ? f.events / f.seconds : -1), num(Pct(f.lat_us, 0.50)),
       num(Pct(f.lat_us, 0.99)), num(bytes_per_event), f.events, f.calls, f.seconds, extra);
   std::fflush(stdout);
-  absl::FPrintF(stderr, "  %-18s %-10s %12.0f events/s  p50 %8.1f us  p99 %8.1f us%s\n", workload,
+  absl::FPrintF(stderr, "  %-18s %-15s %12.0f events/s  p50 %8.1f us  p99 %8.1f us%s\n", workload,
                 system, f.seconds > 0 ? f.events / f.seconds : 0, Pct(f.lat_us, 0.5),
                 Pct(f.lat_us, 0.99),
                 f.extra.count("cpu_s") && f.extra["cpu_s"] > 0
@@ -178,7 +187,8 @@ void SerialWorkload(const std::string& workload, std::vector<Peer*>& peers, int 
   std::vector<SerialRun> runs;
   for (Peer* p : peers) {
     p->OpenFresh(workload);
-    runs.push_back(SerialRun{p, p->NewWriter(), std::vector<int64_t>(kStreams, -1), 0, {}});
+    runs.push_back(
+        SerialRun{p, p->NewThreadWriter(0, 1), std::vector<int64_t>(kStreams, -1), 0, {}});
     runs.back().fig.lat_us.reserve(1 << 20);
   }
   std::vector<std::string> payloads;
@@ -204,7 +214,7 @@ void SerialWorkload(const std::string& workload, std::vector<Peer*>& peers, int 
 // events, for `secs`.
 Figure Concurrent(Peer* peer, double secs) {
   std::vector<std::unique_ptr<PeerWriter>> writers;
-  for (int t = 0; t < kThreads; ++t) writers.push_back(peer->NewWriter());
+  for (int t = 0; t < kThreads; ++t) writers.push_back(peer->NewThreadWriter(t, kThreads));
   std::atomic<bool> stop{false};
   std::atomic<int> ready{0};
   std::vector<Figure> figs(kThreads);
@@ -308,9 +318,14 @@ void ReadWorkloads(std::vector<Peer*>& peers, const Args& args,
   }
   const uint64_t n = args.read_events;
   const uint64_t big = n / 10;
-  absl::FPrintF(stderr, "== read log: %d events\n", n);
   std::map<std::string, double> bytes;
+  std::vector<Peer*> readers;
   for (Peer* p : peers) {
+    if (!p->replicated()) readers.push_back(p);
+  }
+  if (readers.empty()) return;
+  absl::FPrintF(stderr, "== read log: %d events\n", n);
+  for (Peer* p : readers) {
     const Clock::time_point t0 = Clock::now();
     p->LoadReadLog(n);
     bytes[p->name()] = p->BytesPerEvent();
@@ -320,7 +335,7 @@ void ReadWorkloads(std::vector<Peer*>& peers, const Args& args,
   const double secs = args.seconds;
   if (want("read_all")) {
     std::fprintf(stderr, "== read_all\n");
-    for (Peer* p : peers) {
+    for (Peer* p : readers) {
       Figure f = TimedPasses(secs, [&](uint64_t* sum) {
         const uint64_t got = p->ReadAll(sum);
         if (got != n) Die(absl::StrFormat("%s read_all: %d of %d", p->name(), got, n));
@@ -336,7 +351,7 @@ void ReadWorkloads(std::vector<Peer*>& peers, const Args& args,
   }
   if (want("read_stream")) {
     std::fprintf(stderr, "== read_stream\n");
-    for (Peer* p : peers) {
+    for (Peer* p : readers) {
       Figure f = TimedPasses(secs, [&](uint64_t* sum) {
         const uint64_t got = p->ReadStream(kBigStream, sum);
         if (got != big) Die(absl::StrFormat("%s read_stream: %d of %d", p->name(), got, big));
@@ -354,7 +369,7 @@ void ReadWorkloads(std::vector<Peer*>& peers, const Args& args,
     const int streams = static_cast<int>(std::min<uint64_t>(kSmallStreams, small_batches));
     const int64_t small_len =
         static_cast<int64_t>(small_batches / static_cast<uint64_t>(streams)) * kReadBatch;
-    for (Peer* p : peers) {
+    for (Peer* p : readers) {
       uint64_t sum = 0;
       for (int s = 0; s < streams; ++s) p->ReadStream(SmallStream(s), &sum);  // warm
       std::mt19937_64 rng(7);
@@ -376,7 +391,7 @@ void ReadWorkloads(std::vector<Peer*>& peers, const Args& args,
     }
   }
   if (want("projection_catchup")) {
-    for (Peer* p : peers) {
+    for (Peer* p : readers) {
       if (p->name() != "rill") continue;
       std::fprintf(stderr, "== projection_catchup\n");
       uint64_t sum = 0;
@@ -398,6 +413,19 @@ void ReadWorkloads(std::vector<Peer*>& peers, const Args& args,
 
 std::vector<std::string> List(const char* s) { return absl::StrSplit(s, ',', absl::SkipEmpty()); }
 
+// rill_repl_r<R>[_2n]: a stream of R replicas, one node or two.
+std::unique_ptr<Peer> NewReplicated(const std::string& system, const Args& args) {
+  int replicas = 0;
+  char rest[8] = {};
+  if (std::sscanf(system.c_str(), "rill_repl_r%d%7s", &replicas, rest) < 1 || replicas < 1 ||
+      replicas > 5 || (rest[0] != '\0' && std::strcmp(rest, "_2n") != 0)) {
+    Die("unknown system " + system);
+  }
+  if (args.nats.empty()) Die(system + " needs --nats URL,URL,...");
+  return NewReplicatedRillPeer(system, args.dir + "/" + system, args.nats, replicas,
+                               rest[0] == '\0' ? 1 : 2);
+}
+
 }  // namespace
 }  // namespace rill::bench
 
@@ -414,9 +442,10 @@ int main(int argc, char** argv) {
       args.dir = next();
     else if (a == "--quick")
       args.quick = true;
-    else if (a == "--systems")
+    else if (a == "--systems") {
       args.systems = List(next());
-    else if (a == "--workloads")
+      args.systems_given = true;
+    } else if (a == "--workloads")
       args.workloads = List(next());
     else if (a == "--pg-app")
       args.pg_app = next();
@@ -424,6 +453,8 @@ int main(int argc, char** argv) {
       args.pg_admin = next();
     else if (a == "--seconds")
       args.seconds = std::atof(next());
+    else if (a == "--nats")
+      args.nats = List(next());
     else if (a == "--read-events")
       args.read_events = std::strtoull(next(), nullptr, 10);
     else
@@ -431,6 +462,11 @@ int main(int argc, char** argv) {
   }
   if (args.seconds <= 0) args.seconds = args.quick ? 1.0 : 4.0;
   if (args.read_events == 0) args.read_events = args.quick ? 200000 : 1000000;
+  if (!args.nats.empty() && !args.systems_given) {
+    for (const char* s : {"rill_repl_r3", "rill_repl_r1", "rill_repl_r3_2n", "rill_repl_r1_2n"}) {
+      args.systems.push_back(s);
+    }
+  }
 
   std::vector<std::unique_ptr<Peer>> owned;
   for (const std::string& s : args.systems) {
@@ -442,6 +478,8 @@ int main(int argc, char** argv) {
       owned.push_back(NewSqlitePeer(args.dir + "/sqlite"));
     else if (s == "messagedb")
       owned.push_back(NewMessageDbPeer(args.pg_app, args.pg_admin));
+    else if (s.rfind("rill_repl_r", 0) == 0)
+      owned.push_back(NewReplicated(s, args));
     else
       Die("unknown system " + s);
   }
@@ -456,7 +494,13 @@ int main(int argc, char** argv) {
     if (want(w.c_str())) SerialWorkload(w, peers, batch, args.seconds);
   }
   if (want("concurrent16")) ConcurrentWorkload(peers, args.seconds);
-  if (want("idempotent")) SerialWorkload("idempotent", peers, 0, args.seconds);
+  if (want("idempotent")) {
+    std::vector<Peer*> embedded;
+    for (Peer* p : peers) {
+      if (!p->replicated()) embedded.push_back(p);
+    }
+    if (!embedded.empty()) SerialWorkload("idempotent", embedded, 0, args.seconds);
+  }
   ReadWorkloads(peers, args, args.workloads);
   for (Peer* p : peers) p->Close();
   return 0;

@@ -1,6 +1,6 @@
 // The systems bench/compare measures side by side, behind one small
-// interface so that every workload drives rill, raw LMDB, SQLite and
-// Message DB through exactly the same loop.
+// interface so that every workload drives rill (embedded and replicated),
+// raw LMDB, SQLite and Message DB through exactly the same loop.
 //
 // A Peer owns one store at a time: an empty one for an append workload
 // (OpenFresh), or the read log (LoadReadLog). Writers are per thread: for
@@ -68,6 +68,15 @@ class Peer {
   virtual void OpenFresh(const std::string& tag) = 0;
   // A writer with its own connection/handle, for one thread.
   virtual std::unique_ptr<PeerWriter> NewWriter() = 0;
+  // The writer the workloads use for thread `thread` of `threads`: by
+  // default NewWriter(); a peer of several nodes spreads them over its nodes.
+  virtual std::unique_ptr<PeerWriter> NewThreadWriter(int /*thread*/, int /*threads*/) {
+    return NewWriter();
+  }
+  // Replicated rill: only the plain append workloads (append_b*,
+  // concurrent16) run on it. Its reads are the local replica's, the same
+  // code as embedded rill's, and its LoadReadLog and read methods die.
+  virtual bool replicated() const { return false; }
 
   // Closes any store and loads the read log of `events` events (the fastest
   // way the peer offers; durability does not matter for reads), then makes it
@@ -98,6 +107,13 @@ class Peer {
 };
 
 std::unique_ptr<Peer> NewRillPeer(const std::string& dir);
+// rill replicated over NATS JetStream (repl_peer.cc): `nodes` (1 or 2) node
+// directories under `dir` of one fresh stream per OpenFresh, with `replicas`
+// replicas, on the cluster of `servers` (nats:// URLs). `name` is the
+// system's name in the results.
+std::unique_ptr<Peer> NewReplicatedRillPeer(const std::string& name, const std::string& dir,
+                                            const std::vector<std::string>& servers, int replicas,
+                                            int nodes);
 std::unique_ptr<Peer> NewLmdbPeer(const std::string& dir);
 std::unique_ptr<Peer> NewSqlitePeer(const std::string& dir);
 // libpq connection strings of the message_store database: as the
