@@ -460,13 +460,17 @@ TEST_F(ReplicationTest, WithoutNatsAppendsFailInTimeAndReadsGoOn) {
   EXPECT_NE(info.out.find("unknown"), std::string::npos) << info.out;
 
   // The servers come back (with their data): appends go on from where the
-  // stream was.
+  // stream was. While the cluster settles an attempt may end as "outcome
+  // unknown" and still be stored, so the client retries as told: under one
+  // idempotency key.
   for (int i = 0; i < 3; ++i) RILL_ASSERT_OK(cluster_->Restart(i));
   RILL_ASSERT_OK(cluster_->WaitForStreamLeader(kStream, kLong, nullptr));
+  AppendOptions after;
+  after.idempotency_key = "s-after-restart";
   absl::StatusOr<AppendResult> r = absl::UnknownError("not tried");
   ASSERT_TRUE(WaitUntil(
       [&] {
-        r = node->Append("s", ExpectedVersion::Exact(1), MakeEvents(1));
+        r = node->Append("s", ExpectedVersion::Exact(1), MakeEvents(1), after);
         return r.ok() || absl::IsAborted(r.status());
       },
       kLong))
