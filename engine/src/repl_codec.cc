@@ -29,6 +29,18 @@ std::string Finish(const flatbuffers::FlatBufferBuilder& fbb) {
 
 }  // namespace
 
+EventData ToEventData(const EventView& event) {
+  RecordedEvent owned = event.ToOwned();
+  EventData d;
+  d.type = std::move(owned.type);
+  d.payload = std::move(owned.payload);
+  d.content_type = owned.content_type;
+  d.schema_version = owned.schema_version;
+  d.id = owned.id;
+  d.metadata = std::move(owned.metadata);
+  return d;
+}
+
 std::string EncodeTransaction(const EventId& txid, const EventId& node, int64_t recorded_us,
                               absl::Span<AppendRequest* const> requests) {
   flatbuffers::FlatBufferBuilder fbb(1024);
@@ -126,15 +138,7 @@ absl::StatusOr<std::unique_ptr<ReplTransaction>> DecodeTransaction(absl::string_
           if (e->id() != nullptr && e->id()->size() != 16) {
             return absl::DataLossError("transaction event id is not 16 bytes");
           }
-          RecordedEvent owned = EventViewAccess::Of(e).ToOwned();
-          EventData& d = events.emplace_back();
-          d.type = std::move(owned.type);
-          d.payload = std::move(owned.payload);
-          d.content_type = owned.content_type;
-          d.schema_version = owned.schema_version;
-          d.id = owned.id;
-          d.metadata = std::move(owned.metadata);
-          r.bytes += d.payload.size();
+          r.bytes += events.emplace_back(ToEventData(EventViewAccess::Of(e))).payload.size();
         }
       }
       const std::string& stream = out->streams.emplace_back(View(p->stream()));

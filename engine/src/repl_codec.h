@@ -31,6 +31,10 @@ struct ReplTransaction {
   std::deque<std::vector<EventData>> events;
 };
 
+// The event as it was appended: what a transaction carries of a stored or
+// decoded event (not its stream, version, position or time).
+EventData ToEventData(const EventView& event);
+
 // The message for `requests`: an 8-byte XXH3-64 checksum, then the
 // Transaction FlatBuffer. Events with a nil id get a random one here, so
 // every node stores the same ids.

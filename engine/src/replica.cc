@@ -18,6 +18,21 @@ std::string OutcomeKey(const EventId& txid) {
   return key;
 }
 
+// The outcome recorded for transaction `txid`, if any (*found).
+absl::Status ReadOutcome(MDB_txn* txn, MDB_dbi dbi, const EventId& txid, ReplOutcome* outcome,
+                         bool* found) {
+  const std::string key = OutcomeKey(txid);
+  MDB_val k = ToVal(key), v;
+  int rc = mdb_get(txn, dbi, &k, &v);
+  *found = rc == 0;
+  if (rc == MDB_NOTFOUND) return absl::OkStatus();
+  if (rc != 0) return LmdbError(rc, "reading a replicated transaction's outcome");
+  absl::StatusOr<ReplOutcome> decoded = DecodeOutcome(FromVal(v));
+  if (!decoded.ok()) return decoded.status();
+  *outcome = *std::move(decoded);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<uint64_t> ReadApplied(MDB_txn* txn, MDB_dbi dbi) {
   MDB_val key = ToVal(kAppliedKey), value;
   int rc = mdb_get(txn, dbi, &key, &value);
@@ -70,16 +85,8 @@ absl::Status Replica::ApplyIn(MDB_txn* txn, absl::Span<const Message> messages,
       // Applied already, by another process of this node: report its outcome.
       if (!tx.ok()) continue;
       a.txid = (*tx)->txid;
-      std::string key = OutcomeKey(a.txid);
-      MDB_val k = ToVal(key), v;
-      int rc = mdb_get(txn, dbi_, &k, &v);
-      if (rc == 0) {
-        absl::StatusOr<ReplOutcome> outcome = DecodeOutcome(FromVal(v));
-        if (!outcome.ok()) return outcome.status();
-        a.outcome = *std::move(outcome);
-      } else if (rc != MDB_NOTFOUND) {
-        return LmdbError(rc, "reading a replicated transaction's outcome");
-      }
+      bool found = false;
+      if (absl::Status s = ReadOutcome(txn, dbi_, a.txid, &a.outcome, &found); !s.ok()) return s;
       continue;
     }
     if (m.sequence > next) {
@@ -92,17 +99,10 @@ absl::Status Replica::ApplyIn(MDB_txn* txn, absl::Span<const Message> messages,
     // damaged): every node skips it alike.
     if (!tx.ok()) continue;
     a.txid = (*tx)->txid;
-    const std::string key = OutcomeKey(a.txid);
-    MDB_val k = ToVal(key), v;
-    int rc = mdb_get(txn, dbi_, &k, &v);
-    if (rc == 0) {
-      // Published twice: the first copy was applied, this one is not.
-      absl::StatusOr<ReplOutcome> outcome = DecodeOutcome(FromVal(v));
-      if (!outcome.ok()) return outcome.status();
-      a.outcome = *std::move(outcome);
-      continue;
-    }
-    if (rc != MDB_NOTFOUND) return LmdbError(rc, "reading a replicated transaction's outcome");
+    bool found = false;
+    if (absl::Status s = ReadOutcome(txn, dbi_, a.txid, &a.outcome, &found); !s.ok()) return s;
+    // Published twice: the first copy was applied, this one is not.
+    if (found) continue;
     std::vector<AppendRequest*> batch;
     batch.reserve((*tx)->requests.size());
     for (AppendRequest& r : (*tx)->requests) batch.push_back(&r);
@@ -114,8 +114,9 @@ absl::Status Replica::ApplyIn(MDB_txn* txn, absl::Span<const Message> messages,
     }
     if (batch_head != 0) *head = batch_head;
     std::string outcome = EncodeOutcome(m.sequence, (*tx)->requests);
-    MDB_val ov = ToVal(outcome);
-    rc = mdb_put(txn, dbi_, &k, &ov, 0);
+    const std::string key = OutcomeKey(a.txid);
+    MDB_val k = ToVal(key), ov = ToVal(outcome);
+    int rc = mdb_put(txn, dbi_, &k, &ov, 0);
     if (rc != 0)
       return WriteError(rc, "writing a replicated transaction's outcome",
                         store_->core()->log_env()->path());

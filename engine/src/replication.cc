@@ -306,14 +306,7 @@ absl::StatusOr<PushResult> PushToStream(Store* source, const ReplicationOptions&
     if (runs.empty() || runs.back().stream != e.stream() || runs.back().recorded_us != us) {
       runs.push_back(Run{std::string(e.stream()), us, {}});
     }
-    RecordedEvent owned = e.ToOwned();
-    EventData& d = runs.back().events.emplace_back();
-    d.type = std::move(owned.type);
-    d.payload = std::move(owned.payload);
-    d.content_type = owned.content_type;
-    d.schema_version = owned.schema_version;
-    d.id = owned.id;
-    d.metadata = std::move(owned.metadata);
+    runs.back().events.push_back(internal::ToEventData(e));
     bytes += size;
     ++result.events;
     return true;
