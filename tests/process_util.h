@@ -28,6 +28,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "test_util.h"
@@ -88,17 +89,31 @@ inline int RunInForkedChild(const std::function<int()>& body) {
   return status;
 }
 
-// A child program (tests/children/<name>.cc) started with fork + execv. Its
+// A child program (tests/children/<name>.cc) started with fork + execve. Its
 // stdin and stdout are pipes to the test; its stderr goes to a file, shown on
-// failure.
+// failure. `env` ("NAME=value") is added to (or replaces in) the test's
+// environment.
 // The destructor kills (SIGKILL) and reaps a child that is still running, so
 // a failed ASSERT never leaves a process behind.
 class ChildProcess {
  public:
-  static absl::StatusOr<std::unique_ptr<ChildProcess>> Start(const std::string& name,
-                                                             const std::vector<std::string>& args,
-                                                             const std::string& stderr_path) {
+  static absl::StatusOr<std::unique_ptr<ChildProcess>> Start(
+      const std::string& name, const std::vector<std::string>& args, const std::string& stderr_path,
+      const std::vector<std::string>& env = {}) {
     const std::string binary = ChildBinary(name);
+    std::vector<std::string> env_storage = env;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const absl::string_view var(*e);
+      bool replaced = false;
+      for (const std::string& mine : env) {
+        replaced =
+            replaced || mine.substr(0, mine.find('=') + 1) == var.substr(0, var.find('=') + 1);
+      }
+      if (!replaced) env_storage.push_back(*e);
+    }
+    std::vector<char*> envp;
+    for (std::string& e : env_storage) envp.push_back(e.data());
+    envp.push_back(nullptr);
     std::vector<std::string> argv_storage;
     argv_storage.push_back(binary);
     argv_storage.insert(argv_storage.end(), args.begin(), args.end());
@@ -123,7 +138,7 @@ class ChildProcess {
       if (err < 0 || dup2(err, 2) < 0 || dup2(in_pipe[0], 0) < 0 || dup2(out_pipe[1], 1) < 0) {
         _exit(126);
       }
-      execv(binary.c_str(), argv.data());
+      execve(binary.c_str(), argv.data(), envp.data());
       _exit(127);
     }
     close(in_pipe[0]);

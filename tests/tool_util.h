@@ -34,7 +34,7 @@ struct ToolOptions {
   // RLIMIT_FSIZE for the tool (0: none), with SIGXFSZ ignored, so a write
   // past it fails with EFBIG as on a full disk.
   rlim_t file_size_limit = 0;
-  std::vector<std::string> env;  // extra NAME=value entries
+  std::vector<std::string> env;  // NAME=value entries, added or replacing the test's
 };
 
 inline std::string ToolBinary() { return RILL_TOOL_BINARY; }
@@ -50,9 +50,16 @@ inline ToolRun RunTool(const std::vector<std::string>& args, const ToolOptions& 
   std::vector<char*> argv;
   for (std::string& a : argv_storage) argv.push_back(a.data());
   argv.push_back(nullptr);
-  std::vector<std::string> env_storage;
-  for (char** e = environ; *e != nullptr; ++e) env_storage.emplace_back(*e);
-  env_storage.insert(env_storage.end(), options.env.begin(), options.env.end());
+  // options.env first: it replaces the test's own entries of the same name.
+  std::vector<std::string> env_storage = options.env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string var(*e);
+    bool replaced = false;
+    for (const std::string& mine : options.env) {
+      replaced = replaced || mine.substr(0, mine.find('=') + 1) == var.substr(0, var.find('=') + 1);
+    }
+    if (!replaced) env_storage.push_back(var);
+  }
   std::vector<char*> envp;
   for (std::string& e : env_storage) envp.push_back(e.data());
   envp.push_back(nullptr);

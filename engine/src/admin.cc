@@ -17,6 +17,7 @@
 #include "codec.h"
 #include "keys.h"
 #include "store_core.h"
+#include "store_open.h"
 
 namespace rill {
 namespace {
@@ -300,22 +301,18 @@ class Verifier {
   std::vector<uint64_t> unreadable_;  // positions of unreadable events, ascending
 };
 
-absl::Status SyncPath(const std::string& path, int flags) {
-  int fd = open(path.c_str(), flags | O_CLOEXEC);
-  if (fd < 0) return LmdbError(errno, absl::StrCat("cannot open ", path));
-  int rc = fsync(fd) == 0 ? 0 : errno;
-  close(fd);
-  return rc == 0 ? absl::OkStatus() : LmdbError(rc, absl::StrCat("cannot sync ", path));
-}
-
 // Copies one environment into `dir`/data.mdb, reporting the file's growth.
+// The copy is written as data.mdb.partial, synced, then renamed and its
+// directory synced: a copy cut short (a crash, a power cut) is never a
+// data.mdb, so a backup is a store only once it is whole (the log, copied
+// last, decides; docs/admin.md).
 absl::StatusOr<uint64_t> CopyEnv(internal::LmdbEnv* env, const std::string& dir, bool compact,
                                  uint64_t done_before, uint64_t total,
                                  const BackupOptions& options) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return LmdbError(ec.value(), absl::StrCat("cannot create ", dir));
-  const std::string file = dir + "/data.mdb";
+  const std::string file = dir + "/" + internal::kPartialDataFile;
   int fd = open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return LmdbError(errno, absl::StrCat("cannot create ", file));
   absl::Notification finished;
@@ -336,7 +333,10 @@ absl::StatusOr<uint64_t> CopyEnv(internal::LmdbEnv* env, const std::string& dir,
   const uint64_t bytes = fstat(fd, &st) == 0 ? st.st_size : 0;
   close(fd);
   if (rc != 0) return internal::WriteError(rc, absl::StrCat("copying into ", file), dir);
-  if (absl::Status s = SyncPath(dir, O_RDONLY | O_DIRECTORY); !s.ok()) return s;
+  if (rename(file.c_str(), (dir + "/data.mdb").c_str()) != 0) {
+    return LmdbError(errno, absl::StrCat("cannot rename ", file));
+  }
+  if (absl::Status s = internal::SyncPath(dir, O_RDONLY | O_DIRECTORY); !s.ok()) return s;
   return bytes;
 }
 
@@ -380,9 +380,10 @@ absl::StatusOr<BackupResult> CopyStore(internal::StoreCore* core, const std::str
   if (fs::exists(settings, ec)) {
     fs::copy_file(settings, dest + "/replication.conf", fs::copy_options::overwrite_existing, ec);
     if (ec) return absl::InternalError(absl::StrCat("copying ", settings, ": ", ec.message()));
-    if (absl::Status s = SyncPath(dest + "/replication.conf", O_RDONLY); !s.ok()) return s;
+    if (absl::Status s = internal::SyncPath(dest + "/replication.conf", O_RDONLY); !s.ok())
+      return s;
   }
-  if (absl::Status s = SyncPath(dest, O_RDONLY | O_DIRECTORY); !s.ok()) return s;
+  if (absl::Status s = internal::SyncPath(dest, O_RDONLY | O_DIRECTORY); !s.ok()) return s;
   // Report the head the copy really holds.
   absl::StatusOr<std::unique_ptr<Store>> copy = Store::Open(dest, [] {
     StoreOptions o;
@@ -416,9 +417,15 @@ absl::StatusOr<BackupResult> BackupStore(Store* store, const std::string& dest,
     return absl::FailedPreconditionError(
         absl::StrCat("backup destination ", dest, " exists and is not an empty directory"));
   }
+  // The directories whose entries the backup adds to, synced once it is
+  // whole (CopyStore syncs those inside it).
+  const std::vector<std::string> new_dirs = internal::DirectoriesToSync(dest);
   fs::create_directories(dest, ec);
   if (ec) return LmdbError(ec.value(), absl::StrCat("cannot create ", dest));
   absl::StatusOr<BackupResult> result = CopyStore(*core, dest, options);
+  if (result.ok()) {
+    if (absl::Status s = internal::SyncDirectories(new_dirs); !s.ok()) result = s;
+  }
   if (!result.ok()) {
     // Leave nothing that could be mistaken for a backup.
     if (existed) {

@@ -7,6 +7,7 @@
 #include <optional>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -109,6 +110,11 @@ absl::Status PrepareDirectory(const std::string& dir, const StoreOptions& option
       bool lock_file = false;
       if (leftover) {
         for (const fs::directory_entry& f : fs::directory_iterator(entry.path(), ec)) {
+          if (f.path().filename() == kPartialDataFile) {
+            return absl::FailedPreconditionError(absl::StrCat(
+                dir, " is an interrupted backup (", kLogDir, "/", kPartialDataFile, " and no ",
+                kLogDir, "/data.mdb): it holds no store; delete it and back up again"));
+          }
           if (f.path().filename() == "lock.mdb") {
             lock_file = true;
           } else {
@@ -238,14 +244,45 @@ StoreRegistration::~StoreRegistration() {
   Registry().erase(key_);
 }
 
+std::vector<std::string> DirectoriesToSync(const std::string& dir) {
+  std::vector<std::string> dirs = {dir};
+  std::error_code ec;
+  fs::path p = fs::absolute(dir, ec);
+  if (ec) return dirs;
+  while (!fs::exists(p, ec) && p.has_parent_path() && p.parent_path() != p) {
+    p = p.parent_path();
+    dirs.push_back(p.string());
+  }
+  return dirs;
+}
+
+absl::Status SyncDirectories(const std::vector<std::string>& dirs) {
+  for (const std::string& d : dirs) {
+    if (absl::Status s = SyncPath(d, O_RDONLY | O_DIRECTORY); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SyncPath(const std::string& path, int flags) {
+  const int fd = open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) return LmdbError(errno, absl::StrCat("cannot open ", path));
+  const int rc = fsync(fd) == 0 ? 0 : errno;
+  close(fd);
+  return rc == 0 ? absl::OkStatus() : LmdbError(rc, absl::StrCat("cannot sync ", path));
+}
+
 std::string LogDataFile(const std::string& dir) {
   return absl::StrCat(dir, "/", kLogDir, "/data.mdb");
 }
 
 absl::StatusOr<OpenedLog> OpenLog(const std::string& dir, const StoreOptions& options) {
   if (dir.empty()) return absl::InvalidArgumentError("store directory is empty");
-  if (absl::Status s = PrepareDirectory(dir, options); !s.ok()) return s;
+  const std::string log_dir = absl::StrCat(dir, "/", kLogDir);
   std::error_code ec;
+  const bool creating = !options.read_only && !fs::exists(LogDataFile(dir), ec);
+  const std::vector<std::string> new_dirs =
+      creating ? DirectoriesToSync(log_dir) : std::vector<std::string>();
+  if (absl::Status s = PrepareDirectory(dir, options); !s.ok()) return s;
   std::string key = fs::canonical(dir, ec).string();
   if (ec) return ErrnoStatus(ec, absl::StrCat("cannot resolve ", dir));
   OpenedLog log;
@@ -259,7 +296,6 @@ absl::StatusOr<OpenedLog> OpenLog(const std::string& dir, const StoreOptions& op
   // From here on the registration takes the store out of the registry again
   // on every return.
   log.registration = StoreRegistration(std::move(key));
-  const std::string log_dir = absl::StrCat(dir, "/", kLogDir);
   if (absl::Status s = WaitForLockFile(log_dir); !s.ok()) return s;
   absl::StatusOr<std::unique_ptr<LmdbEnv>> env = LmdbEnv::Open(log_dir, EnvOptionsFor(options, 0));
   if (!env.ok()) return env.status();
@@ -284,6 +320,7 @@ absl::StatusOr<OpenedLog> OpenLog(const std::string& dir, const StoreOptions& op
       ReadOrCreateMeta(log.env.get(), log.dbs, options.read_only);
   if (!store_id.ok()) return store_id.status();
   log.store_id = *std::move(store_id);
+  if (absl::Status s = SyncDirectories(new_dirs); !s.ok()) return s;
   return log;
 }
 
@@ -291,11 +328,13 @@ absl::StatusOr<std::unique_ptr<LmdbEnv>> OpenDerivedEnv(const std::string& dir,
                                                         const StoreOptions& options) {
   const std::string path = absl::StrCat(dir, "/", kDerivedDir);
   std::error_code ec;
+  std::vector<std::string> new_dirs;
   if (!fs::exists(path + "/data.mdb", ec)) {
     if (options.read_only) {
       return absl::NotFoundError(absl::StrCat(
           "the store at ", dir, " has no derived data (no projections or snapshots yet)"));
     }
+    new_dirs = DirectoriesToSync(path);
     fs::create_directories(path, ec);
     if (ec) return ErrnoStatus(ec, absl::StrCat("cannot create ", path));
   }
@@ -306,7 +345,12 @@ absl::StatusOr<std::unique_ptr<LmdbEnv>> OpenDerivedEnv(const std::string& dir,
   LmdbEnvOptions env_options = EnvOptionsFor(options, MDB_NOMETASYNC);
   env_options.max_dbs = kDerivedMaxDbs;
   if (absl::Status s = WaitForLockFile(path); !s.ok()) return s;
-  return LmdbEnv::Open(path, env_options);
+  absl::StatusOr<std::unique_ptr<LmdbEnv>> env = LmdbEnv::Open(path, env_options);
+  if (!env.ok()) return env.status();
+  // The new data file holds only LMDB's initial meta pages, unsynced: its
+  // first commit syncs them; the entries are synced here.
+  if (absl::Status s = SyncDirectories(new_dirs); !s.ok()) return s;
+  return env;
 }
 
 }  // namespace rill::internal

@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "lmdb_env.h"
@@ -61,6 +62,25 @@ absl::StatusOr<std::unique_ptr<LmdbEnv>> OpenDerivedEnv(const std::string& dir,
 
 // The data file of the log environment of the store in `dir`.
 std::string LogDataFile(const std::string& dir);
+
+// fsync of the file or directory `path` (opened with `flags`).
+absl::Status SyncPath(const std::string& path, int flags);
+
+// The directories whose entries change when `dir` (and what goes in it) is
+// created: `dir` itself, and the parent of each missing ancestor up to the
+// first directory that exists. Call before creating anything.
+std::vector<std::string> DirectoriesToSync(const std::string& dir);
+
+// fsync of each directory: makes new entries in them durable. LMDB syncs its
+// data file but never a directory, so without this a power cut after a new
+// store's first acknowledged append could take the whole store away (the
+// file system need not have written the entries) and the next Open would
+// create an empty one in its place. Found by the power-cut harness
+// (tests/powercut/, docs/reliability.md).
+absl::Status SyncDirectories(const std::vector<std::string>& dirs);
+
+// What an environment's copy is called until it is whole (BackupStore).
+inline constexpr char kPartialDataFile[] = "data.mdb.partial";
 
 }  // namespace rill::internal
 

@@ -18,6 +18,13 @@
 //   map=BYTES     StoreOptions.initial_map_size and map_growth_step (0: the
 //                 defaults); small values make kills land during map growth
 //   seed=X        random seed (1)
+//   durability=durable|nosync
+//                 StoreOptions.durability (durable); nosync is
+//                 Durability::kNoSyncUnsafe, for the power-cut harness to
+//                 show that it catches what that mode loses
+//   ack_sync=1|0  fdatasync the acknowledgement file after each line (0)
+//   snapshots=1|0 one more thread saving snapshots (SnapshotDigest) of the
+//                 first appender's streams (0)
 //
 // Every appender now and then retries its last acknowledged request with the
 // same key, which must come back deduplicated with the same result. A broken
@@ -45,6 +52,7 @@
 #include "child_protocol.h"
 #include "children/child_args.h"
 #include "rill/projection.h"
+#include "rill/snapshot.h"
 #include "rill/store.h"
 #include "torture_protocol.h"
 
@@ -61,6 +69,9 @@ struct Config {
   size_t max_pad = 200;
   size_t map = 0;
   uint64_t seed = 1;
+  std::string durability = "durable";
+  bool ack_sync = false;
+  bool snapshots = false;
 };
 
 bool ParseArgs(int argc, char** argv, Config* c) {
@@ -74,15 +85,20 @@ bool ParseArgs(int argc, char** argv, Config* c) {
   args.Number("max_pad", &c->max_pad);
   args.Number("map", &c->map);
   args.Number("seed", &c->seed);
+  args.String("durability", &c->durability);
+  args.Flag("ack_sync", &c->ack_sync);
+  args.Flag("snapshots", &c->snapshots);
   return args.Parse(argc, argv) && !c->dir.empty() && !c->ack.empty() && !c->violations.empty() &&
-         c->threads >= 0 && c->streams > 0;
+         c->threads >= 0 && c->streams > 0 &&
+         (c->durability == "durable" || c->durability == "nosync");
 }
 
-// Appends whole lines to a file with one write(2) each.
+// Appends whole lines to a file with one write(2) each (and an fdatasync
+// after it when `sync`).
 class LineFile {
  public:
-  explicit LineFile(const std::string& path)
-      : fd_(open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) {}
+  explicit LineFile(const std::string& path, bool sync = false)
+      : sync_(sync), fd_(open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) {}
   ~LineFile() {
     if (fd_ >= 0) close(fd_);
   }
@@ -96,11 +112,12 @@ class LineFile {
       if (n <= 0) return false;
       done += static_cast<size_t>(n);
     }
-    return true;
+    return !sync_ || fdatasync(fd_) == 0;
   }
 
  private:
   absl::Mutex mu_;
+  const bool sync_;
   const int fd_;
 };
 
@@ -245,13 +262,34 @@ void RunMulti(const Config& c, Store* store, LineFile* acks) {
   }
 }
 
+// Saves snapshots of the first appender's streams: each the digest of the
+// stream's events up to its last version, read just before.
+void RunSnapshots(const Config& c, Store* store) {
+  absl::StatusOr<std::unique_ptr<SnapshotStore>> snapshots = SnapshotStore::Open(store);
+  if (!snapshots.ok()) return Violation("SnapshotStore::Open: " + snapshots.status().ToString());
+  std::mt19937_64 rng(c.seed * 1000003 + 777);
+  for (;;) {
+    absl::SleepFor(absl::Milliseconds(5));
+    const std::string stream = absl::StrCat("tort-t0-s", rng() % c.streams);
+    absl::StatusOr<std::vector<RecordedEvent>> events = store->ReadStream(stream, 0);
+    if (events.status().code() == absl::StatusCode::kNotFound) continue;
+    if (!events.ok()) return Violation("ReadStream: " + events.status().ToString());
+    const int64_t version = events->back().version;
+    if (absl::Status s =
+            (*snapshots)->Save(stream, version, kSnapshotSchema, SnapshotDigest(*events));
+        !s.ok()) {
+      return Violation("Save: " + s.ToString());
+    }
+  }
+}
+
 int Main(int argc, char** argv) {
   Config c;
   if (!ParseArgs(argc, argv, &c)) {
     fprintf(stderr, "torture_child: bad arguments\n");
     return 2;
   }
-  LineFile acks(c.ack);
+  LineFile acks(c.ack, c.ack_sync);
   LineFile broken(c.violations);
   if (!acks.ok() || !broken.ok()) {
     perror("torture_child: open");
@@ -263,6 +301,7 @@ int Main(int argc, char** argv) {
     options.initial_map_size = c.map;
     options.map_growth_step = c.map;
   }
+  if (c.durability == "nosync") options.durability = Durability::kNoSyncUnsafe;
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(c.dir, options);
   if (!store.ok()) {
     fprintf(stderr, "torture_child: Open: %s\n", store.status().ToString().c_str());
@@ -284,6 +323,7 @@ int Main(int argc, char** argv) {
     threads.emplace_back([&, t] { RunSingle(c, store->get(), &acks, t); });
   }
   if (c.multi) threads.emplace_back([&] { RunMulti(c, store->get(), &acks); });
+  if (c.snapshots && c.threads > 0) threads.emplace_back([&] { RunSnapshots(c, store->get()); });
   threads.emplace_back([&] {
     // The ledger holds its invariants in every snapshot a reader can see.
     for (;;) {

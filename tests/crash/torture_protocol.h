@@ -143,6 +143,18 @@ inline ModelDump FoldMStreams(const std::vector<RecordedEvent>& log) {
   return m;
 }
 
+// --- snapshots: the torture's snapshot thread saves, for a stream of its
+// first appender, this digest of the stream's events 0..version; after a
+// crash every snapshot must still equal the digest of the log's events.
+inline constexpr uint32_t kSnapshotSchema = 1;
+
+inline std::string SnapshotDigest(const std::vector<RecordedEvent>& events) {
+  size_t bytes = 0;
+  for (const RecordedEvent& e : events) bytes += e.payload.size();
+  return absl::StrCat(events.size(), ":", bytes, ":",
+                      events.empty() ? "" : events.back().payload.substr(0, 48));
+}
+
 // The child's projections: the ledger (every event, read-modify-write of
 // shared rows, projector_defs.h) and mstreams.
 inline std::vector<ProjectionDef> TortureProjections() {

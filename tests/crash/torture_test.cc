@@ -50,12 +50,14 @@
 #include "rill/projection.h"
 #include "rill/store.h"
 #include "test_util.h"
+#include "torture_checks.h"
 #include "torture_protocol.h"
 
 namespace rill {
 namespace {
 
 using ::rill::testing::AckRecord;
+using ::rill::testing::Acks;
 using ::rill::testing::ChildEventPayload;
 using ::rill::testing::ChildEvents;
 using ::rill::testing::ChildEventType;
@@ -64,216 +66,26 @@ using ::rill::testing::ChildPayloadPrefix;
 using ::rill::testing::ChildProcess;
 using ::rill::testing::DescribeWaitStatus;
 using ::rill::testing::DumpView;
+using ::rill::testing::EnvInt;
 using ::rill::testing::FoldLedger;
 using ::rill::testing::FoldMStreams;
 using ::rill::testing::FormatAck;
 using ::rill::testing::FormatMultiAck;
 using ::rill::testing::kLedger;
+using ::rill::testing::kMaxPad;
+using ::rill::testing::kSmallMap;
 using ::rill::testing::ModelDump;
 using ::rill::testing::MultiAck;
 using ::rill::testing::MultiRequest;
 using ::rill::testing::ParseTortureAcks;
 using ::rill::testing::ReadFileOrEmpty;
+using ::rill::testing::RetryAcknowledged;
 using ::rill::testing::TempDir;
+using ::rill::testing::TestSeed;
 using ::rill::testing::TortureProjections;
-
-constexpr size_t kMaxPad = 200;
-constexpr size_t kSmallMap = size_t{1} << 20;
-constexpr int kRetriesPerCycle = 20;
-
-int EnvInt(const char* name, int fallback) {
-  const char* env = getenv(name);
-  int v = 0;
-  if (env != nullptr && absl::SimpleAtoi(env, &v) && v > 0) return v;
-  return fallback;
-}
-
-uint64_t TestSeed() {
-  const char* env = getenv("RILL_TEST_SEED");
-  uint64_t seed = 0;
-  if (env != nullptr && absl::SimpleAtoi(env, &seed)) return seed;
-  return std::random_device()();
-}
-
-// Everything acknowledged into one store so far.
-struct Acks {
-  std::vector<AckRecord> single;
-  std::vector<MultiAck> multi;
-};
-
-struct Totals {
-  int cycles = 0;
-  uint64_t events = 0;        // events in the stores when they were retired
-  uint64_t acked_single = 0;  // acknowledged Append calls
-  uint64_t acked_multi = 0;   // acknowledged AppendMulti calls
-  uint64_t retries = 0;       // deduplicated retries checked
-  int kills_before_any_ack = 0;
-};
-
-// Checks one acknowledged part (stream, versions, positions) against the log
-// and claims its positions.
-void CheckPart(const std::vector<RecordedEvent>& events, const AppendResult& part,
-               const std::string& writer, const std::string& what, std::set<uint64_t>* claimed) {
-  ASSERT_EQ(part.last_position - part.first_position,
-            static_cast<uint64_t>(part.last_version - part.first_version))
-      << what;
-  ASSERT_GE(part.first_position, 1u) << what;
-  ASSERT_LE(part.last_position, events.size()) << "acknowledged append lost: " << what;
-  for (int64_t v = part.first_version; v <= part.last_version; ++v) {
-    const uint64_t p = part.first_position + (v - part.first_version);
-    ASSERT_TRUE(claimed->insert(p).second) << "position " << p << " acknowledged twice: " << what;
-    const RecordedEvent& e = events[p - 1];
-    ASSERT_EQ(e.stream, part.stream) << what;
-    ASSERT_EQ(e.version, v) << what;
-    ASSERT_EQ(e.payload, ChildEventPayload(part.stream, v, writer, kMaxPad)) << what;
-  }
-}
-
-void VerifyLog(Store& store, const Acks& acks, std::vector<RecordedEvent>* log) {
-  RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, store.HeadPosition());
-  RILL_ASSERT_OK_AND_ASSIGN(*log, store.ReadAll(1));
-  const std::vector<RecordedEvent>& events = *log;
-  ASSERT_EQ(events.size(), head);
-  std::map<std::string, int64_t> next_version;
-  for (size_t i = 0; i < events.size(); ++i) {
-    const RecordedEvent& e = events[i];
-    ASSERT_EQ(e.position, i + 1) << "gap or disorder in the log";
-    int64_t& next = next_version[e.stream];
-    ASSERT_EQ(e.version, next) << "stream " << e.stream << " at position " << e.position;
-    ++next;
-    ASSERT_EQ(e.payload.rfind(ChildPayloadPrefix(e.stream, e.version), 0), 0u)
-        << "position " << e.position << ": " << e.payload;
-    ASSERT_EQ(e.type, ChildEventType(e.version));
-  }
-  for (const auto& [stream, next] : next_version) {
-    RILL_ASSERT_OK_AND_ASSIGN(const StreamInfo info, store.GetStreamInfo(stream));
-    ASSERT_EQ(info.last_version, next - 1) << stream;
-    ASSERT_EQ(info.event_count, static_cast<uint64_t>(next)) << stream;
-  }
-  RILL_ASSERT_OK_AND_ASSIGN(const StoreStats stats, store.Stats());
-  EXPECT_EQ(stats.head_position, head);
-  EXPECT_EQ(stats.event_count, head);
-  EXPECT_EQ(stats.stream_count, next_version.size());
-
-  std::set<uint64_t> claimed;
-  for (const AckRecord& a : acks.single) {
-    AppendResult part{a.stream,         a.first_version, a.last_version,
-                      a.first_position, a.last_position, false};
-    CheckPart(events, part, a.writer, FormatAck(a), &claimed);
-    if (::testing::Test::HasFatalFailure()) return;
-  }
-  for (const MultiAck& m : acks.multi) {
-    // One transaction: the parts are contiguous in request order.
-    for (size_t i = 0; i < m.parts.size(); ++i) {
-      if (i > 0) {
-        ASSERT_EQ(m.parts[i].first_position, m.parts[i - 1].last_position + 1) << FormatMultiAck(m);
-      }
-      CheckPart(events, m.parts[i], m.writer, FormatMultiAck(m), &claimed);
-      if (::testing::Test::HasFatalFailure()) return;
-    }
-  }
-}
-
-void RetryAcknowledged(Store& store, const Acks& cycle, std::mt19937_64* rng, Totals* totals) {
-  RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head, store.HeadPosition());
-  std::vector<const AckRecord*> retry;
-  std::map<std::string, const AckRecord*> last_of_writer;
-  for (const AckRecord& a : cycle.single) last_of_writer[a.writer] = &a;
-  for (const auto& [writer, a] : last_of_writer) retry.push_back(a);
-  for (int i = 0; i < kRetriesPerCycle && !cycle.single.empty(); ++i) {
-    retry.push_back(&cycle.single[(*rng)() % cycle.single.size()]);
-  }
-  for (const AckRecord* a : retry) {
-    AppendOptions options;
-    options.idempotency_key = a->key;
-    RILL_ASSERT_OK_AND_ASSIGN(
-        const AppendResult r,
-        store.Append(a->stream, ChildExpected(a->first_version),
-                     ChildEvents(a->stream, a->first_version, a->last_version, a->writer, kMaxPad),
-                     options));
-    EXPECT_TRUE(r.deduplicated) << FormatAck(*a);
-    EXPECT_EQ(r.stream, a->stream);
-    EXPECT_EQ(r.first_version, a->first_version) << FormatAck(*a);
-    EXPECT_EQ(r.last_version, a->last_version) << FormatAck(*a);
-    EXPECT_EQ(r.first_position, a->first_position) << FormatAck(*a);
-    EXPECT_EQ(r.last_position, a->last_position) << FormatAck(*a);
-    ++totals->retries;
-  }
-  // The newest multi requests, and a few older ones.
-  std::vector<const MultiAck*> multis;
-  for (size_t i = cycle.multi.size(); i-- > 0 && multis.size() < 5;) {
-    multis.push_back(&cycle.multi[i]);
-  }
-  for (int i = 0; i < 5 && !cycle.multi.empty(); ++i) {
-    multis.push_back(&cycle.multi[(*rng)() % cycle.multi.size()]);
-  }
-  for (const MultiAck* m : multis) {
-    AppendOptions options;
-    options.idempotency_key = m->key;
-    RILL_ASSERT_OK_AND_ASSIGN(const std::vector<AppendResult> r,
-                              store.AppendMulti(MultiRequest(*m, kMaxPad), options));
-    ASSERT_EQ(r.size(), m->parts.size()) << FormatMultiAck(*m);
-    for (size_t i = 0; i < r.size(); ++i) {
-      EXPECT_TRUE(r[i].deduplicated) << FormatMultiAck(*m);
-      EXPECT_EQ(r[i].stream, m->parts[i].stream) << FormatMultiAck(*m);
-      EXPECT_EQ(r[i].first_version, m->parts[i].first_version) << FormatMultiAck(*m);
-      EXPECT_EQ(r[i].last_version, m->parts[i].last_version) << FormatMultiAck(*m);
-      EXPECT_EQ(r[i].first_position, m->parts[i].first_position) << FormatMultiAck(*m);
-      EXPECT_EQ(r[i].last_position, m->parts[i].last_position) << FormatMultiAck(*m);
-    }
-    ++totals->retries;
-  }
-  // The same key with another request is refused.
-  if (!cycle.single.empty()) {
-    const AckRecord& a = cycle.single.front();
-    std::vector<EventData> other =
-        ChildEvents(a.stream, a.first_version, a.last_version, a.writer, kMaxPad);
-    other[0].payload += " ";
-    AppendOptions options;
-    options.idempotency_key = a.key;
-    EXPECT_EQ(
-        store.Append(a.stream, ChildExpected(a.first_version), other, options).status().code(),
-        absl::StatusCode::kAlreadyExists)
-        << FormatAck(a);
-  }
-  if (!cycle.multi.empty()) {
-    const MultiAck& m = cycle.multi.front();
-    std::vector<StreamAppend> other = MultiRequest(m, kMaxPad);
-    other.pop_back();  // a request for fewer streams
-    if (!other.empty()) {
-      AppendOptions options;
-      options.idempotency_key = m.key;
-      EXPECT_EQ(store.AppendMulti(other, options).status().code(), absl::StatusCode::kAlreadyExists)
-          << FormatMultiAck(m);
-    }
-  }
-  RILL_ASSERT_OK_AND_ASSIGN(const uint64_t head_after, store.HeadPosition());
-  EXPECT_EQ(head_after, head) << "a deduplicated or refused retry wrote events";
-}
-
-void VerifyModels(Store& store, const std::vector<RecordedEvent>& log, bool fresh_rebuild) {
-  const uint64_t head = log.size();
-  RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProjectionRunner> runner,
-                            ProjectionRunner::Start(&store, TortureProjections()));
-  for (const ProjectionDef& def : TortureProjections()) {
-    SCOPED_TRACE(def.name);
-    RILL_ASSERT_OK(runner->WaitFor(def.name, head, absl::Seconds(120)));
-    const ModelDump want = def.name == kLedger ? FoldLedger(log, head, 1) : FoldMStreams(log);
-    {
-      RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> view, runner->View(def.name));
-      ASSERT_EQ(view->checkpoint(), head);
-      RILL_ASSERT_OK_AND_ASSIGN(const ModelDump got, DumpView(*view, def.tables));
-      ASSERT_TRUE(got == want) << "the model built across kills differs from a fold of the log";
-    }
-    if (fresh_rebuild) {
-      RILL_ASSERT_OK(runner->RebuildAsOf(def.name, head, "fresh"));
-      RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReadModelView> view,
-                                runner->ViewAsOf(def.name, "fresh"));
-      RILL_ASSERT_OK_AND_ASSIGN(const ModelDump fresh, DumpView(*view, def.tables));
-      ASSERT_TRUE(fresh == want) << "a fresh rebuild differs from the fold";
-    }
-  }
-}
+using ::rill::testing::Totals;
+using ::rill::testing::VerifyLog;
+using ::rill::testing::VerifyModels;
 
 TEST(CrashTortureTest, SigkilledAppenderAndProjectorLoseNothingAcknowledged) {
   const int cycles = EnvInt("RILL_TORTURE_CYCLES", 30);
