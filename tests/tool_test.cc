@@ -22,7 +22,7 @@ using ::testing::HasSubstr;
 
 const std::vector<std::string> kCommands = {
     "info",   "streams", "read",   "read-all",    "tail",      "append", "export",
-    "import", "verify",  "backup", "projections", "snapshots", "bench"};
+    "import", "verify",  "backup", "projections", "snapshots", "bench",  "metrics"};
 
 TEST(ToolTest, HelpExplainsEveryCommandWithAnExample) {
   ToolRun top = RunTool({"--help"});

@@ -34,6 +34,7 @@ std::unique_ptr<CLI::App> MakeApp(std::function<int()>* action) {
   AddSnapshotCommands(*app, action);
   AddBenchCommands(*app, action);
   AddReplicateCommands(*app, action);
+  AddMetricsCommands(*app, action);
   return app;
 }
 

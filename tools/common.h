@@ -54,6 +54,7 @@ void AddProjectionCommands(CLI::App& app, Action* action);
 void AddSnapshotCommands(CLI::App& app, Action* action);
 void AddBenchCommands(CLI::App& app, Action* action);
 void AddReplicateCommands(CLI::App& app, Action* action);
+void AddMetricsCommands(CLI::App& app, Action* action);
 
 enum class OpenMode {
   kRead,    // read-only; the store must exist

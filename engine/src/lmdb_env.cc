@@ -12,6 +12,7 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "engine_metrics.h"
 
 namespace rill::internal {
 namespace {
@@ -259,7 +260,9 @@ absl::Status LmdbEnv::Write(absl::string_view what, absl::FunctionRef<absl::Stat
     if (!txn.ok()) return txn.status();
     absl::Status s = fn(txn->get());
     if (s.ok()) {
+      const absl::Time commit_start = absl::Now();
       const int rc = txn->Commit();
+      if (commit_histogram_ != nullptr) commit_histogram_->Observe(absl::Now() - commit_start);
       if (rc == 0) {
         on_commit();
         return absl::OkStatus();

@@ -59,6 +59,7 @@ using CursorPtr = std::unique_ptr<MDB_cursor, CursorCloser>;
 absl::StatusOr<CursorPtr> OpenCursor(MDB_txn* txn, MDB_dbi dbi);
 
 class LmdbEnv;
+class FixedHistogram;
 
 // A transaction that holds the env's resize lock shared while it lives.
 // Aborted on destruction unless committed.
@@ -103,6 +104,9 @@ class LmdbEnv {
 
   MDB_env* env() const { return env_; }
   const std::string& path() const { return path_; }
+  // Every commit made by Write is timed into `h` (may be null; set before
+  // the first write, outlives the env).
+  void set_commit_histogram(FixedHistogram* h) { commit_histogram_ = h; }
   bool read_only() const { return (options_.flags & MDB_RDONLY) != 0; }
 
   absl::StatusOr<Txn> BeginRead();
@@ -176,6 +180,7 @@ class LmdbEnv {
   };
   ResizeLock resize_mu_;
   absl::Mutex dbi_mu_;
+  FixedHistogram* commit_histogram_ = nullptr;
   // When SweepStaleReaders last ran (microseconds since the epoch).
   std::atomic<int64_t> last_sweep_us_{0};
 };

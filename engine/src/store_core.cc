@@ -15,7 +15,9 @@ StoreCore::StoreCore(std::string dir, const StoreOptions& options, std::unique_p
       log_(std::move(log)),
       dbs_(dbs),
       store_id_(std::move(store_id)),
-      head_([this] { return ReadHead(); }) {}
+      head_([this] { return ReadHead(); }) {
+  log_->set_commit_histogram(&metrics_.commit_sync_seconds);
+}
 
 StoreCore::~StoreCore() {
   {

@@ -19,6 +19,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "engine_metrics.h"
 #include "head.h"
 #include "lmdb_env.h"
 #include "rill/event.h"
@@ -56,6 +57,8 @@ class StoreCore {
   const LogDbs& dbs() const { return dbs_; }
   // The head as this process knows it, and waits for it to move.
   Head& head() { return head_; }
+  // This process's figures of the store (rill/metrics.h).
+  EngineMetrics& metrics() { return metrics_; }
 
   // The position of the last record in the log (0 for an empty log).
   absl::StatusOr<uint64_t> ReadHead();
@@ -83,6 +86,7 @@ class StoreCore {
   std::unique_ptr<LmdbEnv> log_;
   const LogDbs dbs_;
   const std::string store_id_;
+  EngineMetrics metrics_;
   Head head_;
 
   absl::Mutex derived_mu_;

@@ -89,7 +89,8 @@ StoreImpl::StoreImpl(const std::string& dir, OpenedLog log, const StoreOptions& 
     : registration_(std::move(log.registration)),
       core_(dir, options, std::move(log.env), log.dbs, std::move(log.store_id)) {
   if (!options.read_only) {
-    writer_ = std::make_unique<Writer>(core_.log_env(), core_.dbs(), &core_.head(), options);
+    writer_ = std::make_unique<Writer>(core_.log_env(), core_.dbs(), &core_.head(), options,
+                                       &core_.metrics());
   }
 }
 

@@ -21,10 +21,14 @@ class SubscriptionImpl final : public Subscription {
         handler_(std::move(handler)),
         position_(after_position) {
     if (options_.batch_size == 0) options_.batch_size = 1;
+    core_->metrics().AddSubscription(&position_);
     thread_ = std::thread([this] { Run(); });
   }
 
-  ~SubscriptionImpl() override { Stop(); }
+  ~SubscriptionImpl() override {
+    Stop();
+    core_->metrics().RemoveSubscription(&position_);
+  }
 
   void Stop() override {
     stop_.store(true);

@@ -39,10 +39,12 @@ constexpr int kGroupCommitRetryBatches = 64;
 
 }  // namespace
 
-Writer::Writer(LmdbEnv* env, const LogDbs& dbs, Head* head, const StoreOptions& options)
+Writer::Writer(LmdbEnv* env, const LogDbs& dbs, Head* head, const StoreOptions& options,
+               EngineMetrics* metrics)
     : env_(env),
       dbs_(dbs),
       head_(head),
+      metrics_(metrics),
       options_(options),
       fbb_(4096),
       max_wait_(std::clamp(options.group_commit_wait, absl::ZeroDuration(), kMaxGroupCommitWait)),
@@ -149,13 +151,39 @@ void Writer::AwaitReleasedCallers() {
 
 void Writer::ProcessBatch(std::vector<AppendRequest*>& batch) {
   uint64_t head = 0;
+  const absl::Time start = absl::Now();
   absl::Status s = env_->Write(
       "committing appends", [&](MDB_txn* txn) { return WriteBatch(txn, batch, 0, &head); },
       [&] { head_->Publish(head); });
-  if (s.ok()) return;
-  // Nothing of this batch was written: every request gets the failure, also
-  // those whose checks had failed (their checks saw writes that are gone).
-  for (AppendRequest* r : batch) r->result = s;
+  if (!s.ok()) {
+    // Nothing of this batch was written: every request gets the failure,
+    // also those whose checks had failed (their checks saw writes that are
+    // gone).
+    for (AppendRequest* r : batch) r->result = s;
+  }
+  if (metrics_ != nullptr) Count(batch, absl::Now() - start);
+}
+
+void Writer::Count(const std::vector<AppendRequest*>& batch, absl::Duration took) {
+  uint64_t events = 0;
+  for (const AppendRequest* r : batch) {
+    if (!r->result.ok()) {
+      (r->result.status().code() == absl::StatusCode::kAborted ? metrics_->requests_conflicted
+                                                               : metrics_->requests_failed)
+          .fetch_add(1, std::memory_order_relaxed);
+    } else if (!r->result->empty() && r->result->front().deduplicated) {
+      metrics_->requests_deduplicated.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      metrics_->requests_written.fetch_add(1, std::memory_order_relaxed);
+      for (const RequestPart& part : r->parts) events += part.events.size();
+      metrics_->bytes_appended.fetch_add(r->bytes, std::memory_order_relaxed);
+    }
+  }
+  if (events == 0) return;
+  metrics_->events_appended.fetch_add(events, std::memory_order_relaxed);
+  metrics_->commits.fetch_add(1, std::memory_order_relaxed);
+  metrics_->events_per_commit.Observe(static_cast<double>(events));
+  metrics_->commit_seconds.Observe(took);
 }
 
 absl::Status Writer::WriteReplicated(MDB_txn* txn, std::vector<AppendRequest*>& batch,

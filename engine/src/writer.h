@@ -76,7 +76,8 @@ class Writer {
  public:
   // Writes to `env`'s databases `dbs` and publishes to `head`, which must
   // outlive the writer.
-  Writer(LmdbEnv* env, const LogDbs& dbs, Head* head, const StoreOptions& options);
+  Writer(LmdbEnv* env, const LogDbs& dbs, Head* head, const StoreOptions& options,
+         EngineMetrics* metrics = nullptr);
 
   // Queues `request` and blocks until it is committed or rejected; the
   // outcome is in request->result.
@@ -112,6 +113,8 @@ class Writer {
   // Writes and commits the batch (one LmdbEnv::Write); every request gets
   // its outcome in request->result.
   void ProcessBatch(std::vector<AppendRequest*>& batch);
+  // Adds a processed batch to metrics_ (rill/metrics.h).
+  void Count(const std::vector<AppendRequest*>& batch, absl::Duration took);
   // One attempt at the batch's transaction: applies every request to `txn`
   // and sets *head to the new head. The commit time is this machine's clock,
   // or `recorded_us` when it is not 0; never before the log's last event.
@@ -132,6 +135,7 @@ class Writer {
   LmdbEnv* const env_;
   const LogDbs dbs_;
   Head* const head_;
+  EngineMetrics* const metrics_;  // may be null
   const StoreOptions options_;
   // Used by the leader only, one batch at a time.
   flatbuffers::FlatBufferBuilder fbb_;

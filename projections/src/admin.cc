@@ -9,6 +9,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "catalog.h"
 #include "dead_letters.h"
@@ -182,6 +183,39 @@ absl::Status ResetProjection(Store* store, absl::string_view projection) {
   });
   close(*lock);
   return s;
+}
+
+namespace {
+
+ProjectionMetrics ToMetrics(const ProjectionStatus& st, bool from_runner) {
+  ProjectionMetrics p;
+  p.name = st.name;
+  p.state = absl::StrReplaceAll(ProjectionStateName(st.state), {{" ", "_"}});
+  p.checkpoint = st.checkpoint;
+  p.lag_events = st.lag_events;
+  p.lag_seconds = absl::ToDoubleSeconds(st.lag_time);
+  p.parked = st.parked;
+  p.from_runner = from_runner;
+  p.events_applied = st.events_applied;
+  p.errors = st.errors;
+  return p;
+}
+
+}  // namespace
+
+absl::Status AddProjectionMetrics(ProjectionRunner* runner, Metrics* metrics) {
+  if (runner == nullptr) return absl::InvalidArgumentError("AddProjectionMetrics: no runner");
+  for (const ProjectionStatus& st : runner->Statuses()) {
+    metrics->projections.push_back(ToMetrics(st, true));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AddProjectionMetrics(Store* store, Metrics* metrics) {
+  absl::StatusOr<std::vector<ProjectionStatus>> statuses = ReadProjectionStatuses(store);
+  if (!statuses.ok()) return statuses.status();
+  for (const ProjectionStatus& st : *statuses) metrics->projections.push_back(ToMetrics(st, false));
+  return absl::OkStatus();
 }
 
 }  // namespace rill

@@ -570,7 +570,9 @@ void ExpectPrefixOf(const std::string& dir, const std::vector<RecordedEvent>& wa
   ASSERT_TRUE(report.ok()) << report.problems.front();
   RILL_ASSERT_OK_AND_ASSIGN(const std::vector<RecordedEvent> got, store->ReadAll(1));
   ASSERT_LE(got.size(), want.size());
-  if (whole) ASSERT_EQ(got.size(), want.size());
+  if (whole) {
+    ASSERT_EQ(got.size(), want.size());
+  }
   for (size_t i = 0; i < got.size(); ++i) {
     ASSERT_EQ(got[i].position, want[i].position);
     ASSERT_EQ(got[i].stream, want[i].stream);

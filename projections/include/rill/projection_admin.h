@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "rill/metrics.h"
 #include "rill/projection.h"
 #include "rill/store.h"
 
@@ -59,6 +60,12 @@ namespace rill {
 // it (stop it first; `RequestRebuild` is the online way); NotFound when the
 // store has no such projection.
 [[nodiscard]] absl::Status ResetProjection(Store* store, absl::string_view projection);
+
+// Adds each projection's figures to `metrics` (rill/metrics.h): from the
+// runner of this process (with events applied and errors since it started),
+// or, from any process, from the store's catalog (ReadProjectionStatuses).
+[[nodiscard]] absl::Status AddProjectionMetrics(ProjectionRunner* runner, Metrics* metrics);
+[[nodiscard]] absl::Status AddProjectionMetrics(Store* store, Metrics* metrics);
 
 }  // namespace rill
 
