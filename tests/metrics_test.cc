@@ -19,6 +19,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "process_util.h"
 #include "rill/projection.h"
 #include "rill/projection_admin.h"
 #include "rill/store.h"
@@ -273,14 +274,7 @@ std::string Promtool(const std::string& text) {
   FILE* f = fopen(in.c_str(), "w");
   fputs(text.c_str(), f);
   fclose(f);
-  FILE* p =
-      popen(absl::StrCat("promtool check metrics < ", in, " 2>&1; echo exit=$?").c_str(), "r");
-  std::string out;
-  char buf[512];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  pclose(p);
-  return out;
+  return ::rill::testing::RunShell("promtool check metrics < " + in);
 }
 
 TEST(MetricsTest, PrometheusTextIsWellFormedAndPromtoolAcceptsIt) {

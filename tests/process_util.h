@@ -89,6 +89,19 @@ inline int RunInForkedChild(const std::function<int()>& body) {
   return status;
 }
 
+// Runs `command` with /bin/sh; its output (stdout and stderr), then
+// "exit=N" with its exit status.
+inline std::string RunShell(const std::string& command) {
+  FILE* p = popen(absl::StrCat(command, " 2>&1; echo exit=$?").c_str(), "r");
+  if (p == nullptr) return "popen failed";
+  std::string out;
+  char buf[512];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  pclose(p);
+  return out;
+}
+
 // A child program (tests/children/<name>.cc) started with fork + execve. Its
 // stdin and stdout are pipes to the test; its stderr goes to a file, shown on
 // failure. `env` ("NAME=value") is added to (or replaces in) the test's

@@ -23,21 +23,11 @@ namespace {
 
 using ::rill::testing::ChildProcess;
 using ::rill::testing::MakeEvents;
+using ::rill::testing::RunShell;
 using ::rill::testing::RunTool;
 using ::rill::testing::TempDir;
 using ::rill::testing::ToolBinary;
 using ::rill::testing::ToolRun;
-
-// Runs a shell command; its output and "exit=N".
-std::string Shell(const std::string& command) {
-  FILE* p = popen(absl::StrCat(command, " 2>&1; echo exit=$?").c_str(), "r");
-  std::string out;
-  char buf[512];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  pclose(p);
-  return out;
-}
 
 // A store with 12 events and a projection that has applied them.
 void MakeStore(const std::string& dir) {
@@ -70,7 +60,7 @@ TEST(ToolMetricsTest, PrintsTheStoresFiguresInTheExpositionFormat) {
   // Not this process's: the tool appended nothing.
   EXPECT_EQ(run.out.find("rill_append_requests_total"), std::string::npos);
   testing::WriteFile(dir.Sub("metrics.txt"), run.out);
-  const std::string check = Shell("promtool check metrics < " + dir.Sub("metrics.txt"));
+  const std::string check = RunShell("promtool check metrics < " + dir.Sub("metrics.txt"));
   EXPECT_NE(check.find("exit=0"), std::string::npos) << check;
 
   const ToolRun missing = RunTool({"metrics", dir.Sub("nothing-here")});
@@ -92,10 +82,10 @@ TEST(ToolMetricsTest, ServesMetricsOverHttpWhileTheServiceAppends) {
   ASSERT_TRUE(std::regex_search(line, m, std::regex(R"(http://127\.0\.0\.1:([0-9]+)/metrics)")))
       << line;
   const std::string url = absl::StrCat("http://127.0.0.1:", m[1].str(), "/metrics");
-  const std::string first = Shell("curl -fsS " + url);
+  const std::string first = RunShell("curl -fsS " + url);
   ASSERT_NE(first.find("exit=0"), std::string::npos) << first;
   EXPECT_NE(first.find("rill_head_position 12\n"), std::string::npos) << first;
-  const std::string check = Shell("curl -fsS " + url + " | promtool check metrics");
+  const std::string check = RunShell("curl -fsS " + url + " | promtool check metrics");
   EXPECT_NE(check.find("exit=0"), std::string::npos) << check;
 
   // The service appends (another process, here this test): the next scrape
@@ -104,12 +94,12 @@ TEST(ToolMetricsTest, ServesMetricsOverHttpWhileTheServiceAppends) {
     RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(store_dir));
     RILL_ASSERT_OK(store->Append("orders-2", ExpectedVersion::Any(), MakeEvents(3)).status());
   }
-  const std::string second = Shell("curl -fsS " + url);
+  const std::string second = RunShell("curl -fsS " + url);
   EXPECT_NE(second.find("rill_head_position 15\n"), std::string::npos) << second;
   EXPECT_NE(second.find("rill_projection_lag_events{projection=\"orders\"} 3\n"), std::string::npos)
       << second;
   // Anything but /metrics (and /) is a 404, which fails curl -f.
-  const std::string other = Shell("curl -fsS " + url.substr(0, url.size() - 8) + "/nope");
+  const std::string other = RunShell("curl -fsS " + url.substr(0, url.size() - 8) + "/nope");
   EXPECT_NE(other.find("exit=22"), std::string::npos) << other;
 
   // SIGTERM ends it cleanly.
@@ -135,14 +125,14 @@ TEST(ToolMetricsTest, ABadOrBusyAddressIsAClearError) {
   ASSERT_TRUE(std::regex_search(line, m, std::regex(R"(127\.0\.0\.1:([0-9]+)/)"))) << line;
   // (Under `timeout`: a second server sharing the port would never return.)
   const std::string busy =
-      Shell(absl::StrCat("timeout 30 ", ToolBinary(), " metrics ", dir.Sub("store"),
-                         " --listen 127.0.0.1:", m[1].str()));
+      RunShell(absl::StrCat("timeout 30 ", ToolBinary(), " metrics ", dir.Sub("store"),
+                            " --listen 127.0.0.1:", m[1].str()));
   EXPECT_NE(busy.find("exit=1\n"), std::string::npos) << busy;
   EXPECT_NE(busy.find("cannot listen on"), std::string::npos) << busy;
 }
 
 TEST(ToolMetricsTest, TheDocumentedScrapeConfigIsValid) {
-  const std::string check = Shell(
+  const std::string check = RunShell(
       absl::StrCat("promtool check config ", RILL_SOURCE_DIR, "/docs/operations/prometheus.yml"));
   EXPECT_NE(check.find("exit=0"), std::string::npos) << check;
 }

@@ -25,7 +25,6 @@ class FixedHistogram {
  private:
   const std::vector<double> bounds_;
   std::unique_ptr<std::atomic<uint64_t>[]> counts_;  // bounds_.size() + 1
-  std::atomic<uint64_t> count_{0};
   std::atomic<double> sum_{0};
 };
 

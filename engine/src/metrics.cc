@@ -41,15 +41,14 @@ void FixedHistogram::Observe(double value) {
   double sum = sum_.load(std::memory_order_relaxed);
   while (!sum_.compare_exchange_weak(sum, sum + value, std::memory_order_relaxed)) {
   }
-  count_.fetch_add(1, std::memory_order_relaxed);
 }
 
 HistogramSnapshot FixedHistogram::Snapshot() const {
   HistogramSnapshot s;
   s.upper_bounds = bounds_;
   for (size_t i = 0; i <= bounds_.size(); ++i) s.bucket_counts.push_back(counts_[i].load());
-  // The count as the sum of the buckets read, so that a snapshot taken
-  // during an Observe is still consistent (+Inf bucket == count).
+  // The count is the sum of the buckets read (no counter of its own), so a
+  // snapshot taken during an Observe is still consistent (+Inf == count).
   for (uint64_t c : s.bucket_counts) s.count += c;
   s.sum = sum_.load();
   return s;

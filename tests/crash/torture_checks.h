@@ -63,6 +63,25 @@ struct Totals {
   int kills_before_any_ack = 0;
 };
 
+// Adds one cycle's acknowledgements to those of the store and the totals.
+inline void AddAcks(const Acks& cycle, Acks* acks, Totals* totals) {
+  acks->single.insert(acks->single.end(), cycle.single.begin(), cycle.single.end());
+  acks->multi.insert(acks->multi.end(), cycle.multi.begin(), cycle.multi.end());
+  totals->acked_single += cycle.single.size();
+  totals->acked_multi += cycle.multi.size();
+}
+
+// How the driver reopens the store: as the child did, with a 1 MiB map
+// growing in 1 MiB steps when `small_map`.
+inline StoreOptions TortureStoreOptions(bool small_map) {
+  StoreOptions options;
+  if (small_map) {
+    options.initial_map_size = kSmallMap;
+    options.map_growth_step = kSmallMap;
+  }
+  return options;
+}
+
 // Checks one acknowledged part (stream, versions, positions) against the log
 // and claims its positions.
 inline void CheckPart(const std::vector<RecordedEvent>& events, const AppendResult& part,

@@ -58,6 +58,7 @@ namespace {
 
 using ::rill::testing::AckRecord;
 using ::rill::testing::Acks;
+using ::rill::testing::AddAcks;
 using ::rill::testing::ChildEventPayload;
 using ::rill::testing::ChildEvents;
 using ::rill::testing::ChildEventType;
@@ -83,6 +84,7 @@ using ::rill::testing::RetryAcknowledged;
 using ::rill::testing::TempDir;
 using ::rill::testing::TestSeed;
 using ::rill::testing::TortureProjections;
+using ::rill::testing::TortureStoreOptions;
 using ::rill::testing::Totals;
 using ::rill::testing::VerifyLog;
 using ::rill::testing::VerifyModels;
@@ -136,18 +138,11 @@ TEST(CrashTortureTest, SigkilledAppenderAndProjectorLoseNothingAcknowledged) {
     Acks cycle_acks;
     ASSERT_TRUE(ParseTortureAcks(ReadFileOrEmpty(ack_path), &cycle_acks.single, &cycle_acks.multi));
     std::remove(ack_path.c_str());
-    acks.single.insert(acks.single.end(), cycle_acks.single.begin(), cycle_acks.single.end());
-    acks.multi.insert(acks.multi.end(), cycle_acks.multi.begin(), cycle_acks.multi.end());
-    totals.acked_single += cycle_acks.single.size();
-    totals.acked_multi += cycle_acks.multi.size();
+    AddAcks(cycle_acks, &acks, &totals);
     if (cycle_acks.single.empty() && cycle_acks.multi.empty()) ++totals.kills_before_any_ack;
 
-    StoreOptions options;
-    if (small_map) {
-      options.initial_map_size = kSmallMap;
-      options.map_growth_step = kSmallMap;
-    }
-    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(store_dir, options));
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
+                              Store::Open(store_dir, TortureStoreOptions(small_map)));
     std::vector<RecordedEvent> log;
     VerifyLog(*store, acks, &log);
     if (HasFatalFailure()) return;

@@ -72,6 +72,7 @@ using ::rill::powercut::CutModeName;
 using ::rill::powercut::RollBack;
 using ::rill::powercut::RollbackReport;
 using ::rill::testing::Acks;
+using ::rill::testing::AddAcks;
 using ::rill::testing::ChildEventPayload;
 using ::rill::testing::ChildProcess;
 using ::rill::testing::DescribeWaitStatus;
@@ -83,6 +84,7 @@ using ::rill::testing::ReadFileOrEmpty;
 using ::rill::testing::RetryAcknowledged;
 using ::rill::testing::TempDir;
 using ::rill::testing::TestSeed;
+using ::rill::testing::TortureStoreOptions;
 using ::rill::testing::Totals;
 using ::rill::testing::VerifyLog;
 using ::rill::testing::VerifyModels;
@@ -315,10 +317,7 @@ TEST(PowerCutTest, DurableStoreLosesNothingAcknowledged) {
     Acks cycle;
     ASSERT_TRUE(ParseTortureAcks(ReadFileOrEmpty(ack_path), &cycle.single, &cycle.multi));
     fs::remove(ack_path);
-    acks.single.insert(acks.single.end(), cycle.single.begin(), cycle.single.end());
-    acks.multi.insert(acks.multi.end(), cycle.multi.begin(), cycle.multi.end());
-    totals.acked_single += cycle.single.size();
-    totals.acked_multi += cycle.multi.size();
+    AddAcks(cycle, &acks, &totals);
 
     // The power cut.
     RILL_ASSERT_OK_AND_ASSIGN(const RollbackReport report,
@@ -330,12 +329,8 @@ TEST(PowerCutTest, DurableStoreLosesNothingAcknowledged) {
     sum.namespace_undone += report.namespace_undone;
     sum.syncs += report.syncs;
 
-    StoreOptions options;
-    if (small_map) {
-      options.initial_map_size = kSmallMap;
-      options.map_growth_step = kSmallMap;
-    }
-    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(store_dir, options));
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
+                              Store::Open(store_dir, TortureStoreOptions(small_map)));
     std::vector<RecordedEvent> log;
     VerifyLog(*store, acks, &log);
     if (HasFatalFailure()) return;
