@@ -6,6 +6,7 @@
 //   rill_compare --dir DIR [--quick] [--systems rill,lmdb,sqlite,messagedb]
 //                [--pg-app CONNINFO --pg-admin CONNINFO] [--seconds S]
 //                [--workloads append_b1,...] [--nats URL,URL,...]
+//                [--read-events N]
 //
 // With --nats (the client URLs of a NATS JetStream cluster) the systems
 // also include replicated rill (repl_peer.cc): rill_repl_r3 and
@@ -19,6 +20,13 @@
 // ...), so that a slow stretch of the shared disk falls on every system
 // alike. Reads: one untimed warm-up
 // pass, then passes until S seconds have gone by.
+//
+// The reads use a read log of N events (default 1M; --quick 200k; a multiple
+// of 1000) loaded into every system but the replicated ones: first in runs of 100
+// consecutive positions per stream (read_all, read_stream, read_random,
+// projection_catchup), then reloaded with the streams interleaved event by
+// event (read_stream_interleaved, read_all_interleaved); see ReadLayout in
+// peer.h.
 #include <time.h>
 
 #include <algorithm>
@@ -46,6 +54,11 @@ std::string SmallStream(int i) { return absl::StrFormat("order-%04d", i); }
 int StreamSlotOfBatch(uint64_t b) {
   if (b % 10 == 0) return kSmallStreams;
   return static_cast<int>((b - b / 10 - 1) % kSmallStreams);
+}
+int StreamSlotOfEvent(uint64_t i, ReadLayout layout) {
+  if (layout == ReadLayout::kRuns) return StreamSlotOfBatch(i / kReadBatch);
+  if (i % 10 == 0) return kSmallStreams;
+  return static_cast<int>((i - i / 10 - 1) % kSmallStreams);
 }
 std::string StreamOfSlot(int slot) {
   return slot == kSmallStreams ? std::string(kBigStream) : SmallStream(slot);
@@ -100,7 +113,7 @@ void Emit(const std::string& workload, const std::string& system, Figure& f,
       workload, system, num(f.seconds > 0 ? f.events / f.seconds : -1), num(Pct(f.lat_us, 0.50)),
       num(Pct(f.lat_us, 0.99)), num(bytes_per_event), f.events, f.calls, f.seconds, extra);
   std::fflush(stdout);
-  absl::FPrintF(stderr, "  %-18s %-15s %12.0f events/s  p50 %8.1f us  p99 %8.1f us%s\n", workload,
+  absl::FPrintF(stderr, "  %-23s %-15s %12.0f events/s  p50 %8.1f us  p99 %8.1f us%s\n", workload,
                 system, f.seconds > 0 ? f.events / f.seconds : 0, Pct(f.lat_us, 0.5),
                 Pct(f.lat_us, 0.99),
                 f.extra.count("cpu_s") && f.extra["cpu_s"] > 0
@@ -307,60 +320,82 @@ Figure TimedPasses(double secs, Fn pass) {
   return f;
 }
 
+// Loads the read log of `n` events in `layout` into every reader; returns
+// each one's bytes per event, by name.
+std::map<std::string, double> LoadReadLogs(const std::vector<Peer*>& readers, uint64_t n,
+                                           ReadLayout layout) {
+  absl::FPrintF(stderr, "== read log: %d events, %s\n", n,
+                layout == ReadLayout::kRuns ? "runs of 100" : "interleaved");
+  std::map<std::string, double> bytes;
+  for (Peer* p : readers) {
+    const Clock::time_point t0 = Clock::now();
+    p->LoadReadLog(n, layout);
+    bytes[p->name()] = p->BytesPerEvent();
+    std::fprintf(stderr, "  %-10s loaded in %.1f s, %.0f bytes/event\n", p->name().c_str(),
+                 Secs(t0), bytes[p->name()]);
+  }
+  return bytes;
+}
+
+// The whole log forwards, `n` events (read_all, read_all_interleaved); raw
+// LMDB also with XXH3 when `xxh3`.
+void ReadAllWorkload(const std::string& workload, const std::vector<Peer*>& readers, uint64_t n,
+                     double secs, std::map<std::string, double>& bytes, bool xxh3) {
+  std::fprintf(stderr, "== %s\n", workload.c_str());
+  for (Peer* p : readers) {
+    Figure f = TimedPasses(secs, [&](uint64_t* sum) {
+      const uint64_t got = p->ReadAll(sum);
+      if (got != n) Die(absl::StrFormat("%s %s: %d of %d", p->name(), workload, got, n));
+      return got;
+    });
+    f.lat_us.clear();  // one figure per full scan: not a latency
+    if (xxh3 && p->name() == "lmdb") {
+      Figure h = TimedPasses(secs / 2, [&](uint64_t* sum) { return p->ReadAllHashed(sum); });
+      f.extra["events_per_s_xxh3"] = h.events / h.seconds;
+    }
+    Emit(workload, p->name(), f, bytes[p->name()]);
+  }
+}
+
+// kBigStream whole, forwards, `big` events (read_stream,
+// read_stream_interleaved).
+void ReadStreamWorkload(const std::string& workload, const std::vector<Peer*>& readers,
+                        uint64_t big, double secs, std::map<std::string, double>& bytes) {
+  std::fprintf(stderr, "== %s\n", workload.c_str());
+  for (Peer* p : readers) {
+    Figure f = TimedPasses(secs, [&](uint64_t* sum) {
+      const uint64_t got = p->ReadStream(kBigStream, sum);
+      if (got != big) Die(absl::StrFormat("%s %s: %d of %d", p->name(), workload, got, big));
+      return got;
+    });
+    f.lat_us.clear();
+    Emit(workload, p->name(), f, bytes[p->name()]);
+  }
+}
+
 void ReadWorkloads(std::vector<Peer*>& peers, const Args& args,
                    const std::vector<std::string>& wanted) {
   auto want = [&](const char* w) {
     return wanted.empty() || std::find(wanted.begin(), wanted.end(), w) != wanted.end();
   };
-  if (!want("read_all") && !want("read_stream") && !want("read_random") &&
-      !want("projection_catchup")) {
-    return;
-  }
+  const bool runs =
+      want("read_all") || want("read_stream") || want("read_random") || want("projection_catchup");
+  const bool interleaved = want("read_stream_interleaved") || want("read_all_interleaved");
+  if (!runs && !interleaved) return;
   const uint64_t n = args.read_events;
+  // Only then do both layouts give kBigStream exactly n / 10 events.
+  if (n % 1000 != 0) Die(absl::StrFormat("--read-events %d: must be a multiple of 1000", n));
   const uint64_t big = n / 10;
-  std::map<std::string, double> bytes;
   std::vector<Peer*> readers;
   for (Peer* p : peers) {
     if (!p->replicated()) readers.push_back(p);
   }
   if (readers.empty()) return;
-  absl::FPrintF(stderr, "== read log: %d events\n", n);
-  for (Peer* p : readers) {
-    const Clock::time_point t0 = Clock::now();
-    p->LoadReadLog(n);
-    bytes[p->name()] = p->BytesPerEvent();
-    std::fprintf(stderr, "  %-10s loaded in %.1f s, %.0f bytes/event\n", p->name().c_str(),
-                 Secs(t0), bytes[p->name()]);
-  }
   const double secs = args.seconds;
-  if (want("read_all")) {
-    std::fprintf(stderr, "== read_all\n");
-    for (Peer* p : readers) {
-      Figure f = TimedPasses(secs, [&](uint64_t* sum) {
-        const uint64_t got = p->ReadAll(sum);
-        if (got != n) Die(absl::StrFormat("%s read_all: %d of %d", p->name(), got, n));
-        return got;
-      });
-      f.lat_us.clear();  // one figure per full scan: not a latency
-      if (p->name() == "lmdb") {
-        Figure h = TimedPasses(secs / 2, [&](uint64_t* sum) { return p->ReadAllHashed(sum); });
-        f.extra["events_per_s_xxh3"] = h.events / h.seconds;
-      }
-      Emit("read_all", p->name(), f, bytes[p->name()]);
-    }
-  }
-  if (want("read_stream")) {
-    std::fprintf(stderr, "== read_stream\n");
-    for (Peer* p : readers) {
-      Figure f = TimedPasses(secs, [&](uint64_t* sum) {
-        const uint64_t got = p->ReadStream(kBigStream, sum);
-        if (got != big) Die(absl::StrFormat("%s read_stream: %d of %d", p->name(), got, big));
-        return got;
-      });
-      f.lat_us.clear();
-      Emit("read_stream", p->name(), f, bytes[p->name()]);
-    }
-  }
+  std::map<std::string, double> bytes;
+  if (runs) bytes = LoadReadLogs(readers, n, ReadLayout::kRuns);
+  if (want("read_all")) ReadAllWorkload("read_all", readers, n, secs, bytes, true);
+  if (want("read_stream")) ReadStreamWorkload("read_stream", readers, big, secs, bytes);
   if (want("read_random")) {
     std::fprintf(stderr, "== read_random\n");
     constexpr int kSlice = 20;
@@ -407,6 +442,15 @@ void ReadWorkloads(std::vector<Peer*>& peers, const Args& args,
       } while (Secs(start) < secs);
       f.lat_us.clear();
       Emit("projection_catchup", p->name(), f);
+    }
+  }
+  if (interleaved) {
+    bytes = LoadReadLogs(readers, n, ReadLayout::kInterleaved);
+    if (want("read_stream_interleaved")) {
+      ReadStreamWorkload("read_stream_interleaved", readers, big, secs, bytes);
+    }
+    if (want("read_all_interleaved")) {
+      ReadAllWorkload("read_all_interleaved", readers, n, secs, bytes, false);
     }
   }
 }

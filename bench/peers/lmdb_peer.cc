@@ -91,16 +91,24 @@ class LmdbPeer : public Peer {
     return std::make_unique<LmdbWriter>(&shared_);
   }
 
-  void LoadReadLog(uint64_t events) override {
+  void LoadReadLog(uint64_t events, ReadLayout layout) override {
     Open(absl::StrFormat("%s/read-%d", dir_, ++count_), MDB_NOSYNC);
     std::vector<RawLog::StreamRecord> recs(kSmallStreams + 1, RawLog::StreamRecord{});
     const std::string payload = Payload(0);
+    // One transaction per kReadBatch events, one AppendIn per run of
+    // consecutive events of a stream (kRuns: one of 100; kInterleaved: 100 of
+    // one).
     for (uint64_t b = 0; b < events / kReadBatch; ++b) {
-      const int slot = StreamSlotOfBatch(b);
       MDB_txn* txn;
       CheckMdb(mdb_txn_begin(shared_.log->env(), nullptr, 0, &txn), "mdb_txn_begin");
-      shared_.log->AppendIn(txn, StreamOfSlot(slot), &recs[slot], &shared_.next_position, payload,
-                            kReadBatch, NowUs());
+      for (uint64_t i = b * kReadBatch, end = i + kReadBatch; i < end;) {
+        const int slot = StreamSlotOfEvent(i, layout);
+        int run = 1;
+        while (i + run < end && StreamSlotOfEvent(i + run, layout) == slot) ++run;
+        shared_.log->AppendIn(txn, StreamOfSlot(slot), &recs[slot], &shared_.next_position, payload,
+                              run, NowUs());
+        i += run;
+      }
       CheckMdb(mdb_txn_commit(txn), "mdb_txn_commit");
     }
     CheckMdb(mdb_env_sync(shared_.log->env(), 1), "mdb_env_sync");

@@ -174,23 +174,28 @@ class MessageDbPeer : public Peer {
   }
   std::unique_ptr<PeerWriter> NewWriter() override { return std::make_unique<MdbWriter>(app_); }
 
-  void LoadReadLog(uint64_t events) override {
+  void LoadReadLog(uint64_t events, ReadLayout layout) override {
     Reset();
     ExecOrDie(admin_, "TRUNCATE message_store.messages RESTART IDENTITY");
     const std::string payload = Payload(0);
-    const std::string n = std::to_string(events);
-    const char* values[2] = {payload.c_str(), n.c_str()};
-    // Batch b = g / 100 goes where StreamSlotOfBatch(b) sends it (compare.cc).
+    const std::string n = std::to_string(events / kReadBatch * kReadBatch);
+    // Runs of $3 consecutive events (kRuns: kReadBatch; kInterleaved: 1):
+    // message g is event k = g % $3 of run u = g / $3, and run u goes where
+    // StreamSlotOfEvent sends it (compare.cc): every 10th run to order-big,
+    // the others round robin over the 999 small streams.
+    const std::string run = std::to_string(layout == ReadLayout::kRuns ? kReadBatch : 1);
+    const char* values[3] = {payload.c_str(), n.c_str(), run.c_str()};
     PGresult* r =
         PQexecParams(admin_,
                      "INSERT INTO message_store.messages (stream_name, position, type, data, id) "
-                     "SELECT CASE WHEN (g / 100) % 10 = 0 THEN 'order-big' ELSE 'order-' || "
-                     "  lpad((((g / 100) - (g / 100) / 10 - 1) % 999)::text, 4, '0') END, "
-                     "CASE WHEN (g / 100) % 10 = 0 THEN ((g / 100) / 10) * 100 + g % 100 "
-                     "  ELSE (((g / 100) - (g / 100) / 10 - 1) / 999) * 100 + g % 100 END, "
+                     "SELECT CASE WHEN u % 10 = 0 THEN 'order-big' ELSE 'order-' || "
+                     "  lpad(((u - u / 10 - 1) % 999)::text, 4, '0') END, "
+                     "CASE WHEN u % 10 = 0 THEN (u / 10) * $3::bigint + k "
+                     "  ELSE ((u - u / 10 - 1) / 999) * $3::bigint + k END, "
                      "'OrderLinePlaced', $1::jsonb, gen_random_uuid() "
-                     "FROM generate_series(0, $2::bigint - 1) AS g ORDER BY g",
-                     2, nullptr, values, nullptr, nullptr, 0);
+                     "FROM (SELECT g, g / $3::bigint AS u, g % $3::bigint AS k "
+                     "  FROM generate_series(0, $2::bigint - 1) AS g) AS s ORDER BY g",
+                     3, nullptr, values, nullptr, nullptr, 0);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) Die(PQerrorMessage(admin_));
     PQclear(r);
     ExecOrDie(admin_, "VACUUM (FREEZE, ANALYZE) message_store.messages");

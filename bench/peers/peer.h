@@ -23,16 +23,30 @@ namespace rill::bench {
 inline constexpr const char* kEventType = "OrderLinePlaced";
 
 // The read log every peer loads the same way (see compare.cc): `events`
-// events in batches of 100, every 10th batch to kBigStream, the others round
-// robin over kSmallStreams small streams named SmallStream(i).
+// events (a multiple of 1000) over kBigStream and kSmallStreams small streams
+// named SmallStream(i), in one of two layouts (ReadLayout). A tenth of the
+// events go to kBigStream in both.
 inline constexpr int kReadBatch = 100;
 inline constexpr int kSmallStreams = 999;
 inline constexpr const char* kBigStream = "order-big";
 std::string SmallStream(int i);
-// The stream of read-log batch `b` (0-based), and its index in
-// [0, kSmallStreams] (kSmallStreams stands for kBigStream).
+// The stream of read-log batch `b` (0-based) in the kRuns layout, as its
+// index in [0, kSmallStreams] (kSmallStreams stands for kBigStream).
 int StreamSlotOfBatch(uint64_t b);
 std::string StreamOfSlot(int slot);
+
+// How the read log spreads a stream's events over the log. kRuns: batches of
+// kReadBatch consecutive positions, every 10th batch to kBigStream, the
+// others round robin over the small streams (a stream reader steps from one
+// event to the next). kInterleaved: event by event, as a live system writes
+// its streams side by side.
+enum class ReadLayout { kRuns, kInterleaved };
+// The stream slot (see StreamOfSlot) of read-log event `i` (0-based) in `layout`.
+// kRuns: StreamSlotOfBatch(i / kReadBatch). kInterleaved: every 10th event (i % 10 == 0)
+// to kBigStream, the others round robin over the kSmallStreams small streams
+// ((i - i / 10 - 1) % kSmallStreams), so order-big holds n/10 events ten positions apart,
+// as many as in kRuns.
+int StreamSlotOfEvent(uint64_t i, ReadLayout layout);
 
 // What a reader touches of each event, so that no read is optimized away:
 // the position, the payload size, the first and last payload byte.
@@ -78,10 +92,12 @@ class Peer {
   // code as embedded rill's, and its LoadReadLog and read methods die.
   virtual bool replicated() const { return false; }
 
-  // Closes any store and loads the read log of `events` events (the fastest
-  // way the peer offers; durability does not matter for reads), then makes it
-  // the open store.
-  virtual void LoadReadLog(uint64_t events) = 0;
+  // Closes any store and loads the read log of `events` events in `layout`
+  // (the fastest way the peer offers; durability does not matter for reads),
+  // then makes it the open store. Event i (the i-th position of the log) goes
+  // to StreamOfSlot(StreamSlotOfEvent(i, layout)); each stream's versions are
+  // 0, 1, 2, ... in position order.
+  virtual void LoadReadLog(uint64_t events, ReadLayout layout) = 0;
   // Reads the whole log forwards; returns the number of events read and adds
   // Touch() of each to *sum.
   virtual uint64_t ReadAll(uint64_t* sum) = 0;

@@ -149,7 +149,7 @@ class ReplicatedRillPeer : public Peer {
     return messages > 0 ? static_cast<double>(events) / messages : -1;
   }
 
-  void LoadReadLog(uint64_t /*events*/) override { NoReads(); }
+  void LoadReadLog(uint64_t /*events*/, ReadLayout /*layout*/) override { NoReads(); }
   uint64_t ReadAll(uint64_t* /*sum*/) override { NoReads(); }
   uint64_t ReadStream(const std::string& /*stream*/, uint64_t* /*sum*/) override { NoReads(); }
   uint64_t ReadSlice(const std::string& /*stream*/, int64_t /*from*/, int /*count*/,

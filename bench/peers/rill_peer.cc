@@ -1,6 +1,7 @@
 // rill through its public API, durable (Durability::kDurable: every append
 // returns after its commit is fsync'd). The read log is loaded with
 // kNoSyncUnsafe and reopened durable.
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -89,21 +90,51 @@ class RillPeer : public Peer {
     return std::make_unique<RillWriter>(store_.get());
   }
 
-  void LoadReadLog(uint64_t events) override {
+  void LoadReadLog(uint64_t events, ReadLayout layout) override {
     store_.reset();
     const std::string dir = absl::StrFormat("%s/read-%d", dir_, ++count_);
     {
       std::unique_ptr<Store> store = OpenOrDie(dir, Durability::kNoSyncUnsafe);
-      std::vector<EventData> batch(kReadBatch);
-      for (int i = 0; i < kReadBatch; ++i) {
-        batch[i].type = kEventType;
-        batch[i].payload = Payload(i);
+      // One transaction per kReadBatch events, with one StreamAppend per run
+      // of consecutive events of a stream; a stream that comes back ends the
+      // transaction early, since AppendMulti takes each stream once. kRuns:
+      // one Append of 100 events to one stream per transaction; kInterleaved:
+      // one AppendMulti of ten streams of one event each.
+      std::vector<std::string> payloads;
+      for (int i = 0; i < kReadBatch; ++i) payloads.push_back(Payload(i));
+      std::vector<StreamAppend> txn;
+      std::vector<int> slots;  // of txn's streams
+      uint64_t in_txn = 0;
+      auto commit = [&] {
+        if (txn.size() == 1) {
+          absl::StatusOr<AppendResult> r =
+              store->Append(txn[0].stream, ExpectedVersion::Any(), txn[0].events);
+          if (!r.ok()) Die("rill read log Append: " + r.status().ToString());
+        } else if (!txn.empty()) {
+          absl::StatusOr<std::vector<AppendResult>> r = store->AppendMulti(txn);
+          if (!r.ok()) Die("rill read log AppendMulti: " + r.status().ToString());
+        }
+        txn.clear();
+        slots.clear();
+        in_txn = 0;
+      };
+      for (uint64_t i = 0; i < events / kReadBatch * kReadBatch; ++i) {
+        const int slot = StreamSlotOfEvent(i, layout);
+        const bool same_run = !slots.empty() && slots.back() == slot;
+        if (in_txn == kReadBatch ||
+            (!same_run && std::find(slots.begin(), slots.end(), slot) != slots.end())) {
+          commit();
+        }
+        if (slots.empty() || slots.back() != slot) {
+          txn.push_back(StreamAppend{StreamOfSlot(slot), ExpectedVersion::Any(), {}});
+          slots.push_back(slot);
+        }
+        EventData& e = txn.back().events.emplace_back();
+        e.type = kEventType;
+        e.payload = payloads[i % kReadBatch];
+        ++in_txn;
       }
-      for (uint64_t b = 0; b < events / kReadBatch; ++b) {
-        absl::StatusOr<AppendResult> r =
-            store->Append(StreamOfSlot(StreamSlotOfBatch(b)), ExpectedVersion::Any(), batch);
-        if (!r.ok()) Die("rill read log Append: " + r.status().ToString());
-      }
+      commit();
     }
     store_ = OpenOrDie(dir, Durability::kDurable);
     events_ = events;

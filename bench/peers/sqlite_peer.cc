@@ -21,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "../bench_util.h"
 #include "absl/strings/str_format.h"
@@ -184,7 +185,7 @@ class SqlitePeer : public Peer {
     return std::make_unique<SqliteWriter>(path_, &write_mu_);
   }
 
-  void LoadReadLog(uint64_t events) override {
+  void LoadReadLog(uint64_t events, ReadLayout layout) override {
     Close();
     path_ = absl::StrFormat("%s/read-%d.db", dir_, ++count_);
     db_ = OpenDb(path_, false);
@@ -192,21 +193,22 @@ class SqlitePeer : public Peer {
       Stmt insert(db_, "INSERT INTO events(stream, version, type, data) VALUES (?1, ?2, ?3, ?4)");
       std::vector<int64_t> next(kSmallStreams + 1, 0);
       const std::string payload = Payload(0);
+      std::vector<std::string> streams;
+      for (int slot = 0; slot <= kSmallStreams; ++slot) streams.push_back(StreamOfSlot(slot));
+      // One transaction per 100 * kReadBatch events.
       Exec(db_, "BEGIN");
-      for (uint64_t b = 0; b < events / kReadBatch; ++b) {
-        const int slot = StreamSlotOfBatch(b);
-        const std::string stream = StreamOfSlot(slot);
-        for (int i = 0; i < kReadBatch; ++i) {
-          sqlite3_bind_text(insert.s, 1, stream.data(), static_cast<int>(stream.size()),
-                            SQLITE_STATIC);
-          sqlite3_bind_int64(insert.s, 2, next[slot]++);
-          sqlite3_bind_text(insert.s, 3, kEventType, -1, SQLITE_STATIC);
-          sqlite3_bind_blob(insert.s, 4, payload.data(), static_cast<int>(payload.size()),
-                            SQLITE_STATIC);
-          Check(db_, sqlite3_step(insert.s), "load insert");
-          sqlite3_reset(insert.s);
-        }
-        if (b % 100 == 99) {
+      for (uint64_t i = 0; i < events / kReadBatch * kReadBatch; ++i) {
+        const int slot = StreamSlotOfEvent(i, layout);
+        const std::string& stream = streams[slot];
+        sqlite3_bind_text(insert.s, 1, stream.data(), static_cast<int>(stream.size()),
+                          SQLITE_STATIC);
+        sqlite3_bind_int64(insert.s, 2, next[slot]++);
+        sqlite3_bind_text(insert.s, 3, kEventType, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(insert.s, 4, payload.data(), static_cast<int>(payload.size()),
+                          SQLITE_STATIC);
+        Check(db_, sqlite3_step(insert.s), "load insert");
+        sqlite3_reset(insert.s);
+        if (i % (100 * kReadBatch) == 100 * kReadBatch - 1) {
           Exec(db_, "COMMIT");
           Exec(db_, "BEGIN");
         }
