@@ -17,17 +17,20 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import report as rr  # noqa: E402  (bench/report.py: formatting, Google benchmark JSON)
 
-SYSTEMS = ["rill", "lmdb", "sqlite", "messagedb"]
+SYSTEMS = ["rill", "seglog", "lmdb", "sqlite", "messagedb"]
 # rill replicated over NATS JetStream (bench/peers/repl_peer.cc): append
 # workloads only, in their own section.
 REPL_SYSTEMS = ["rill_repl_r3", "rill_repl_r3_2n", "rill_repl_r1", "rill_repl_r1_2n"]
 ALL_SYSTEMS = SYSTEMS + REPL_SYSTEMS
-LABEL = {"rill": "rill", "lmdb": "raw LMDB", "sqlite": "SQLite", "messagedb": "Message DB",
+LABEL = {"rill": "rill", "seglog": "segment log (prototype)", "lmdb": "raw LMDB", "sqlite": "SQLite", "messagedb": "Message DB",
          "rill_repl_r3": "replicated R=3, 1 node", "rill_repl_r3_2n": "replicated R=3, 2 nodes",
          "rill_repl_r1": "replicated R=1, 1 node", "rill_repl_r1_2n": "replicated R=1, 2 nodes"}
 REPL_WORKLOADS = ["append_b1", "append_b10", "append_b100", "append_b1000", "concurrent16"]
 # Issue 14: (workload, minimum ratio replicated / Message DB).
 REPL_TARGETS = [("append_b1", 0.8), ("append_b100", 2), ("concurrent16", 2)]
+# Issue 15: (workload, peer, minimum ratio segment-log prototype / peer).
+SEGLOG_TARGETS = [("append_b1", "sqlite", 1.3), ("append_b10", "sqlite", 1.3),
+                  ("append_b1000", "rill", 2), ("read_stream_interleaved", "sqlite", 2)]
 WORKLOADS = [
     ("append_b1", "append, 1 event per request"),
     ("append_b10", "append, 10 events per request"),
@@ -164,7 +167,7 @@ def plot(args, res):
     systems = [s for s in ALL_SYSTEMS if any((w, s) in res for w in ws)]
     fig, ax = plt.subplots(figsize=(12, 5.5))
     width = 0.8 / max(len(systems), 1)
-    colors = {"rill": "#d62728", "lmdb": "#7f7f7f", "sqlite": "#1f77b4", "messagedb": "#2ca02c",
+    colors = {"rill": "#d62728", "seglog": "#8c564b", "lmdb": "#7f7f7f", "sqlite": "#1f77b4", "messagedb": "#2ca02c",
               "rill_repl_r3": "#ff7f0e", "rill_repl_r3_2n": "#ffbb78",
               "rill_repl_r1": "#9467bd", "rill_repl_r1_2n": "#c5b0d5"}
     for i, s in enumerate(systems):
@@ -186,6 +189,42 @@ def plot(args, res):
     fig.tight_layout()
     fig.savefig(args.plot, dpi=90)
     print(f"wrote {args.plot}")
+
+
+def render_seglog(w, res):
+    """The segment-log prototype against rill and the peers (issue 15)."""
+    if not any((wl, "seglog") in res for wl, _ in WORKLOADS):
+        return
+    w("")
+    w("## The segment-log prototype (issue 15)")
+    w("")
+    w("`bench/seglog` is a storage prototype, not rill's engine (docs/segment-log.md has its "
+      "design, crash tests and the recommendation). Ratios of events/s within this run:")
+    w("")
+    w("| Workload | prototype / rill | prototype / SQLite | prototype / raw LMDB |")
+    w("|---|---:|---:|---:|")
+    for wl, _ in WORKLOADS:
+        if (wl, "seglog") not in res:
+            continue
+        w(f"| `{wl}` | " + " | ".join(fmt_ratio(ratio(res, wl, p, "seglog"))
+                                        for p in ("rill", "sqlite", "lmdb")) + " |")
+    w("")
+    w("Targets (issue 15):")
+    w("")
+    w("| Workload | against | target | measured | |")
+    w("|---|---|---:|---:|---|")
+    for wl, peer, want in SEGLOG_TARGETS:
+        r = ratio(res, wl, peer, "seglog")
+        if r is None:
+            continue
+        w(f"| `{wl}` | {LABEL[peer]} | ≥ {want:g}× | {r:.2f}× | "
+          f"{'met' if r >= want else '**missed**'} |")
+    r = res.get(("concurrent16", "seglog")) or {}
+    epc = [v for k, v in r.items() if k.startswith("events_per_commit_round")]
+    if epc:
+        w("")
+        w(f"Events per commit in `concurrent16` (the mean of the rounds): prototype "
+          f"{sum(epc) / len(epc):.1f}.")
 
 
 def fmt_ratio(r):
@@ -268,6 +307,10 @@ def render(args, machine, res, snap):
     w("")
     w("- **rill**: the public C++ API (`Store::Append`, `ScanAll`, `ScanStream`), "
       "`Durability::kDurable`; expected version `Exact(n)` (or `NoStream`) on every append.")
+    w("- **segment log (prototype)** (`bench/seglog`, issue 15, *not* rill's engine; "
+      "docs/segment-log.md): events in 64 MiB zero-filled segment files, one `fdatasync` per "
+      "group commit, an LMDB index committed without a sync; rill's append checks (expected "
+      "version, idempotency keys), every record's checksum verified on reads.")
     w("- **raw LMDB** (the ceiling, `bench/peers/lmdb_peer.cc` on `bench/bench_util.h`'s "
       "`RawLog`): the same puts a rill append makes (the payload under its position with "
       "`MDB_APPEND`, a (stream id, version) index entry, the stream's record), no envelope, no "
@@ -371,6 +414,7 @@ def render(args, machine, res, snap):
     w("")
     w(f"{met} met, {missed} missed. *Reading the numbers* says what bounds each miss.")
 
+    render_seglog(w, res)
     render_replicated(w, args, res, machine)
 
     # Space.

@@ -3,7 +3,7 @@
 // Prints one JSON object per (workload, system) on stdout; bench/compare
 // adds the machine and writes bench/results/latest.json.
 //
-//   rill_compare --dir DIR [--quick] [--systems rill,lmdb,sqlite,messagedb]
+//   rill_compare --dir DIR [--quick] [--systems rill,seglog,lmdb,sqlite,messagedb]
 //                [--pg-app CONNINFO --pg-admin CONNINFO] [--seconds S]
 //                [--workloads append_b1,...] [--nats URL,URL,...]
 //                [--read-events N]
@@ -71,7 +71,7 @@ using Clock = std::chrono::steady_clock;
 struct Args {
   std::string dir = "/tmp";
   bool quick = false;
-  std::vector<std::string> systems = {"rill", "lmdb", "sqlite", "messagedb"};
+  std::vector<std::string> systems = {"rill", "seglog", "lmdb", "sqlite", "messagedb"};
   bool systems_given = false;
   std::vector<std::string> workloads;  // empty: all
   std::string pg_app, pg_admin;
@@ -518,6 +518,8 @@ int main(int argc, char** argv) {
       owned.push_back(NewRillPeer(args.dir + "/rill"));
     else if (s == "lmdb")
       owned.push_back(NewLmdbPeer(args.dir + "/lmdb"));
+    else if (s == "seglog")
+      owned.push_back(NewSeglogPeer(args.dir + "/seglog"));
     else if (s == "sqlite")
       owned.push_back(NewSqlitePeer(args.dir + "/sqlite"));
     else if (s == "messagedb")

@@ -131,6 +131,8 @@ std::unique_ptr<Peer> NewReplicatedRillPeer(const std::string& name, const std::
                                             const std::vector<std::string>& servers, int replicas,
                                             int nodes);
 std::unique_ptr<Peer> NewLmdbPeer(const std::string& dir);
+// The segment-log prototype of issue 15 (bench/seglog, docs/segment-log.md).
+std::unique_ptr<Peer> NewSeglogPeer(const std::string& dir);
 std::unique_ptr<Peer> NewSqlitePeer(const std::string& dir);
 // libpq connection strings of the message_store database: as the
 // message_store role (the application's) and as a superuser (for loading,
