@@ -225,6 +225,7 @@ void Encode(std::string* buf, uint64_t position, int64_t version, int64_t record
   for (absl::string_view part :
        {stream, absl::string_view(e.type), key, key.empty() ? absl::string_view() : fingerprint,
         absl::string_view(e.payload), absl::string_view(metadata)}) {
+    if (part.empty()) continue;  // (memcpy from a null view is undefined)
     std::memcpy(v, part.data(), part.size());
     v += part.size();
   }
