@@ -318,7 +318,10 @@ class LogImpl : public Log {
   absl::Status CutAfter(uint64_t offset);
 
   // Writing.
-  absl::Status IndexRecord(MDB_txn* txn, const Rec& r, uint64_t offset, End* end);
+  // Indexes one whole request: its records (all of one stream) at their
+  // offsets, its stream's last version, its idempotency key.
+  absl::Status IndexRequest(MDB_txn* txn, absl::Span<const std::pair<Rec, uint64_t>> recs,
+                            End* end);
   void CommitBatch(std::vector<Request*>& batch);
   absl::Status StageRequest(MDB_txn* txn, Request* r, uint64_t offset, int64_t now_us,
                             std::string* buf);
@@ -349,8 +352,9 @@ class LogImpl : public Log {
 
   // The writer (leader) state: touched only by the leader.
   End end_;
-  uint64_t cur_seg_ = 0;  // the segment appends go to
-  int fd_ = -1;           // its descriptor (owned by segments_)
+  std::vector<std::pair<Rec, uint64_t>> staged_;  // one request's records
+  uint64_t cur_seg_ = 0;                          // the segment appends go to
+  int fd_ = -1;                                   // its descriptor (owned by segments_)
   uint64_t unsynced_index_bytes_ = 0;
   absl::Status failed_;  // a failed sync: the log refuses appends until reopened
 
@@ -496,9 +500,11 @@ absl::StatusOr<End> LogImpl::ReadEnd(MDB_txn* txn) {
   return end;
 }
 
-absl::Status LogImpl::IndexRecord(MDB_txn* txn, const Rec& r, uint64_t offset, End* end) {
-  // streams
-  MDB_val k = Val(r.stream), v;
+absl::Status LogImpl::IndexRequest(MDB_txn* txn, absl::Span<const std::pair<Rec, uint64_t>> recs,
+                                   End* end) {
+  // The stream: one lookup and one put per request.
+  const Rec& first = recs.front().first;
+  MDB_val k = Val(first.stream), v;
   uint64_t id;
   int rc = mdb_get(txn, streams_, &k, &v);
   if (rc == 0) {
@@ -510,39 +516,38 @@ absl::Status LogImpl::IndexRecord(MDB_txn* txn, const Rec& r, uint64_t offset, E
   }
   char sv[16];
   Store<uint64_t>(sv, id);
-  Store<int64_t>(sv + 8, r.version);
+  Store<int64_t>(sv + 8, recs.back().first.version);
   v = Val(sv, 16);
   if (absl::Status s = Mdb(mdb_put(txn, streams_, &k, &v, 0), "put stream"); !s.ok()) return s;
-  // events
-  char ek[16];
-  PutBe64(ek, id);
-  PutBe64(ek + 8, static_cast<uint64_t>(r.version));
-  k = Val(ek, 16);
-  v = Val(&offset, 8);
-  if (absl::Status s = Mdb(mdb_put(txn, events_, &k, &v, 0), "put event"); !s.ok()) {
-    return s;
-  }
-  if ((r.position - 1) % kMarkEvery == 0) {
-    char mk[8];
-    PutBe64(mk, r.position);
-    k = Val(mk, 8);
+  for (const auto& [r, offset] : recs) {
+    char ek[16];
+    PutBe64(ek, id);
+    PutBe64(ek + 8, static_cast<uint64_t>(r.version));
+    k = Val(ek, 16);
     v = Val(&offset, 8);
-    if (absl::Status s = Mdb(mdb_put(txn, marks_, &k, &v, MDB_APPEND), "put mark"); !s.ok()) {
-      return s;
+    if (absl::Status s = Mdb(mdb_put(txn, events_, &k, &v, 0), "put event"); !s.ok()) return s;
+    if ((r.position - 1) % kMarkEvery == 0) {
+      char mk[8];
+      PutBe64(mk, r.position);
+      k = Val(mk, 8);
+      v = Val(&offset, 8);
+      if (absl::Status s = Mdb(mdb_put(txn, marks_, &k, &v, MDB_APPEND), "put mark"); !s.ok()) {
+        return s;
+      }
     }
+    end->last_position = r.position;
+    end->offset = offset + r.length;
   }
-  if (!r.key.empty()) {
+  if (!first.key.empty()) {
     char kv[kFingerprint + 20];
-    std::memcpy(kv, r.fingerprint.data(), kFingerprint);
-    Store<uint64_t>(kv + 16, r.position);
-    Store<int64_t>(kv + 24, r.version);
-    Store<uint32_t>(kv + 32, r.request_events);
-    k = Val(r.key);
+    std::memcpy(kv, first.fingerprint.data(), kFingerprint);
+    Store<uint64_t>(kv + 16, first.position);
+    Store<int64_t>(kv + 24, first.version);
+    Store<uint32_t>(kv + 32, first.request_events);
+    k = Val(first.key);
     v = Val(kv, sizeof kv);
     if (absl::Status s = Mdb(mdb_put(txn, keys_, &k, &v, 0), "put key"); !s.ok()) return s;
   }
-  end->last_position = r.position;
-  end->offset = offset + r.length;
   return absl::OkStatus();
 }
 
@@ -618,13 +623,11 @@ absl::Status LogImpl::IndexFrom(End end) {
     if (txn == nullptr) {
       if (absl::Status s = Mdb(mdb_txn_begin(env_, nullptr, 0, &txn), "begin"); !s.ok()) return s;
     }
-    for (const auto& [r, offset] : request) {
-      if (absl::Status s = IndexRecord(txn, r, offset, &end); !s.ok()) {
-        mdb_txn_abort(txn);
-        return s;
-      }
-      ++recovery_.reindexed;
+    if (absl::Status s = IndexRequest(txn, request, &end); !s.ok()) {
+      mdb_txn_abort(txn);
+      return s;
     }
+    recovery_.reindexed += request.size();
     if (++in_txn >= 65536) {
       if (absl::Status s = commit(); !s.ok()) return s;
     }
@@ -829,15 +832,21 @@ absl::Status LogImpl::StageRequest(MDB_txn* txn, Request* r, uint64_t offset, in
   res.first_position = end_.last_position + 1;
   res.first_version = last + 1;
   const uint32_t n = static_cast<uint32_t>(r->events.size());
+  const size_t request_at = buf->size();
   for (uint32_t i = 0; i < n; ++i) {
     const EventData& e = r->events[i];
-    const size_t at = buf->size();
-    Encode(buf, end_.last_position + 1, last + 1 + i, now_us, i == 0 ? n : 0, r->stream, e,
+    Encode(buf, end_.last_position + 1 + i, last + 1 + i, now_us, i == 0 ? n : 0, r->stream, e,
            i == 0 ? r->key : absl::string_view(), r->fingerprint, EncodeMetadata(e.metadata));
+  }
+  // Decoded after all are encoded: the buffer may have moved meanwhile.
+  staged_.clear();
+  for (size_t at = request_at; at < buf->size();) {
     Rec rec;
     Decode(buf->data() + at, buf->size() - at, false, &rec);
-    if (absl::Status s = IndexRecord(txn, rec, offset + at, &end_); !s.ok()) return s;
+    staged_.emplace_back(rec, offset + at);
+    at += rec.length;
   }
+  if (absl::Status s = IndexRequest(txn, staged_, &end_); !s.ok()) return s;
   res.last_position = end_.last_position;
   res.last_version = last + n;
   r->result = res;
@@ -909,7 +918,7 @@ void LogImpl::CommitBatch(std::vector<Request*>& batch) {
   committed_end_.store(end_.offset, std::memory_order_release);
   last_position_.store(end_.last_position, std::memory_order_release);
   unsynced_index_bytes_ += buf.size();
-  if (unsynced_index_bytes_ >= o_.checkpoint_bytes) {
+  if (o_.checkpoint_bytes > 0 && unsynced_index_bytes_ >= o_.checkpoint_bytes) {
     unsynced_index_bytes_ = 0;
     (void)Checkpoint();
   }
