@@ -340,7 +340,6 @@ class LogImpl : public Log {
 
   absl::Mutex seg_mu_;
   std::deque<std::unique_ptr<Segment>> segments_ ABSL_GUARDED_BY(seg_mu_);  // by number
-  uint64_t first_segment_ = 0;                                              // always 0
 
   // The background preparation of the next segment.
   absl::Mutex prep_mu_;

@@ -7,7 +7,7 @@
 //
 //   seg-000000  seg-000001 ...   segments: fixed-size files, zero-filled and
 //                                fsync'd before first use, holding framed
-//                                records back to back (record.h)
+//                                records back to back (seglog.cc)
 //   index/data.mdb               LMDB, opened MDB_NOSYNC: stream versions,
 //                                idempotency records, a sparse position ->
 //                                offset map, the indexed end of the log
@@ -20,9 +20,8 @@
 // writes the accepted requests' records to the segment with one pwrite,
 // fdatasyncs the segment (over blocks that were written and synced before:
 // no allocation, no journal commit), then commits the index transaction
-// without a sync. The segment is the truth; the index is a cache of it made
-// durable at checkpoints (mdb_env_sync every Options::checkpoint_bytes and
-// at Close).
+// without a sync. The segment is the truth; the index is a cache of it,
+// synced at Close (and every Options::checkpoint_bytes, off by default).
 //
 // Recovery (Open): after a process crash the page cache still holds the
 // index, whose last commit is consistent: Open re-indexes the segment tail
