@@ -114,7 +114,9 @@ absl::Status WriteFileDurably(const std::string& dir, const std::string& name,
   if (fd < 0) return Errno("create", tmp);
   const bool ok = write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()) &&
                   fdatasync(fd) == 0;
+  const int e = errno;
   close(fd);
+  errno = e;
   if (!ok) return Errno("write", tmp);
   if (rename(tmp.c_str(), (dir + "/" + name).c_str()) != 0) return Errno("rename", tmp);
   return SyncPath(dir);
@@ -316,6 +318,8 @@ class LogImpl : public Log {
   absl::StatusOr<End> ReadEnd(MDB_txn* txn);
   absl::Status IndexFrom(End end);
   absl::Status CutAfter(uint64_t offset);
+  // fdatasyncs segments [first, last] (those that exist).
+  absl::Status SyncSegments(uint64_t first, uint64_t last);
 
   // Writing.
   // Indexes one whole request: its records (all of one stream) at their
@@ -337,6 +341,7 @@ class LogImpl : public Log {
   std::string boot_id_;
   RecoveryInfo recovery_;
   bool closed_ = false;
+  uint64_t open_seg_ = 0;  // the segment appends went to when Open ended
 
   absl::Mutex seg_mu_;
   std::deque<std::unique_ptr<Segment>> segments_ ABSL_GUARDED_BY(seg_mu_);  // by number
@@ -360,6 +365,7 @@ class LogImpl : public Log {
   absl::Mutex mu_;
   std::deque<Request*> queue_ ABSL_GUARDED_BY(mu_);
   bool leader_active_ ABSL_GUARDED_BY(mu_) = false;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;  // Close began: no new appends
 
   std::atomic<uint64_t> committed_end_{0};
   std::atomic<uint64_t> last_position_{0};
@@ -387,7 +393,9 @@ absl::Status LogImpl::PrepareSegment(uint64_t n) {
     ok = posix_fallocate(fd, 0, static_cast<off_t>(o_.segment_bytes)) == 0;
   }
   ok = ok && fsync(fd) == 0;
+  const int e = errno;
   close(fd);
+  errno = e;
   if (!ok) return Errno("prepare", tmp);
   if (rename(tmp.c_str(), path.c_str()) != 0) return Errno("rename", tmp);
   return SyncPath(o_.dir);
@@ -459,7 +467,10 @@ absl::Status LogImpl::RollSegment() {
   const uint64_t next = cur_seg_ + 1;
   // A segment that grew by appends is extended (sparse) to its full size, so
   // that readers find zeros after its last record as in the others.
-  if (o_.prealloc == Prealloc::kNone && ftruncate(fd_, static_cast<off_t>(o_.segment_bytes)) != 0) {
+  // Synced: after a power cut a reader must not meet the end of the file
+  // inside the mapping (SIGBUS).
+  if (o_.prealloc == Prealloc::kNone &&
+      (ftruncate(fd_, static_cast<off_t>(o_.segment_bytes)) != 0 || fdatasync(fd_) != 0)) {
     return Errno("extend", SegPath(cur_seg_));
   }
   StartPrep(next + 1);
@@ -669,14 +680,17 @@ absl::Status LogImpl::CutAfter(uint64_t offset) {
     }
   }
   if (wrote && fdatasync((*s)->fd) != 0) return Errno("fdatasync", SegPath(seg));
-  bool removed = false;
-  for (uint64_t n = seg + 1; fs::exists(SegPath(n)); ++n) {
+  // Later segments go, the last first (a cut in the middle leaves no gap
+  // in the numbering for the next Open to stop at).
+  uint64_t last = seg;
+  while (fs::exists(SegPath(last + 1))) ++last;
+  const bool removed = last > seg;
+  for (uint64_t n = last; n > seg; --n) {
     {
       absl::MutexLock l(&seg_mu_);
       if (n < segments_.size()) segments_[n].reset();
     }
     if (unlink(SegPath(n).c_str()) != 0) return Errno("unlink", SegPath(n));
-    removed = true;
   }
   if (removed) {
     if (absl::Status st = SyncPath(o_.dir); !st.ok()) return st;
@@ -688,6 +702,16 @@ absl::Status LogImpl::CutAfter(uint64_t offset) {
     prepared_ = seg + 1;
   }
   StartPrep(seg + 1);
+  return absl::OkStatus();
+}
+
+absl::Status LogImpl::SyncSegments(uint64_t first, uint64_t last) {
+  for (uint64_t n = first; n <= last; ++n) {
+    if (!fs::exists(SegPath(n))) continue;
+    absl::StatusOr<Segment*> s = MapSegment(n);
+    if (!s.ok()) return s.status();
+    if (fdatasync((*s)->fd) != 0) return Errno("fdatasync", SegPath(n));
+  }
   return absl::OkStatus();
 }
 
@@ -757,6 +781,14 @@ absl::Status LogImpl::Open() {
   if (absl::Status s = SyncPath(o_.dir + "/index"); !s.ok()) return s;
   recovery_.indexed_before = end->last_position;
   if (absl::Status s = IndexFrom(*end); !s.ok()) return s;
+  // What was just (re-)indexed may be in the page cache only: a process
+  // that died in its fdatasync left it there. Sync it before anyone reads
+  // it or appends after it (one fdatasync per segment, nothing to write
+  // when it is already on disk).
+  if (absl::Status s = SyncSegments(end->offset / o_.segment_bytes, cur_seg_); !s.ok()) {
+    return s;
+  }
+  open_seg_ = cur_seg_;
   // The re-indexed tail is in the index but not durable in it; sync it when
   // it was a rebuild (so a second crash does not redo the work).
   if (recovery_.rebuilt) {
@@ -772,7 +804,20 @@ absl::Status LogImpl::Open() {
 absl::Status LogImpl::Close() {
   if (closed_ || env_ == nullptr) return absl::OkStatus();
   closed_ = true;
+  {
+    // No new appends; the ones queued or in flight finish first.
+    absl::MutexLock l(&mu_);
+    closing_ = true;
+    mu_.Await(absl::Condition(
+        +[](LogImpl* self) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          return self->queue_.empty() && !self->leader_active_;
+        },
+        this));
+  }
   StopPrep();
+  // Segments written since Open (without syncs when Options::sync is off)
+  // are durable before the index is called clean.
+  if (absl::Status s = SyncSegments(open_seg_, cur_seg_); !s.ok()) return s;
   if (absl::Status s = Checkpoint(); !s.ok()) return s;
   if (!failed_.ok()) return failed_;
   return WriteFileDurably(o_.dir, "index.boot", boot_id_ + " clean\n");
@@ -858,6 +903,13 @@ void LogImpl::CommitBatch(std::vector<Request*>& batch) {
   };
   if (!failed_.ok()) return fail_all(failed_);
   const End before = end_;
+  const uint64_t before_seg = cur_seg_;
+  const int before_fd = fd_;
+  auto restore = [&] {
+    end_ = before;
+    cur_seg_ = before_seg;
+    fd_ = before_fd;
+  };
   MDB_txn* txn = nullptr;
   if (absl::Status s = Mdb(mdb_txn_begin(env_, nullptr, 0, &txn), "begin"); !s.ok()) {
     return fail_all(s);
@@ -876,13 +928,13 @@ void LogImpl::CommitBatch(std::vector<Request*>& batch) {
       }
       if (absl::Status s = RollSegment(); !s.ok()) {
         mdb_txn_abort(txn);
-        end_ = before;
+        restore();
         return fail_all(s);
       }
     }
     if (absl::Status s = StageRequest(txn, r, end_.offset - buf.size(), now_us, &buf); !s.ok()) {
       mdb_txn_abort(txn);
-      end_ = before;
+      restore();
       return fail_all(s);
     }
   }
@@ -896,7 +948,7 @@ void LogImpl::CommitBatch(std::vector<Request*>& batch) {
     if (!ok) {
       failed_ = Errno("write segment", SegPath(cur_seg_));
       mdb_txn_abort(txn);
-      end_ = before;
+      restore();
       return fail_all(failed_);
     }
     commits_.fetch_add(1);
@@ -911,7 +963,7 @@ void LogImpl::CommitBatch(std::vector<Request*>& batch) {
     // The records are durable but not indexed: the log is only consistent
     // again after a reopen re-indexes its tail.
     failed_ = s;
-    end_ = before;
+    restore();
     return fail_all(s);
   }
   committed_end_.store(end_.offset, std::memory_order_release);
@@ -956,6 +1008,10 @@ absl::StatusOr<AppendResult> LogImpl::Append(absl::string_view stream, ExpectedV
       },
       &me);
   mu_.Lock();
+  if (closing_) {
+    mu_.Unlock();
+    return absl::FailedPreconditionError("the log is closed");
+  }
   queue_.push_back(&req);
   while (true) {
     mu_.Await(my_turn);
@@ -1008,6 +1064,7 @@ absl::StatusOr<uint64_t> LogImpl::ReadAll(uint64_t from,
     if (rc != 0) return Mdb(rc, "mark");
   }
   uint64_t n = 0;
+  uint64_t next = 0;  // the position the next record must have; 0: not known yet
   while (offset < end) {
     const uint64_t seg = offset / o_.segment_bytes;
     Segment* s = SegmentAt(seg);
@@ -1025,10 +1082,22 @@ absl::StatusOr<uint64_t> LogImpl::ReadAll(uint64_t from,
     if (!Decode(s->map + in, o_.segment_bytes - in, o_.verify_reads, &r)) {
       return absl::DataLossError(absl::StrFormat("corrupt record at offset %d", offset));
     }
+    // Positions follow each other: zeros where records should be (a hole)
+    // show up here as a gap, not as a shorter log.
+    if (next != 0 && r.position != next) {
+      return absl::DataLossError(absl::StrFormat("position %d found where %d belongs (offset %d)",
+                                                 r.position, next, offset));
+    }
+    next = r.position + 1;
     offset += r.length;
     if (r.position < from) continue;
     ++n;
-    if (!fn(EventRef{r.position, r.version, r.stream, r.type, r.payload, r.recorded_us})) break;
+    if (!fn(EventRef{r.position, r.version, r.stream, r.type, r.payload, r.recorded_us})) {
+      return n;
+    }
+  }
+  if (next != last + 1) {
+    return absl::DataLossError(absl::StrFormat("the log ends at %d, not %d", next - 1, last));
   }
   return n;
 }

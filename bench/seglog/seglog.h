@@ -25,12 +25,18 @@
 //
 // Recovery (Open): after a process crash the page cache still holds the
 // index, whose last commit is consistent: Open re-indexes the segment tail
-// past the index's end (records synced but not yet indexed). After an
+// past the index's end (records written, perhaps only into the page cache,
+// when the process died) and fdatasyncs it before anything reads it or
+// appends after it. After an
 // operating-system crash - index.boot names another boot and is not clean -
 // an unsynced LMDB may be torn, so Open rebuilds the index from the
 // segments. Either way the tail is cut at the first record that is torn,
 // out of sequence, or belongs to a request not wholly written, and the bytes
 // past it are zeroed and synced before the first new append.
+//
+// Close waits for the appends in flight, syncs every segment written since
+// Open and the index, and marks the index clean; appends after it are
+// FailedPrecondition.
 //
 // Thread-safety: Append, Read* and Checkpoint may be called from any thread.
 #ifndef RILL_BENCH_SEGLOG_SEGLOG_H_

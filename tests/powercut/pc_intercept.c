@@ -725,7 +725,10 @@ static uint64_t stash(const char* abs) {
   struct stat st;
   if (lstat(abs, &st) != 0 || S_ISDIR(st.st_mode)) return 0;
   char to[PATH_MAX + 32];
-  uint64_t n = ++stash_n;
+  /* The pid in the high bits: processes that run one after another with
+   * the same stash (one journal each, RollBack of all of them) do not
+   * collide. */
+  uint64_t n = ((uint64_t)getpid() << 32) | ++stash_n;
   snprintf(to, sizeof(to), "%s/%llu", stash_dir, (unsigned long long)n);
   return get_link()(abs, to) == 0 ? n : 0;
 }

@@ -45,6 +45,23 @@ struct Journal {
   std::vector<std::string> unsupported;
 };
 
+// Fills j's maps (done, files, unsupported) from one record.
+void Index(const Rec& r, Journal* j) {
+  switch (r.h.type) {
+    case PC_DONE:
+      j->done[r.h.a] = static_cast<int64_t>(r.h.b);
+      break;
+    case PC_NAME:
+      j->files[r.h.file] = FileName{r.h.a, r.h.b, r.p1, r.h.c == 1};
+      break;
+    case PC_UNSUPPORTED:
+      j->unsupported.push_back(r.p1);
+      break;
+    default:
+      break;
+  }
+}
+
 absl::StatusOr<Journal> Parse(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read the journal ", path));
@@ -64,19 +81,7 @@ absl::StatusOr<Journal> Parse(const std::string& path) {
     r.p1.assign(data, at + sizeof(PcRecord), r.h.len1);
     r.p2.assign(data, at + sizeof(PcRecord) + r.h.len1, r.h.len2);
     at += need;
-    switch (r.h.type) {
-      case PC_DONE:
-        j.done[r.h.a] = static_cast<int64_t>(r.h.b);
-        break;
-      case PC_NAME:
-        j.files[r.h.file] = FileName{r.h.a, r.h.b, r.p1, r.h.c == 1};
-        break;
-      case PC_UNSUPPORTED:
-        j.unsupported.push_back(r.p1);
-        break;
-      default:
-        break;
-    }
+    Index(r, &j);
     j.recs.push_back(std::move(r));
   }
   return j;
@@ -287,9 +292,52 @@ absl::StatusOr<uint64_t> CountChanges(const std::string& journal) {
   return n;
 }
 
+// The journals of processes that ran one after another, as one: each
+// process numbers its records and files from 1, so a later journal's
+// sequence numbers follow the earlier ones', and its file ids are the
+// earlier ids of the same inode (or new ones).
+absl::StatusOr<Journal> ParseAll(const std::vector<std::string>& paths) {
+  Journal out;
+  uint64_t seq_base = 0;
+  std::map<std::pair<uint64_t, uint64_t>, uint32_t> by_inode;
+  uint32_t next_id = 1;
+  for (const std::string& path : paths) {
+    absl::StatusOr<Journal> j = Parse(path);
+    if (!j.ok()) return j.status();
+    std::map<uint32_t, uint32_t> ids;  // this journal's -> the merged one's
+    uint64_t last_seq = 0;
+    for (Rec& r : j->recs) {
+      last_seq = std::max(last_seq, r.h.seq);
+      if (r.h.type == PC_NAME) {
+        auto [it, added] = by_inode.emplace(std::make_pair(r.h.a, r.h.b), next_id);
+        if (added) ++next_id;
+        ids[r.h.file] = it->second;
+      }
+      r.h.seq += seq_base;
+      if (r.h.type == PC_DONE) r.h.a += seq_base;
+      if (r.h.file != 0 && r.h.file != PC_ALL_FILES) {
+        auto m = ids.find(r.h.file);
+        if (m == ids.end()) return absl::DataLossError("a change to a file never named");
+        r.h.file = m->second;
+      }
+      Index(r, &out);
+      out.recs.push_back(std::move(r));
+    }
+    seq_base += last_seq;
+  }
+  return out;
+}
+
 absl::StatusOr<RollbackReport> RollBack(const std::string& journal, const std::string& root,
                                         const std::string& stash, CutMode mode, uint64_t seed) {
-  absl::StatusOr<Journal> parsed = Parse(journal);
+  return RollBack(std::vector<std::string>{journal}, root, stash, mode, seed);
+}
+
+absl::StatusOr<RollbackReport> RollBack(const std::vector<std::string>& journals,
+                                        const std::string& root, const std::string& stash,
+                                        CutMode mode, uint64_t seed) {
+  absl::StatusOr<Journal> parsed =
+      journals.size() == 1 ? Parse(journals.front()) : ParseAll(journals);
   if (!parsed.ok()) return parsed.status();
   const Journal& j = *parsed;
   if (!j.unsupported.empty()) {

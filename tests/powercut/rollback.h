@@ -28,6 +28,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -53,6 +54,14 @@ struct RollbackReport {
 // undo (PC_UNSUPPORTED), DataLoss when it is malformed.
 absl::StatusOr<RollbackReport> RollBack(const std::string& journal, const std::string& root,
                                         const std::string& stash, CutMode mode, uint64_t seed);
+// The same for processes that ran one after another on the same files,
+// each with its own journal (PC_JOURNAL) and the same stash: `journals` in
+// the order the processes ran, merged into one history (a sync by a later
+// process makes an earlier one's writes to that file durable; files are
+// matched by inode). This is a process crash followed by a power cut.
+absl::StatusOr<RollbackReport> RollBack(const std::vector<std::string>& journals,
+                                        const std::string& root, const std::string& stash,
+                                        CutMode mode, uint64_t seed);
 
 // The number of changes (PC_KILL_AT units) in a journal: a complete run
 // measured this way tells where its cuts can land.

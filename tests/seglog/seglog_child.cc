@@ -13,6 +13,9 @@
 //   (to show that the power-cut test notices what that loses). Prints
 //   "ready" once the log is open. A broken promise seen in-process is
 //   printed to stderr and exits 4.
+//   SYNC "load": instead, one thread appends 2000 events without syncs
+//   (as a bulk loader), closes the log, prints "closed" and waits to be
+//   killed: Close must have made all of it durable.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -48,7 +51,8 @@ int main(int argc, char** argv) {
   o.boot_id = argv[3];
   o.segment_bytes = std::strtoull(argv[4], nullptr, 10);
   const int threads = std::atoi(argv[5]);
-  o.sync = std::atoi(argv[6]) != 0;
+  const bool load = std::string(argv[6]) == "load";
+  o.sync = !load && std::atoi(argv[6]) != 0;
   auto opened = rill::seglog::Log::Open(o);
   if (!opened.ok()) {
     std::fprintf(stderr, "open: %s\n", opened.status().ToString().c_str());
@@ -59,6 +63,25 @@ int main(int argc, char** argv) {
   if (ack < 0) return 3;
   std::printf("ready\n");
   std::fflush(stdout);
+  if (load) {
+    for (int i = 0; i < 1000; ++i) {
+      const std::string stream = absl::StrCat("load-", i % 10);
+      const int64_t first = (i / 10) * 2;
+      auto r = log->Append(
+          stream, first == 0 ? ExpectedVersion::NoStream() : ExpectedVersion::Exact(first - 1),
+          rill::seglog_test::Events(stream, first, 2));
+      if (!r.ok()) Violation(r.status().ToString());
+    }
+    if (absl::Status s = log->Close(); !s.ok()) Violation(s.ToString());
+    if (log->Append("late", ExpectedVersion::Any(), rill::seglog_test::Events("late", 0, 1))
+            .status()
+            .code() != absl::StatusCode::kFailedPrecondition) {
+      Violation("an append after Close was not refused");
+    }
+    std::printf("closed\n");
+    std::fflush(stdout);
+    while (true) pause();
+  }
 
   std::vector<std::thread> workers;
   for (int t = 0; t < threads; ++t) {
