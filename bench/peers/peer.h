@@ -17,6 +17,8 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "rill/event.h"
+#include "rill/expected_version.h"
 
 namespace rill::bench {
 
@@ -55,6 +57,22 @@ inline uint64_t Touch(uint64_t position, absl::string_view payload) {
          (payload.empty() ? 0
                           : static_cast<unsigned char>(payload.front()) +
                                 static_cast<unsigned char>(payload.back()));
+}
+
+// The expected version of a workload's request: -1 (no stream yet) is
+// NoStream, n is Exact(n).
+inline ExpectedVersion ExpectedOf(int64_t last) {
+  return last < 0 ? ExpectedVersion::NoStream() : ExpectedVersion::Exact(last);
+}
+
+// `events` becomes one kEventType event per payload (the rill-API peers'
+// request; the vector is reused across calls).
+inline void FillEvents(absl::Span<const std::string> payloads, std::vector<EventData>* events) {
+  events->resize(payloads.size());
+  for (size_t i = 0; i < payloads.size(); ++i) {
+    (*events)[i].type = kEventType;
+    (*events)[i].payload = payloads[i];
+  }
 }
 
 class PeerWriter {

@@ -38,10 +38,6 @@ namespace {
 
 constexpr absl::Duration kStreamReadyTimeout = absl::Seconds(30);
 
-ExpectedVersion Expect(int64_t v) {
-  return v < 0 ? ExpectedVersion::NoStream() : ExpectedVersion::Exact(v);
-}
-
 // A writer of one thread: its requests go to `stores` in turn (one store:
 // always that one).
 class ReplWriter : public PeerWriter {
@@ -50,23 +46,17 @@ class ReplWriter : public PeerWriter {
 
   void Append(const std::string& stream, int64_t expected,
               absl::Span<const std::string> payloads) override {
-    events_.resize(payloads.size());
-    for (size_t i = 0; i < payloads.size(); ++i) {
-      events_[i].type = kEventType;
-      events_[i].payload = payloads[i];
-    }
-    absl::StatusOr<AppendResult> r = Next()->Append(stream, Expect(expected), events_);
+    FillEvents(payloads, &events_);
+    absl::StatusOr<AppendResult> r = Next()->Append(stream, ExpectedOf(expected), events_);
     if (!r.ok()) Die("rill replicated Append: " + r.status().ToString());
   }
 
   bool AppendIdempotent(const std::string& stream, int64_t expected, const std::string& payload,
                         const std::string& key) override {
-    events_.resize(1);
-    events_[0].type = kEventType;
-    events_[0].payload = payload;
+    FillEvents(absl::MakeConstSpan(&payload, 1), &events_);
     AppendOptions options;
     options.idempotency_key = key;
-    absl::StatusOr<AppendResult> r = Next()->Append(stream, Expect(expected), events_, options);
+    absl::StatusOr<AppendResult> r = Next()->Append(stream, ExpectedOf(expected), events_, options);
     if (!r.ok()) Die("rill replicated Append (idempotent): " + r.status().ToString());
     return r->deduplicated;
   }

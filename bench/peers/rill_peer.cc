@@ -24,33 +24,23 @@ std::unique_ptr<Store> OpenOrDie(const std::string& dir, Durability d) {
   return *std::move(store);
 }
 
-ExpectedVersion Expect(int64_t v) {
-  return v < 0 ? ExpectedVersion::NoStream() : ExpectedVersion::Exact(v);
-}
-
 class RillWriter : public PeerWriter {
  public:
   explicit RillWriter(Store* store) : store_(store) {}
 
   void Append(const std::string& stream, int64_t expected,
               absl::Span<const std::string> payloads) override {
-    events_.resize(payloads.size());
-    for (size_t i = 0; i < payloads.size(); ++i) {
-      events_[i].type = kEventType;
-      events_[i].payload = payloads[i];
-    }
-    absl::StatusOr<AppendResult> r = store_->Append(stream, Expect(expected), events_);
+    FillEvents(payloads, &events_);
+    absl::StatusOr<AppendResult> r = store_->Append(stream, ExpectedOf(expected), events_);
     if (!r.ok()) Die("rill Append: " + r.status().ToString());
   }
 
   bool AppendIdempotent(const std::string& stream, int64_t expected, const std::string& payload,
                         const std::string& key) override {
-    events_.resize(1);
-    events_[0].type = kEventType;
-    events_[0].payload = payload;
+    FillEvents(absl::MakeConstSpan(&payload, 1), &events_);
     AppendOptions options;
     options.idempotency_key = key;
-    absl::StatusOr<AppendResult> r = store_->Append(stream, Expect(expected), events_, options);
+    absl::StatusOr<AppendResult> r = store_->Append(stream, ExpectedOf(expected), events_, options);
     if (!r.ok()) Die("rill Append (idempotent): " + r.status().ToString());
     return r->deduplicated;
   }

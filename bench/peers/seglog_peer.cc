@@ -33,31 +33,21 @@ std::unique_ptr<seglog::Log> OpenOrDie(const std::string& dir, bool sync) {
   return *std::move(log);
 }
 
-ExpectedVersion Expect(int64_t v) {
-  return v < 0 ? ExpectedVersion::NoStream() : ExpectedVersion::Exact(v);
-}
-
 class SeglogWriter : public PeerWriter {
  public:
   explicit SeglogWriter(seglog::Log* log) : log_(log) {}
 
   void Append(const std::string& stream, int64_t expected,
               absl::Span<const std::string> payloads) override {
-    events_.resize(payloads.size());
-    for (size_t i = 0; i < payloads.size(); ++i) {
-      events_[i].type = kEventType;
-      events_[i].payload = payloads[i];
-    }
-    absl::StatusOr<AppendResult> r = log_->Append(stream, Expect(expected), events_);
+    FillEvents(payloads, &events_);
+    absl::StatusOr<AppendResult> r = log_->Append(stream, ExpectedOf(expected), events_);
     if (!r.ok()) Die("seglog Append: " + r.status().ToString());
   }
 
   bool AppendIdempotent(const std::string& stream, int64_t expected, const std::string& payload,
                         const std::string& key) override {
-    events_.resize(1);
-    events_[0].type = kEventType;
-    events_[0].payload = payload;
-    absl::StatusOr<AppendResult> r = log_->Append(stream, Expect(expected), events_, key);
+    FillEvents(absl::MakeConstSpan(&payload, 1), &events_);
+    absl::StatusOr<AppendResult> r = log_->Append(stream, ExpectedOf(expected), events_, key);
     if (!r.ok()) Die("seglog Append (idempotent): " + r.status().ToString());
     return r->deduplicated;
   }

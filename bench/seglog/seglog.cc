@@ -55,6 +55,7 @@
 #include "fingerprint.h"
 #include "rill/limits.h"
 #include "validate.h"
+#include "writer.h"
 
 namespace rill::seglog {
 namespace {
@@ -232,20 +233,6 @@ void Encode(std::string* buf, uint64_t position, int64_t version, int64_t record
     v += part.size();
   }
   Store<uint32_t>(p + 4, static_cast<uint32_t>(XXH3_64bits(p + 8, length - 8)));
-}
-
-bool Matches(ExpectedVersion expected, int64_t actual) {
-  switch (expected.kind()) {
-    case ExpectedVersion::Kind::kAny:
-      return true;
-    case ExpectedVersion::Kind::kNoStream:
-      return actual < 0;
-    case ExpectedVersion::Kind::kStreamExists:
-      return actual >= 0;
-    case ExpectedVersion::Kind::kExact:
-      return actual == expected.version();
-  }
-  return false;
 }
 
 // One segment file, mapped read-only for readers and recovery.
@@ -864,11 +851,8 @@ absl::Status LogImpl::StageRequest(MDB_txn* txn, Request* r, uint64_t offset, in
   } else if (rc != MDB_NOTFOUND) {
     return Mdb(rc, "get stream");
   }
-  if (!Matches(r->expected, last)) {
-    r->result = absl::AbortedError(
-        absl::StrFormat("wrong expected version for stream \"%s\": expected %s, but the stream %s",
-                        r->stream, r->expected.ToString(),
-                        last < 0 ? "does not exist" : absl::StrCat("is at version ", last)));
+  if (!internal::ExpectedVersionMatches(r->expected, last)) {
+    r->result = internal::VersionMismatch(r->stream, r->expected, last);
     return absl::OkStatus();
   }
   AppendResult res;

@@ -11,8 +11,14 @@
 namespace rill::internal {
 namespace {
 
-// Whether a stream at `actual` (-1: no stream) satisfies `expected`.
-bool Matches(ExpectedVersion expected, int64_t actual) {
+// Below this the group commit wait is not worth a timed wait: it drops to zero.
+constexpr absl::Duration kMinGroupCommitWait = absl::Microseconds(5);
+// Batches after which a wait that fell to zero is tried again at full length.
+constexpr int kGroupCommitRetryBatches = 64;
+
+}  // namespace
+
+bool ExpectedVersionMatches(ExpectedVersion expected, int64_t actual) {
   switch (expected.kind()) {
     case ExpectedVersion::Kind::kAny:
       return true;
@@ -31,13 +37,6 @@ absl::Status VersionMismatch(absl::string_view stream, ExpectedVersion expected,
       "wrong expected version for stream \"%s\": expected %s, but the stream %s", stream,
       expected.ToString(), actual < 0 ? "does not exist" : absl::StrCat("is at version ", actual)));
 }
-
-// Below this the group commit wait is not worth a timed wait: it drops to zero.
-constexpr absl::Duration kMinGroupCommitWait = absl::Microseconds(5);
-// Batches after which a wait that fell to zero is tried again at full length.
-constexpr int kGroupCommitRetryBatches = 64;
-
-}  // namespace
 
 Writer::Writer(LmdbEnv* env, const LogDbs& dbs, Head* head, const StoreOptions& options,
                EngineMetrics* metrics)
@@ -284,7 +283,7 @@ absl::Status Writer::Apply(MDB_txn* txn, const WriteCursors& cursors, AppendRequ
       request->result = LmdbError(rc, "reading a stream record");
       return absl::OkStatus();
     }
-    if (!Matches(part.expected, states[i].last_version)) {
+    if (!ExpectedVersionMatches(part.expected, states[i].last_version)) {
       request->result = VersionMismatch(part.stream, part.expected, states[i].last_version);
       return absl::OkStatus();
     }

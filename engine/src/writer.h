@@ -65,6 +65,12 @@ struct AppendRequest {
   std::thread::id caller;  // the thread that submitted it (set by Submit)
 };
 
+// Whether a stream at `actual` (-1: no stream) satisfies `expected`.
+bool ExpectedVersionMatches(ExpectedVersion expected, int64_t actual);
+// The Aborted error of a request whose `expected` the stream at `actual`
+// does not satisfy.
+absl::Status VersionMismatch(absl::string_view stream, ExpectedVersion expected, int64_t actual);
+
 // Looks up `request`'s idempotency key in `txn`'s `idempotency` database.
 // When it is there (*found), request->result is the recorded result marked
 // deduplicated, or AlreadyExists when the fingerprints differ, or the

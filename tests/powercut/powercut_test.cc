@@ -48,6 +48,7 @@
 #include "absl/time/clock.h"
 #include "child_protocol.h"
 #include "gtest/gtest.h"
+#include "pc_env.h"
 #include "process_util.h"
 #include "rill/admin.h"
 #include "rill/projection.h"
@@ -107,15 +108,7 @@ struct Cut {
 
   // The environment that preloads the journal for a child.
   std::vector<std::string> Env(uint64_t kill_at = 0) const {
-    std::vector<std::string> env = {absl::StrCat("LD_PRELOAD=", RILL_PC_INTERCEPT),
-                                    "PC_ROOT=" + root, "PC_JOURNAL=" + journal,
-                                    "PC_STASH=" + stash};
-    if (kill_at != 0) env.push_back(absl::StrCat("PC_KILL_AT=", kill_at));
-    // The preloaded library comes before the sanitizer runtime.
-    const char* asan = getenv("ASAN_OPTIONS");
-    env.push_back(absl::StrCat("ASAN_OPTIONS=", asan ? asan : "", asan ? ":" : "",
-                               "verify_asan_link_order=0"));
-    return env;
+    return powercut::PreloadEnv(root, journal, stash, kill_at);
   }
 };
 

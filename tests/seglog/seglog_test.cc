@@ -25,6 +25,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "pc_env.h"
 #include "process_util.h"
 #include "rollback.h"
 #include "seglog_events.h"
@@ -36,6 +37,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::rill::powercut::CutMode;
 using ::rill::powercut::CutModeName;
+using ::rill::powercut::PreloadEnv;
 using ::rill::powercut::RollBack;
 using ::rill::testing::ChildProcess;
 using ::rill::testing::ReadFileOrEmpty;
@@ -481,13 +483,8 @@ CutTotals PowerCutCycles(bool sync, int cycles, uint64_t seed) {
     std::vector<std::string> journals;
     for (int run = 0; run < 2; ++run) {
       journals.push_back(dir.Sub(absl::StrCat("j", cycle, ".", run)));
-      std::vector<std::string> env = {absl::StrCat("LD_PRELOAD=", RILL_PC_INTERCEPT),
-                                      "PC_ROOT=" + root, "PC_JOURNAL=" + journals.back(),
-                                      "PC_STASH=" + stash};
-      const char* asan = getenv("ASAN_OPTIONS");
-      env.push_back(absl::StrCat("ASAN_OPTIONS=", asan ? asan : "", asan ? ":" : "",
-                                 "verify_asan_link_order=0"));
-      std::unique_ptr<ChildProcess> child = StartChild(dir, path, boot, kSegment, sync, env);
+      std::unique_ptr<ChildProcess> child =
+          StartChild(dir, path, boot, kSegment, sync, PreloadEnv(root, journals.back(), stash));
       EXPECT_NE(child, nullptr);
       if (child == nullptr) return t;
       absl::SleepFor(absl::Milliseconds(30 + rng() % 200));
@@ -553,14 +550,9 @@ TEST(SeglogCrashTest, CloseMakesAnUnsyncedLoadDurable) {
   const std::string path = root + "/log";
   const std::string journal = dir.Sub("j");
   fs::create_directories(dir.Sub("stash"));
-  std::vector<std::string> env = {absl::StrCat("LD_PRELOAD=", RILL_PC_INTERCEPT), "PC_ROOT=" + root,
-                                  "PC_JOURNAL=" + journal, "PC_STASH=" + dir.Sub("stash")};
-  const char* asan = getenv("ASAN_OPTIONS");
-  env.push_back(
-      absl::StrCat("ASAN_OPTIONS=", asan ? asan : "", asan ? ":" : "", "verify_asan_link_order=0"));
   absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Start(
       "seglog_child", {path, dir.Sub("acks"), "boot-load", "65536", "1", "load"},
-      dir.Sub("child.err"), env);
+      dir.Sub("child.err"), PreloadEnv(root, journal, dir.Sub("stash")));
   ASSERT_TRUE(child.ok()) << child.status();
   ASSERT_EQ(*(*child)->ReadLine(absl::Seconds(60)), "ready");
   absl::StatusOr<std::string> line = (*child)->ReadLine(absl::Seconds(120));
