@@ -21,10 +21,21 @@ SYSTEMS = ["rill", "seglog", "lmdb", "sqlite", "messagedb"]
 # rill replicated over NATS JetStream (bench/peers/repl_peer.cc): append
 # workloads only, in their own section.
 REPL_SYSTEMS = ["rill_repl_r3", "rill_repl_r3_2n", "rill_repl_r1", "rill_repl_r1_2n"]
-ALL_SYSTEMS = SYSTEMS + REPL_SYSTEMS
+# JetStream alone (bench/peers/jetstream_peer.cc): one synchronous publish
+# per request, no rill; the floor under the replicated figures (the key is
+# the replicated systems of the same R).
+# _rx: each request also waits for its message to come back through an
+# ordered consumer, as a node's does: the floor of rill's design, which the
+# replicated systems of the same R are measured against (FLOOR_OF).
+FLOOR_SYSTEMS = ["jetstream_r3", "jetstream_r3_rx", "jetstream_r1_rx"]
+FLOOR_OF = {"rill_repl_r3": "jetstream_r3_rx", "rill_repl_r3_2n": "jetstream_r3_rx",
+            "rill_repl_r1": "jetstream_r1_rx", "rill_repl_r1_2n": "jetstream_r1_rx"}
+ALL_SYSTEMS = SYSTEMS + REPL_SYSTEMS + FLOOR_SYSTEMS
 LABEL = {"rill": "rill", "seglog": "segment log (prototype)", "lmdb": "raw LMDB", "sqlite": "SQLite", "messagedb": "Message DB",
          "rill_repl_r3": "replicated R=3, 1 node", "rill_repl_r3_2n": "replicated R=3, 2 nodes",
-         "rill_repl_r1": "replicated R=1, 1 node", "rill_repl_r1_2n": "replicated R=1, 2 nodes"}
+         "rill_repl_r1": "replicated R=1, 1 node", "rill_repl_r1_2n": "replicated R=1, 2 nodes",
+         "jetstream_r3": "JetStream alone R=3",
+         "jetstream_r3_rx": "JetStream + consumer R=3", "jetstream_r1_rx": "JetStream + consumer R=1"}
 REPL_WORKLOADS = ["append_b1", "append_b10", "append_b100", "append_b1000", "concurrent16"]
 # Issue 14: (workload, minimum ratio replicated / Message DB).
 REPL_TARGETS = [("append_b1", 0.8), ("append_b100", 2), ("concurrent16", 2)]
@@ -164,7 +175,7 @@ def plot(args, res):
         print("compare_report: no matplotlib, no plot", file=sys.stderr)
         return
     ws = [w for w, _ in WORKLOADS if any((w, s) in res for s in SYSTEMS)]
-    systems = [s for s in ALL_SYSTEMS if any((w, s) in res for w in ws)]
+    systems = [s for s in SYSTEMS + REPL_SYSTEMS if any((w, s) in res for w in ws)]
     fig, ax = plt.subplots(figsize=(12, 5.5))
     width = 0.8 / max(len(systems), 1)
     colors = {"rill": "#d62728", "seglog": "#8c564b", "lmdb": "#7f7f7f", "sqlite": "#1f77b4", "messagedb": "#2ca02c",
@@ -533,9 +544,10 @@ def render_replicated(w, args, res, machine):
     systems = [s for s in REPL_SYSTEMS if any((wl, s) in res for wl in REPL_WORKLOADS)]
     if not systems:
         return
+    floors = [s for s in FLOOR_SYSTEMS if any((wl, s) in res for wl in REPL_WORKLOADS)]
     wls = [wl for wl in REPL_WORKLOADS if any((wl, s) in res for s in systems)]
     desc = dict(WORKLOADS)
-    cols = ["rill"] + systems + ["messagedb"]
+    cols = ["rill"] + systems + floors + ["messagedb"]
     col_label = dict(LABEL, rill="embedded rill")
     w("")
     w("## Replicated rill (NATS JetStream)")
@@ -574,6 +586,23 @@ def render_replicated(w, args, res, machine):
       "measured**: a node reads its local replica with embedded rill's code, so rill's read "
       "figures above are a node's.")
     w("")
+    if floors:
+        w("**JetStream alone** (`jetstream_r3`): the same workloads with no rill at all: each "
+          "request is one synchronous `js_Publish` (libnats, one connection) of a message about "
+          "the size of rill's transaction for it, with a message id, to a fresh stream of the "
+          "same replicas on the same servers, waiting for the acknowledgement; nothing checked, "
+          "applied or written locally. A single writer (`append_b*`) sends a request only after "
+          "the last returned, so every request pays at least this round trip: **for `append_b*` "
+          "this is a ceiling** for any replicated store that acknowledges after a JetStream "
+          "quorum, whatever its design. **JetStream + consumer** (`jetstream_r3_rx`, "
+          "`jetstream_r1_rx`) adds what a node with a local replica cannot skip: an ordered push "
+          "consumer (as a node's applier uses) receives every message, and a request returns only "
+          "once its own message has come back through it. That is the floor of rill's design "
+          "without rill's own work (encoding, the local LMDB commit, handing results back), "
+          "which the replicated columns are measured against below. In `concurrent16` each of "
+          "the 16 threads publishes its own message; a store that batches callers into one "
+          "message can pass these figures, so there they are a reference.")
+        w("")
     w("| Workload | " + " | ".join(f"{col_label[s]} events/s" for s in cols) + " |")
     w("|---|" + "---:|" * len(cols))
     for wl in wls:
@@ -594,17 +623,29 @@ def render_replicated(w, args, res, machine):
                 lat.append("—")
         w(f"| `{wl}` | " + " | ".join(lat) + " |")
     w("")
-    short = {s: LABEL[s].replace("replicated ", "") for s in systems}
+    short = {s: LABEL[s].replace("replicated ", "") for s in systems + floors}
     pairs = [(s, f"{s}_2n") for s in systems if f"{s}_2n" in systems]
     for title, base in (("replicated / Message DB", "messagedb"),
                         ("replicated / embedded rill", "rill")):
         w(f"Ratios of events/s within this run, {title}:")
         w("")
-        w("| Workload | " + " | ".join(short[s] for s in systems) + " |")
-        w("|---|" + "---:|" * len(systems))
+        shown = systems + (floors if base == "messagedb" else [])
+        w("| Workload | " + " | ".join(short[s] for s in shown) + " |")
+        w("|---|" + "---:|" * len(shown))
         for wl in wls:
             w(f"| `{wl}` | " + " | ".join(fmt_ratio(ratio(res, wl, base, s))
-                                          for s in systems) + " |")
+                                          for s in shown) + " |")
+        w("")
+    kept = [s for s in systems if FLOOR_OF.get(s) in floors]
+    if kept:
+        w("What the replicated store keeps of the floor of its design (events/s, replicated / "
+          "JetStream + consumer with the same replicas, this run):")
+        w("")
+        w("| Workload | " + " | ".join(short[s] for s in kept) + " |")
+        w("|---|" + "---:|" * len(kept))
+        for wl in wls:
+            w(f"| `{wl}` | " + " | ".join(fmt_ratio(ratio(res, wl, FLOOR_OF[s], s))
+                                          for s in kept) + " |")
         w("")
     if pairs:
         w("Two writing nodes against one (events/s, same stream replicas, this run):")
@@ -627,14 +668,26 @@ def render_replicated(w, args, res, machine):
     w("")
     w("Targets (issue 14; replicated / Message DB, this run):")
     w("")
-    w("| Workload | target | " + " | ".join(LABEL[s] for s in systems) + " |")
-    w("|---|---:|" + "---:|" * len(systems))
+    w("| Workload | target | " + " | ".join(LABEL[s] for s in systems + floors) + " |")
+    w("|---|---:|" + "---:|" * len(systems + floors))
     for wl, want in REPL_TARGETS:
         cells = []
         for s in systems:
             r = ratio(res, wl, "messagedb", s)
             cells.append("—" if r is None else
                          f"{r:.2f}× {'met' if r >= want else '**missed**'}")
+        for s in floors:
+            r = ratio(res, wl, "messagedb", s)
+            if r is None:
+                cells.append("—")
+            elif wl.startswith("append_b"):
+                # A ceiling: below the target, no replicated store reaches
+                # it (jetstream_r3), or none of rill's design (_rx).
+                what = "design ceiling" if s.endswith("_rx") else "ceiling"
+                cells.append(f"{r:.2f}× {what} " + ("above" if r >= want else
+                                                    "**below target**"))
+            else:
+                cells.append(f"{r:.2f}× (reference)")
         w(f"| `{wl}` | ≥ {want:g}× | " + " | ".join(cells) + " |")
     reading = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                            "compare_reading_replicated.md")

@@ -11,9 +11,11 @@
 // With --nats (the client URLs of a NATS JetStream cluster) the systems
 // also include replicated rill (repl_peer.cc): rill_repl_r3 and
 // rill_repl_r1 (a stream of 3 or 1 replicas, writers on one node) and
-// rill_repl_r3_2n, rill_repl_r1_2n (writers spread over two nodes). They run
-// the append_b* and concurrent16 workloads only (their reads are embedded
-// rill's reads of the local replica).
+// rill_repl_r3_2n, rill_repl_r1_2n (writers spread over two nodes), and
+// JetStream alone (jetstream_peer.cc: jetstream_r3, and jetstream_r3_rx,
+// jetstream_r1_rx, which also wait for each message to come back through a
+// consumer), the floor under them. They run the append_b* and concurrent16 workloads only (a
+// replicated node's reads are embedded rill's reads of its local replica).
 //
 // Appends are timed for S seconds per system (default 4; --quick 1), split
 // into kRounds rounds whose system order alternates (forwards, backwards,
@@ -470,6 +472,18 @@ std::unique_ptr<Peer> NewReplicated(const std::string& system, const Args& args)
                                rest[0] == '\0' ? 1 : 2);
 }
 
+// jetstream_r<R>[_rx]: JetStream alone, R replicas; _rx waits for delivery.
+std::unique_ptr<Peer> NewJetStream(const std::string& system, const Args& args) {
+  int replicas = 0;
+  char rest[8] = {};
+  if (std::sscanf(system.c_str(), "jetstream_r%d%7s", &replicas, rest) < 1 || replicas < 1 ||
+      replicas > 5 || (rest[0] != '\0' && std::strcmp(rest, "_rx") != 0)) {
+    Die("unknown system " + system);
+  }
+  if (args.nats.empty()) Die(system + " needs --nats URL,URL,...");
+  return NewJetStreamPeer(system, args.nats, replicas, rest[0] != '\0');
+}
+
 }  // namespace
 }  // namespace rill::bench
 
@@ -507,7 +521,8 @@ int main(int argc, char** argv) {
   if (args.seconds <= 0) args.seconds = args.quick ? 1.0 : 4.0;
   if (args.read_events == 0) args.read_events = args.quick ? 200000 : 1000000;
   if (!args.nats.empty() && !args.systems_given) {
-    for (const char* s : {"rill_repl_r3", "rill_repl_r1", "rill_repl_r3_2n", "rill_repl_r1_2n"}) {
+    for (const char* s : {"rill_repl_r3", "rill_repl_r1", "rill_repl_r3_2n", "rill_repl_r1_2n",
+                          "jetstream_r3", "jetstream_r3_rx", "jetstream_r1_rx"}) {
       args.systems.push_back(s);
     }
   }
@@ -526,6 +541,8 @@ int main(int argc, char** argv) {
       owned.push_back(NewMessageDbPeer(args.pg_app, args.pg_admin));
     else if (s.rfind("rill_repl_r", 0) == 0)
       owned.push_back(NewReplicated(s, args));
+    else if (s.rfind("jetstream_r", 0) == 0)
+      owned.push_back(NewJetStream(s, args));
     else
       Die("unknown system " + s);
   }

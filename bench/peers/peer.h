@@ -148,6 +148,14 @@ std::unique_ptr<Peer> NewRillPeer(const std::string& dir);
 std::unique_ptr<Peer> NewReplicatedRillPeer(const std::string& name, const std::string& dir,
                                             const std::vector<std::string>& servers, int replicas,
                                             int nodes);
+// JetStream alone (jetstream_peer.cc): one synchronous publish per request
+// to a fresh stream of `replicas` replicas per OpenFresh, no rill: the floor
+// under the replicated store's append figures. `receive`: an ordered push
+// consumer follows the stream and a request also waits for its message to
+// come back through it, as a node's must.
+std::unique_ptr<Peer> NewJetStreamPeer(const std::string& name,
+                                       const std::vector<std::string>& servers, int replicas,
+                                       bool receive);
 std::unique_ptr<Peer> NewLmdbPeer(const std::string& dir);
 // The segment-log prototype of issue 15 (bench/seglog, docs/segment-log.md).
 std::unique_ptr<Peer> NewSeglogPeer(const std::string& dir);
