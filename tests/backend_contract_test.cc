@@ -23,6 +23,7 @@
 #include "nats_cluster.h"
 #include "process_util.h"
 #include "projector_defs.h"
+#include "rill/metrics.h"
 #include "rill/projection.h"
 #include "rill/replay.h"
 #include "rill/replication.h"
@@ -397,6 +398,42 @@ TEST_P(StoreContractTest, ReplayRerunsAnyRangeOfHistory) {
                    return true;
                  }).status());
   EXPECT_EQ(versions, (std::vector<int64_t>{0, 1, 2}));
+}
+
+// The process's append series count a request where it was made, with the
+// same outcomes on both backends; a replicated node's commits are its
+// replica's (one per message here: one caller at a time).
+TEST_P(StoreContractTest, MetricsCountEveryOutcomeOfThisProcesssAppends) {
+  auto payload_bytes = [](const std::vector<EventData>& events) {
+    uint64_t n = 0;
+    for (const EventData& e : events) n += e.payload.size();
+    return n;
+  };
+  AppendOptions keyed;
+  keyed.idempotency_key = "m-create";
+  const std::vector<EventData> two = MakeEvents(2), three = MakeEvents(3, 2);
+  RILL_ASSERT_OK(store_->Append("m", ExpectedVersion::NoStream(), two, keyed).status());
+  RILL_ASSERT_OK(store_->Append("m", ExpectedVersion::Exact(1), three).status());
+  RILL_ASSERT_OK_AND_ASSIGN(AppendResult retry,
+                            store_->Append("m", ExpectedVersion::NoStream(), two, keyed));
+  EXPECT_TRUE(retry.deduplicated);
+  EXPECT_TRUE(
+      absl::IsAborted(store_->Append("m", ExpectedVersion::Exact(0), MakeEvents(1)).status()));
+  EXPECT_TRUE(absl::IsAlreadyExists(
+      store_->Append("m", ExpectedVersion::Any(), MakeEvents(1), keyed).status()));
+
+  RILL_ASSERT_OK_AND_ASSIGN(const Metrics m, CollectMetrics(store_.get()));
+  EXPECT_EQ(m.requests_written, 2u);
+  EXPECT_EQ(m.requests_deduplicated, 1u);
+  EXPECT_EQ(m.requests_conflicted, 1u);
+  EXPECT_EQ(m.requests_failed, 1u);
+  EXPECT_EQ(m.events_appended, 5u);
+  EXPECT_EQ(m.bytes_appended, payload_bytes(two) + payload_bytes(three));
+  EXPECT_EQ(m.commits, 2u);
+  EXPECT_EQ(m.events_per_commit.count, 2u);
+  EXPECT_DOUBLE_EQ(m.events_per_commit.sum, 5);
+  EXPECT_EQ(m.commit_seconds.count, 2u);
+  EXPECT_EQ(m.store.head_position, 5u);
 }
 
 }  // namespace

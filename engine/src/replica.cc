@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "keys.h"
 #include "writer.h"
 
@@ -58,22 +59,27 @@ absl::StatusOr<uint64_t> Replica::AppliedSequence() {
 
 absl::StatusOr<std::vector<Replica::Applied>> Replica::Apply(absl::Span<const Message> messages) {
   std::vector<Applied> applied;
-  uint64_t head = 0;
+  uint64_t head = 0, events = 0;
+  const absl::Time start = absl::Now();
   absl::Status s = store_->core()->log_env()->Write(
       "applying replicated transactions",
       [&](MDB_txn* txn) {
         applied.clear();
-        return ApplyIn(txn, messages, &applied, &head);
+        events = 0;
+        return ApplyIn(txn, messages, &applied, &head, &events);
       },
       [&] {
         if (head != 0) store_->core()->head().Publish(head);
       });
   if (!s.ok()) return s;
+  // The replica's commits are this process's write transactions of the log,
+  // whichever node's requests they hold.
+  if (events > 0) CountCommit(&store_->core()->metrics(), events, absl::Now() - start);
   return applied;
 }
 
 absl::Status Replica::ApplyIn(MDB_txn* txn, absl::Span<const Message> messages,
-                              std::vector<Applied>* applied, uint64_t* head) {
+                              std::vector<Applied>* applied, uint64_t* head, uint64_t* events) {
   absl::StatusOr<uint64_t> last = ReadApplied(txn, dbi_);
   if (!last.ok()) return last.status();
   uint64_t next = *last + 1;
@@ -121,7 +127,12 @@ absl::Status Replica::ApplyIn(MDB_txn* txn, absl::Span<const Message> messages,
       return WriteError(rc, "writing a replicated transaction's outcome",
                         store_->core()->log_env()->path());
     a.outcome.sequence = m.sequence;
-    for (AppendRequest& r : (*tx)->requests) a.outcome.results.push_back(std::move(r.result));
+    for (AppendRequest& r : (*tx)->requests) {
+      if (r.result.ok() && !(!r.result->empty() && r.result->front().deduplicated)) {
+        for (const RequestPart& part : r.parts) *events += part.events.size();
+      }
+      a.outcome.results.push_back(std::move(r.result));
+    }
   }
   if (next - 1 != *last) {
     PositionKey seq(next - 1);

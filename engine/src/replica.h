@@ -63,8 +63,9 @@ class Replica {
 
  private:
   Replica(StoreImpl* store, MDB_dbi dbi) : store_(store), dbi_(dbi) {}
+  // *events: the events the messages' requests wrote.
   absl::Status ApplyIn(MDB_txn* txn, absl::Span<const Message> messages,
-                       std::vector<Applied>* applied, uint64_t* head);
+                       std::vector<Applied>* applied, uint64_t* head, uint64_t* events);
 
   StoreImpl* const store_;
   const MDB_dbi dbi_;

@@ -148,6 +148,8 @@ class ReplicatedStore final : public Store {
 
   absl::StatusOr<std::vector<AppendResult>> Submit(std::vector<RequestPart> parts,
                                                    const AppendOptions& options);
+  // Submit's work for a prepared request: its outcome.
+  absl::StatusOr<std::vector<AppendResult>> Outcome(const std::shared_ptr<Pending>& pending);
   void PublishLoop();
   void ApplyLoop();
   void CompleteLocked(Pending* p, absl::StatusOr<std::vector<AppendResult>> result)
@@ -185,6 +187,15 @@ absl::StatusOr<std::vector<AppendResult>> ReplicatedStore::Submit(std::vector<Re
   if (absl::Status s = PrepareRequest(std::move(parts), options, &pending->request); !s.ok()) {
     return s;
   }
+  // Counted as the embedded writer counts a request it checked (only the
+  // publishing node counts it; every node's applier counts its commits).
+  pending->request.result = Outcome(pending);
+  CountRequestOutcome(&local_->core()->metrics(), pending->request);
+  return std::move(pending->request.result);
+}
+
+absl::StatusOr<std::vector<AppendResult>> ReplicatedStore::Outcome(
+    const std::shared_ptr<Pending>& pending) {
   // A key the replica already holds is answered here: any later message
   // with it would be deduplicated (or refused) the same way on every node,
   // so this is the answer JetStream's order would give, without a round

@@ -163,26 +163,36 @@ void Writer::ProcessBatch(std::vector<AppendRequest*>& batch) {
   if (metrics_ != nullptr) Count(batch, absl::Now() - start);
 }
 
+uint64_t CountRequestOutcome(EngineMetrics* metrics, const AppendRequest& request) {
+  const absl::StatusOr<std::vector<AppendResult>>& result = request.result;
+  if (!result.ok()) {
+    (result.status().code() == absl::StatusCode::kAborted ? metrics->requests_conflicted
+                                                          : metrics->requests_failed)
+        .fetch_add(1, std::memory_order_relaxed);
+    return 0;
+  }
+  if (!result->empty() && result->front().deduplicated) {
+    metrics->requests_deduplicated.fetch_add(1, std::memory_order_relaxed);
+    return 0;
+  }
+  metrics->requests_written.fetch_add(1, std::memory_order_relaxed);
+  metrics->bytes_appended.fetch_add(request.bytes, std::memory_order_relaxed);
+  uint64_t events = 0;
+  for (const RequestPart& part : request.parts) events += part.events.size();
+  metrics->events_appended.fetch_add(events, std::memory_order_relaxed);
+  return events;
+}
+
+void CountCommit(EngineMetrics* metrics, uint64_t events, absl::Duration took) {
+  metrics->commits.fetch_add(1, std::memory_order_relaxed);
+  metrics->events_per_commit.Observe(static_cast<double>(events));
+  metrics->commit_seconds.Observe(took);
+}
+
 void Writer::Count(const std::vector<AppendRequest*>& batch, absl::Duration took) {
   uint64_t events = 0;
-  for (const AppendRequest* r : batch) {
-    if (!r->result.ok()) {
-      (r->result.status().code() == absl::StatusCode::kAborted ? metrics_->requests_conflicted
-                                                               : metrics_->requests_failed)
-          .fetch_add(1, std::memory_order_relaxed);
-    } else if (!r->result->empty() && r->result->front().deduplicated) {
-      metrics_->requests_deduplicated.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      metrics_->requests_written.fetch_add(1, std::memory_order_relaxed);
-      for (const RequestPart& part : r->parts) events += part.events.size();
-      metrics_->bytes_appended.fetch_add(r->bytes, std::memory_order_relaxed);
-    }
-  }
-  if (events == 0) return;
-  metrics_->events_appended.fetch_add(events, std::memory_order_relaxed);
-  metrics_->commits.fetch_add(1, std::memory_order_relaxed);
-  metrics_->events_per_commit.Observe(static_cast<double>(events));
-  metrics_->commit_seconds.Observe(took);
+  for (const AppendRequest* r : batch) events += CountRequestOutcome(metrics_, *r);
+  if (events > 0) CountCommit(metrics_, events, took);
 }
 
 absl::Status Writer::WriteReplicated(MDB_txn* txn, std::vector<AppendRequest*>& batch,

@@ -78,6 +78,14 @@ absl::Status VersionMismatch(absl::string_view stream, ExpectedVersion expected,
 absl::Status LookUpIdempotencyKey(MDB_txn* txn, MDB_dbi idempotency, AppendRequest* request,
                                   bool* found);
 
+// Counts `request`'s outcome (its result) in `metrics`: written (with its
+// events and bytes), deduplicated, conflicted (Aborted) or failed. Returns
+// the events it wrote (0 unless written).
+uint64_t CountRequestOutcome(EngineMetrics* metrics, const AppendRequest& request);
+// Counts one write transaction of the log that wrote `events` (> 0) in
+// `took`: commits, events_per_commit, commit_seconds.
+void CountCommit(EngineMetrics* metrics, uint64_t events, absl::Duration took);
+
 class Writer {
  public:
   // Writes to `env`'s databases `dbs` and publishes to `head`, which must
