@@ -7,6 +7,7 @@
 #ifndef RILL_TESTS_CHILD_CHECKS_H_
 #define RILL_TESTS_CHILD_CHECKS_H_
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <set>
@@ -80,6 +81,41 @@ inline void VerifyLog(Store* store, const std::vector<AckRecord>& acks, size_t m
     }
   }
   EXPECT_EQ(claimed.size(), events.size()) << "events nobody acknowledged";
+}
+
+// After an append_child (mode=own) on a replicated node was SIGKILLed, the
+// request each of its threads had in flight may be stored in JetStream
+// without its acknowledgement reaching the ack file. Adds an ack for every
+// event of `store` past the last acknowledged version of its stream, in
+// streams "<tag>-t<t>-s<k>" of the killed children's `tags` (writer
+// "<tag>-t<t>"), and returns how many each tag got: at most one request per
+// thread, so the caller bounds it (threads x max_events). VerifyLog then
+// checks those events like the others (payload, versions, once).
+inline std::map<std::string, int> AdoptInFlightTails(Store* store,
+                                                     const std::set<std::string>& tags,
+                                                     std::vector<AckRecord>* acks) {
+  std::map<std::string, int64_t> last_acked;
+  for (const AckRecord& a : *acks) {
+    auto [it, inserted] = last_acked.emplace(a.stream, a.last_version);
+    if (!inserted) it->second = std::max(it->second, a.last_version);
+  }
+  std::map<std::string, int> adopted;
+  absl::StatusOr<std::vector<RecordedEvent>> events = store->ReadAll(1);
+  EXPECT_TRUE(events.ok()) << events.status();
+  if (!events.ok()) return adopted;
+  for (const RecordedEvent& e : *events) {
+    const std::string tag = e.stream.substr(0, e.stream.find('-'));
+    auto last = last_acked.find(e.stream);
+    if (tags.count(tag) == 0 || (last != last_acked.end() && e.version <= last->second)) continue;
+    ++adopted[tag];
+    AckRecord a;
+    a.stream = e.stream;
+    a.writer = e.stream.substr(0, e.stream.rfind("-s"));
+    a.first_version = a.last_version = e.version;
+    a.first_position = a.last_position = e.position;
+    acks->push_back(a);
+  }
+  return adopted;
 }
 
 }  // namespace rill::testing

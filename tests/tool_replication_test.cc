@@ -22,6 +22,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "child_checks.h"
 #include "child_protocol.h"
@@ -37,6 +38,7 @@ namespace rill {
 namespace {
 
 using ::rill::testing::AckRecord;
+using ::rill::testing::AdoptInFlightTails;
 using ::rill::testing::ChildEvents;
 using ::rill::testing::ChildExpected;
 using ::rill::testing::ChildProcess;
@@ -224,6 +226,31 @@ TEST_F(ReplicationTest, AdminToolCreatesNodesAppendsThroughJetStreamAndShowsLag)
   const ToolRun e1 = RunTool({"export", n1}), e2 = RunTool({"export", n2});
   ASSERT_EQ(e1.exit_code, 0) << e1.Describe();
   EXPECT_EQ(e1.out, e2.out);
+}
+
+// `--sync-replica` (ReplicationOptions::sync_replica): recorded in the node's
+// settings, and its replica fsyncs, so it keeps no boot marker; the default
+// node keeps one, clean once closed.
+TEST_F(ReplicationTest, ASyncedReplicaIsChosenAtInitAndKeepsNoBootMarker) {
+  const std::string synced = tmp_.Sub("synced"), plain = tmp_.Sub("plain");
+  ASSERT_EQ(RunTool({"replicate", "init", synced, cluster_->url_list(), "--stream", kStream,
+                     "--sync-replica"})
+                .exit_code,
+            0);
+  ASSERT_EQ(
+      RunTool({"replicate", "init", plain, cluster_->url_list(), "--stream", kStream}).exit_code,
+      0);
+  RILL_ASSERT_OK_AND_ASSIGN(ReplicationOptions s, ReadReplicationSettings(synced));
+  EXPECT_TRUE(s.sync_replica);
+  RILL_ASSERT_OK_AND_ASSIGN(ReplicationOptions p, ReadReplicationSettings(plain));
+  EXPECT_FALSE(p.sync_replica);
+  for (const std::string& dir : {synced, plain}) {
+    const ToolRun appended = RunTool(
+        {"append", dir, "s-" + dir.substr(dir.rfind('/') + 1), "--type", "T", "--data", "{}"});
+    ASSERT_EQ(appended.exit_code, 0) << appended.Describe();
+  }
+  EXPECT_FALSE(std::filesystem::exists(synced + "/replica.boot"));
+  EXPECT_EQ(ReadFileOrEmpty(plain + "/replica.boot"), "clean\n");
 }
 
 TEST_F(ReplicationTest, AStaleNodesExpectedVersionIsAConflict) {
@@ -422,6 +449,83 @@ TEST_F(ReplicationTest, ADeletedReplicaIsRebuiltFromJetStream) {
   const ToolRun e1 = RunTool({"export", d1}), e2 = RunTool({"export", d2});
   ASSERT_EQ(e2.exit_code, 0) << e2.Describe();
   EXPECT_TRUE(e1.out == e2.out) << "the rebuilt replica's export differs";
+}
+
+// A replica commits without fsync (ReplicationOptions::sync_replica off, the
+// default): a SIGKILLed process leaves it marked in use by this boot, and the
+// next open keeps it (the page cache held every commit); marked in use by
+// another boot - the machine went down with the node open - it is deleted
+// and rebuilt from JetStream by the next writable open, and read-only opens
+// refuse it until then. Only the last process to close the node syncs it and
+// marks it clean. Nothing acknowledged is lost either way.
+TEST_F(ReplicationTest, AnUnsyncedReplicaIsKeptAfterAProcessCrashAndRebuiltAfterAReboot) {
+  const std::string dir = InitNode("n1"), other = InitNode("n2");
+  const std::string boot(
+      absl::StripAsciiWhitespace(ReadFileOrEmpty("/proc/sys/kernel/random/boot_id")));
+  ASSERT_FALSE(boot.empty());
+  auto marker = [&] { return ReadFileOrEmpty(dir + "/replica.boot"); };
+  auto kill_appender = [&](const std::string& tag) {
+    std::unique_ptr<ChildProcess> child =
+        StartAppender(dir, tag,
+                      {"mode=own", "threads=2", "streams=2", "appends=0", "max_events=2",
+                       "prefix=" + tag, "writer=" + tag, "keys=1"});
+    ASSERT_NE(child, nullptr);
+    ASSERT_TRUE(WaitUntil([&] { return AckCount(tag) >= 40; }, kLong));
+    child->Kill(SIGKILL);
+    child->Wait();
+  };
+
+  kill_appender("a");
+  EXPECT_EQ(marker(), "dirty " + boot + "\n");
+  std::string replica_id;
+  {
+    std::unique_ptr<Store> node = OpenNode(dir);
+    ASSERT_NE(node, nullptr);
+    replica_id = node->store_id();
+    // A second process of the node comes and goes: it is not the last.
+    std::unique_ptr<ChildProcess> side = StartAppender(
+        dir, "c", {"mode=own", "threads=1", "streams=1", "appends=5", "prefix=c", "writer=c"});
+    ASSERT_NE(side, nullptr);
+    ExpectCleanExit(side.get(), "c");
+    EXPECT_EQ(marker(), "dirty " + boot + "\n");
+  }
+  EXPECT_EQ(marker(), "clean\n");
+
+  kill_appender("b");
+  ASSERT_EQ(marker(), "dirty " + boot + "\n");
+  ASSERT_EQ(setenv("RILL_BOOT_ID", "a-later-boot", 1), 0);
+  StoreOptions read_only;
+  read_only.read_only = true;
+  const absl::Status refused = Store::Open(dir, read_only).status();
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused)) << refused;
+  EXPECT_NE(refused.message().find("rebuild it from JetStream"), absl::string_view::npos)
+      << refused;
+  {
+    std::unique_ptr<Store> node = OpenNode(dir);
+    ASSERT_NE(node, nullptr);
+    EXPECT_NE(node->store_id(), replica_id) << "the replica was not rebuilt";
+    EXPECT_EQ(marker(), "dirty a-later-boot\n");
+    RILL_ASSERT_OK(WaitForReplica(node.get(), kLong));
+  }
+  EXPECT_EQ(marker(), "clean\n");
+  ASSERT_EQ(unsetenv("RILL_BOOT_ID"), 0);
+
+  std::vector<AckRecord> acks = Acks("a");
+  for (const char* tag : {"b", "c"}) {
+    for (AckRecord& a : Acks(tag)) acks.push_back(std::move(a));
+  }
+  // The request each killed thread had in flight may have been stored
+  // without its acknowledgement: at most one per thread (2 threads, up to 2
+  // events each).
+  {
+    std::unique_ptr<Store> node = OpenNode(dir);
+    ASSERT_NE(node, nullptr);
+    RILL_ASSERT_OK(WaitForReplica(node.get(), kLong));
+    for (const auto& [tag, n] : AdoptInFlightTails(node.get(), {"a", "b"}, &acks)) {
+      EXPECT_LE(n, 4) << tag;
+    }
+  }
+  ExpectNodesAgree({dir, other}, acks);
 }
 
 TEST_F(ReplicationTest, WithoutNatsAppendsFailInTimeAndReadsGoOn) {

@@ -98,6 +98,9 @@ void AddReplicateCommands(CLI::App& app, Action* action) {
   init->add_option("--connect-timeout-ms", init_args->connect_timeout_ms,
                    "how long connecting may take (default: 2000)");
   init->add_option("--creds", init_args->options.credentials_file, "NATS credentials file");
+  init->add_flag("--sync-replica", init_args->options.sync_replica,
+                 "fsync the local replica's commits (default: not; after an OS crash the "
+                 "replica is rebuilt from JetStream)");
   init->add_flag("--tls", init_args->options.tls, "require TLS");
   init->add_option("--tls-ca", init_args->options.tls_ca_file, "trusted CA certificates (PEM)");
   init->add_option("--tls-cert", init_args->options.tls_cert_file, "client certificate (PEM)");

@@ -13,6 +13,7 @@
 #include "nats_link.h"
 #include "repl_codec.h"
 #include "replica.h"
+#include "replica_marker.h"
 #include "store_impl.h"
 #include "writer.h"
 
@@ -55,9 +56,12 @@ std::string TxKey(const EventId& txid) {
 
 class ReplicatedStore final : public Store {
  public:
-  ReplicatedStore(std::unique_ptr<StoreImpl> local, std::unique_ptr<Replica> replica,
-                  std::unique_ptr<NatsLink> link, ReplicationOptions repl, EventId node)
-      : local_(std::move(local)),
+  // `marker`: null when the replica fsyncs its commits.
+  ReplicatedStore(std::unique_ptr<ReplicaMarker> marker, std::unique_ptr<StoreImpl> local,
+                  std::unique_ptr<Replica> replica, std::unique_ptr<NatsLink> link,
+                  ReplicationOptions repl, EventId node)
+      : marker_(std::move(marker)),
+        local_(std::move(local)),
         replica_(std::move(replica)),
         link_(std::move(link)),
         repl_(std::move(repl)),
@@ -74,6 +78,15 @@ class ReplicatedStore final : public Store {
     }
     for (std::thread& t : publishers_) t.join();
     applier_.join();
+    if (marker_ != nullptr) {
+      // The last process of the node makes the replica durable and marks it
+      // clean: a reboot then keeps it.
+      marker_->Release([this]() -> absl::Status {
+        const int rc = mdb_env_sync(local_->core()->log_env()->env(), 1);
+        if (rc != 0) return LmdbError(rc, "syncing the replica");
+        return absl::OkStatus();
+      });
+    }
   }
 
   absl::StatusOr<AppendResult> Append(absl::string_view stream, ExpectedVersion expected,
@@ -163,6 +176,7 @@ class ReplicatedStore final : public Store {
   // apply them.
   void FailStored(uint64_t first, uint64_t last, const absl::Status& why) ABSL_LOCKS_EXCLUDED(mu_);
 
+  const std::unique_ptr<ReplicaMarker> marker_;
   const std::unique_ptr<StoreImpl> local_;
   const std::unique_ptr<Replica> replica_;
   const std::unique_ptr<NatsLink> link_;
@@ -430,8 +444,22 @@ void ReplicatedStore::ApplyLoop() {
 absl::StatusOr<std::unique_ptr<Store>> OpenReplicatedStore(const std::string& dir,
                                                            const ReplicationOptions& replication,
                                                            const StoreOptions& options) {
+  // A replica without fsync (ReplicationOptions::sync_replica): checked,
+  // and deleted when an OS crash may have damaged it, before it is opened.
+  std::unique_ptr<ReplicaMarker> marker;
+  const bool unsynced = !replication.sync_replica && options.durability == Durability::kDurable;
+  if (unsynced) {
+    bool rebuilt = false;
+    absl::StatusOr<std::unique_ptr<ReplicaMarker>> m = ReplicaMarker::Acquire(dir, &rebuilt);
+    if (!m.ok()) return m.status();
+    marker = *std::move(m);
+  }
   absl::StatusOr<std::unique_ptr<StoreImpl>> local = StoreImpl::OpenLocal(dir, options);
   if (!local.ok()) return local.status();
+  if (unsynced) {
+    const int rc = mdb_env_set_flags((*local)->core()->log_env()->env(), MDB_NOSYNC, 1);
+    if (rc != 0) return LmdbError(rc, "opening the replica without fsync");
+  }
   absl::StatusOr<EventId> node = EventId::Parse((*local)->store_id());
   if (!node.ok()) return node.status();
   absl::StatusOr<std::unique_ptr<Replica>> replica = Replica::Open(local->get());
@@ -439,8 +467,9 @@ absl::StatusOr<std::unique_ptr<Store>> OpenReplicatedStore(const std::string& di
   absl::StatusOr<std::unique_ptr<NatsLink>> link =
       NatsLink::Connect(replication, /*must_connect=*/false);
   if (!link.ok()) return link.status();
-  return std::unique_ptr<Store>(new ReplicatedStore(*std::move(local), *std::move(replica),
-                                                    *std::move(link), replication, *node));
+  return std::unique_ptr<Store>(new ReplicatedStore(std::move(marker), *std::move(local),
+                                                    *std::move(replica), *std::move(link),
+                                                    replication, *node));
 }
 
 }  // namespace rill::internal

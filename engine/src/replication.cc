@@ -73,6 +73,7 @@ std::string Encode(const ReplicationOptions& o) {
                   "\n");
   absl::StrAppend(&out, "append_timeout_ms = ", absl::ToInt64Milliseconds(o.append_timeout), "\n");
   absl::StrAppend(&out, "max_message_bytes = ", o.max_message_bytes, "\n");
+  absl::StrAppend(&out, "sync_replica = ", o.sync_replica ? "true" : "false", "\n");
   if (!o.credentials_file.empty())
     absl::StrAppend(&out, "credentials = ", o.credentials_file, "\n");
   if (o.tls) absl::StrAppend(&out, "tls = true\n");
@@ -116,6 +117,9 @@ absl::StatusOr<ReplicationOptions> Decode(absl::string_view text, const std::str
     } else if (key == "max_message_bytes") {
       if (!absl::SimpleAtoi(value, &n)) return bad();
       o.max_message_bytes = static_cast<size_t>(n);
+    } else if (key == "sync_replica") {
+      if (value != "true" && value != "false") return bad();
+      o.sync_replica = value == "true";
     } else if (key == "credentials") {
       o.credentials_file = value;
     } else if (key == "tls") {

@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "keys.h"
+#include "replica_marker.h"
 #include "replicated_store.h"
 #include "rill/replication.h"
 #include "validate.h"
@@ -257,6 +258,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir,
   }
   if (!replication.ok() && replication.status().code() != absl::StatusCode::kNotFound) {
     return replication.status();
+  }
+  if (replication.ok()) {
+    if (absl::Status s = internal::CheckReplicaReadable(dir); !s.ok()) return s;
   }
   absl::StatusOr<std::unique_ptr<internal::StoreImpl>> store =
       internal::StoreImpl::OpenLocal(dir, options);

@@ -105,7 +105,11 @@ absl::Status PrepareDirectory(const std::string& dir, const StoreOptions& option
     // settings file is all it holds, and the new replica is rebuilt from
     // JetStream (docs/replication.md).
     for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
-      if (entry.path().filename() == "replication.conf" && entry.is_regular_file()) continue;
+      if ((entry.path().filename() == "replication.conf" ||
+           entry.path().filename() == "replica.boot") &&
+          entry.is_regular_file()) {
+        continue;
+      }
       bool leftover = entry.path().filename() == kLogDir && entry.is_directory();
       bool lock_file = false;
       if (leftover) {

@@ -56,6 +56,14 @@ struct ReplicationOptions {
   // and a single request above it is refused. Keep it below the servers'
   // max_payload (1 MiB by default).
   size_t max_message_bytes = size_t{1} << 20;
+  // Whether the local replica fsyncs its commits. JetStream holds the log, so
+  // an acknowledged append does not depend on them: by default the replica
+  // commits without fsync and, when the machine went down while the node was
+  // open (an OS crash or power loss, told by the boot id recorded in the
+  // node's replica.boot), it is deleted and rebuilt from JetStream when next
+  // opened, projections included. Set it for a node whose rebuild would take
+  // too long. (StoreOptions::durability kNoSyncUnsafe skips both.)
+  bool sync_replica = false;
   // Passed through to libnats: a credentials (.creds) file, and TLS.
   std::string credentials_file;
   bool tls = false;

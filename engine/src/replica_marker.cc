@@ -1,0 +1,148 @@
+#include "replica_marker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "store_open.h"
+
+namespace rill::internal {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kMarkerFile[] = "replica.boot";
+constexpr absl::string_view kClean = "clean";
+constexpr absl::string_view kDirty = "dirty ";
+
+absl::Status Errno(int err, absl::string_view what) {
+  return absl::UnavailableError(absl::StrCat(what, ": ", strerror(err)));
+}
+
+std::string MarkerPath(const std::string& dir) { return absl::StrCat(dir, "/", kMarkerFile); }
+
+// The marker's text (empty when the file is new or was never written).
+absl::StatusOr<std::string> ReadMarker(int fd, const std::string& path) {
+  char buf[128];
+  const ssize_t n = pread(fd, buf, sizeof(buf), 0);
+  if (n < 0) return Errno(errno, absl::StrCat("cannot read ", path));
+  return std::string(absl::StripAsciiWhitespace(absl::string_view(buf, static_cast<size_t>(n))));
+}
+
+absl::Status WriteMarker(int fd, const std::string& path, absl::string_view text) {
+  const std::string line = absl::StrCat(text, "\n");
+  // One write of a few bytes at offset 0, then the length: a reader sees the
+  // old text or the new one (both fit in one page).
+  if (pwrite(fd, line.data(), line.size(), 0) != static_cast<ssize_t>(line.size()) ||
+      ftruncate(fd, static_cast<off_t>(line.size())) != 0 || fdatasync(fd) != 0) {
+    return Errno(errno, absl::StrCat("cannot write ", path));
+  }
+  return absl::OkStatus();
+}
+
+// Whether the marker's `text` says another boot left the replica in use.
+bool LeftInUseByAnotherBoot(absl::string_view text, absl::string_view boot) {
+  return absl::StartsWith(text, kDirty) && text.substr(kDirty.size()) != boot;
+}
+
+}  // namespace
+
+std::string BootId() {
+  if (const char* fake = std::getenv("RILL_BOOT_ID"); fake != nullptr && *fake != '\0') {
+    return fake;
+  }
+  std::ifstream in("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  std::getline(in, id);
+  return std::string(absl::StripAsciiWhitespace(id));
+}
+
+absl::StatusOr<std::unique_ptr<ReplicaMarker>> ReplicaMarker::Acquire(const std::string& dir,
+                                                                      bool* rebuilt) {
+  *rebuilt = false;
+  const std::string boot = BootId();
+  if (boot.empty()) return absl::InternalError("cannot read this machine's boot id");
+  const std::string path = MarkerPath(dir);
+  const bool existed = fs::exists(path);
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return Errno(errno, absl::StrCat("cannot open ", path));
+  std::unique_ptr<ReplicaMarker> marker(new ReplicaMarker(path, fd));
+  if (!existed) {
+    if (absl::Status s = SyncPath(dir, O_RDONLY | O_DIRECTORY); !s.ok()) return s;
+  }
+  if (flock(fd, LOCK_SH) != 0) return Errno(errno, absl::StrCat("cannot lock ", path));
+  absl::StatusOr<std::string> text = ReadMarker(fd, path);
+  if (!text.ok()) return text.status();
+  if (LeftInUseByAnotherBoot(*text, boot)) {
+    // No process of that boot is alive; openers of this one wait here for
+    // each other, and the first deletes the replica. (Converting the lock
+    // lets go of the shared one first, so two converting openers cannot
+    // wait for each other.)
+    if (flock(fd, LOCK_EX) != 0) return Errno(errno, absl::StrCat("cannot lock ", path));
+    text = ReadMarker(fd, path);
+    if (!text.ok()) return text.status();
+    if (LeftInUseByAnotherBoot(*text, boot)) {
+      std::error_code ec;
+      for (const char* sub : {"log", "derived"}) {
+        fs::remove_all(absl::StrCat(dir, "/", sub), ec);
+        if (ec) {
+          return absl::UnavailableError(
+              absl::StrCat("cannot delete the replica's ", dir, "/", sub, ": ", ec.message()));
+        }
+      }
+      if (absl::Status s = SyncPath(dir, O_RDONLY | O_DIRECTORY); !s.ok()) return s;
+      *rebuilt = true;
+    }
+    if (absl::Status s = WriteMarker(fd, path, absl::StrCat(kDirty, boot)); !s.ok()) return s;
+    if (flock(fd, LOCK_SH) != 0) return Errno(errno, absl::StrCat("cannot lock ", path));
+    return marker;
+  }
+  if (*text != absl::StrCat(kDirty, boot)) {
+    // Clean, or new. Openers holding the lock together all write the same.
+    if (absl::Status s = WriteMarker(fd, path, absl::StrCat(kDirty, boot)); !s.ok()) return s;
+  }
+  return marker;
+}
+
+void ReplicaMarker::Release(absl::FunctionRef<absl::Status()> sync) {
+  if (fd_ < 0) return;
+  // Only the last process of the node gets the lock to itself; the others
+  // leave the marker dirty for it.
+  if (flock(fd_, LOCK_EX | LOCK_NB) == 0 && sync().ok()) {
+    (void)WriteMarker(fd_, path_, kClean);
+  }
+  close(fd_);
+  fd_ = -1;
+}
+
+ReplicaMarker::~ReplicaMarker() {
+  if (fd_ >= 0) close(fd_);
+}
+
+absl::Status CheckReplicaReadable(const std::string& dir) {
+  const std::string path = MarkerPath(dir);
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::OkStatus();  // no marker: a replica that always synced
+  absl::StatusOr<std::string> text = ReadMarker(fd, path);
+  close(fd);
+  if (!text.ok()) return text.status();
+  if (LeftInUseByAnotherBoot(*text, BootId())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the replica of node ", dir,
+        " was open when the machine went down and may be damaged (it is not fsync'd); open the "
+        "node writable (the service, or any command that appends) to rebuild it from JetStream"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace rill::internal

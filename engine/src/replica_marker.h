@@ -1,0 +1,62 @@
+// ReplicaMarker: whether a replicated node's replica, whose commits are not
+// fsync'd, survived the last time the machine went down (docs/replication.md,
+// "A replica without fsync").
+//
+// JetStream holds the log; the replica is rebuilt from it whenever it cannot
+// be trusted. LMDB without fsync (MDB_NOSYNC) loses nothing when a process
+// dies - the page cache keeps every commit - but after an OS crash or power
+// loss its file may be corrupt, and nothing in the file says so. The node's
+// `replica.boot` file does: "dirty <boot id>" while any process has the node
+// open (written and fsync'd before the first unsynced commit), "clean" once
+// the last one closed after syncing the replica. Found "dirty" with another
+// boot's id, the machine went down with the node open, and the replica
+// (log/ and derived/) is deleted and rebuilt from JetStream.
+//
+// Several processes may open a node (the service and the admin tool): each
+// holds a shared flock on the file while open; the one that can take it
+// exclusively when it closes is the last, and marks it clean.
+#ifndef RILL_ENGINE_REPLICA_MARKER_H_
+#define RILL_ENGINE_REPLICA_MARKER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/statusor.h"
+
+namespace rill::internal {
+
+class ReplicaMarker {
+ public:
+  // Takes the node `dir`'s marker for a process that opens it writable:
+  // deletes the replica when another boot left it in use (*rebuilt), then
+  // marks it in use by this boot, durably. Call before opening the replica.
+  static absl::StatusOr<std::unique_ptr<ReplicaMarker>> Acquire(const std::string& dir,
+                                                                bool* rebuilt);
+  // Releases the marker (its lock). When no other process holds the node,
+  // runs `sync` (which must make the replica durable) and, when it succeeds,
+  // marks the replica clean.
+  void Release(absl::FunctionRef<absl::Status()> sync);
+  ~ReplicaMarker();
+
+  ReplicaMarker(const ReplicaMarker&) = delete;
+  ReplicaMarker& operator=(const ReplicaMarker&) = delete;
+
+ private:
+  ReplicaMarker(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  const std::string path_;
+  int fd_;
+};
+
+// OK unless another boot left the replica of node `dir` in use: then
+// FailedPrecondition saying how to rebuild it (a read-only open must not
+// read a replica an OS crash may have damaged).
+absl::Status CheckReplicaReadable(const std::string& dir);
+
+// This boot's id (/proc/sys/kernel/random/boot_id), or RILL_BOOT_ID when it
+// is set: tests pretend the machine rebooted with it.
+std::string BootId();
+
+}  // namespace rill::internal
+
+#endif  // RILL_ENGINE_REPLICA_MARKER_H_
