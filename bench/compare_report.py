@@ -313,7 +313,8 @@ def render(args, machine, res, snap):
     w("")
     w("## The systems")
     w("")
-    w("Every write is **durable**: acknowledged only after an fsync/fdatasync of what it wrote. "
+    w("Every write is **durable**: acknowledged only after an fsync/fdatasync of what it wrote "
+      "(rill replicated: once a JetStream quorum holds it, see its section). "
       "Each system runs in its best honest configuration:")
     w("")
     w("- **rill**: the public C++ API (`Store::Append`, `ScanAll`, `ScanStream`), "
@@ -570,15 +571,16 @@ def render_replicated(w, args, res, machine):
     w("**What an append waits for**: its node's publisher sends whatever its callers have "
       "queued as one JetStream message (a group-commit batch); the stream leader acknowledges "
       "it once a quorum of the replicas (2 of 3 at R=3) has stored it; then the node's local "
-      "replica applies it in a durable LMDB commit (fsync'd, as embedded rill's), and the "
-      "append returns. **nats-server 2.9 does not fsync its file store per message: it syncs "
+      "replica applies it in an LMDB commit, and the append returns. The replica does not "
+      "fsync (the default, docs/replication.md: it is rebuilt from JetStream after an OS "
+      "crash), and **nats-server 2.9 does not fsync its file store per message: it syncs "
       "it every 2 minutes** (an internal interval, not a server option in 2.9), so the "
-      "JetStream acknowledgement means \"written, not synced, by a "
-      "quorum of servers\" (in their page cache), not \"on a disk\"; the one fsync an append waits for "
-      "is its node's local apply. Here the three servers share one machine and one disk, so "
-      "the quorum adds no protection against a power loss of this machine; on separate "
-      "machines it protects against losing one of them. Message DB (PostgreSQL, fsync on, "
-      "`synchronous_commit` on, same run, same disk) is the networked peer to compare with.")
+      "acknowledgement means \"written, not synced, by a quorum of servers\" (in their page "
+      "cache), not \"on a disk\": a replicated append's durability is the quorum's. Here the "
+      "three servers share one machine and one disk, so the quorum adds no protection against "
+      "a power loss of this machine; on separate machines it protects against losing any "
+      "minority of them. Message DB (PostgreSQL, fsync on, `synchronous_commit` on, same run, "
+      "same disk) is the networked peer to compare with.")
     w("")
     w("Expected versions are checked when a message is applied, in JetStream's order, the same "
       "way on every node, so there are no compare-and-set retries. In these workloads every "
@@ -586,7 +588,7 @@ def render_replicated(w, args, res, machine):
       "returned, so there are **no conflicts** with one node or two (one would stop the "
       "harness); what a second writing node costs shows in the throughput: two publishers "
       "with smaller batches each, and two replicas that each apply every message (two appliers "
-      "making fsync'd LMDB commits on the same disk and the same two CPUs). **Reads are not "
+      "committing on the same disk and the same two CPUs). **Reads are not "
       "measured**: a node reads its local replica with embedded rill's code, so rill's read "
       "figures above are a node's.")
     w("")

@@ -5,10 +5,11 @@
 //
 // An append returns once JetStream has stored its message (acknowledged by
 // the stream leader after a quorum of the stream's R replicas has it) and
-// the appending node's replica has applied it in a durable LMDB commit
-// (Durability::kDurable). nats-server 2.9 syncs its file store to disk only
-// every 2 minutes (an internal SyncInterval, not a server option in 2.9), so
-// the JetStream acknowledgement is not an fsync; the local apply is.
+// the appending node's replica has applied it (Durability::kDurable with the
+// default ReplicationOptions: the replica does not fsync and is rebuilt from
+// JetStream after an OS crash). nats-server 2.9 syncs its file store to disk
+// only every 2 minutes (an internal SyncInterval, not a server option in
+// 2.9), so a replicated append's durability is the quorum's.
 //
 // Every OpenFresh makes a new stream (and new node directories), waits until
 // JetStream can place it (the cluster may still be forming on the first
