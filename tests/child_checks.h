@@ -7,6 +7,8 @@
 #ifndef RILL_TESTS_CHILD_CHECKS_H_
 #define RILL_TESTS_CHILD_CHECKS_H_
 
+#include <stdlib.h>
+
 #include <algorithm>
 #include <map>
 #include <memory>
@@ -82,6 +84,19 @@ inline void VerifyLog(Store* store, const std::vector<AckRecord>& acks, size_t m
   }
   EXPECT_EQ(claimed.size(), events.size()) << "events nobody acknowledged";
 }
+
+// Pretends the machine rebooted (RILL_TEST_FAKE_BOOT_ID, read by a
+// replicated node's replica marker) for this process and the children it
+// starts, until destroyed, also when an assertion returns early.
+class ScopedFakeBoot {
+ public:
+  explicit ScopedFakeBoot(const std::string& id) {
+    EXPECT_EQ(setenv("RILL_TEST_FAKE_BOOT_ID", id.c_str(), 1), 0);
+  }
+  ~ScopedFakeBoot() { unsetenv("RILL_TEST_FAKE_BOOT_ID"); }
+  ScopedFakeBoot(const ScopedFakeBoot&) = delete;
+  ScopedFakeBoot& operator=(const ScopedFakeBoot&) = delete;
+};
 
 // After an append_child (mode=own) on a replicated node was SIGKILLed, the
 // request each of its threads had in flight may be stored in JetStream

@@ -230,7 +230,8 @@ TEST_F(ReplicationTest, AdminToolCreatesNodesAppendsThroughJetStreamAndShowsLag)
 
 // `--sync-replica` (ReplicationOptions::sync_replica): recorded in the node's
 // settings, and its replica fsyncs, so it keeps no boot marker; the default
-// node keeps one, clean once closed.
+// node keeps one, clean once closed, and honours it even after being
+// switched to sync_replica.
 TEST_F(ReplicationTest, ASyncedReplicaIsChosenAtInitAndKeepsNoBootMarker) {
   const std::string synced = tmp_.Sub("synced"), plain = tmp_.Sub("plain");
   ASSERT_EQ(RunTool({"replicate", "init", synced, cluster_->url_list(), "--stream", kStream,
@@ -251,6 +252,28 @@ TEST_F(ReplicationTest, ASyncedReplicaIsChosenAtInitAndKeepsNoBootMarker) {
   }
   EXPECT_FALSE(std::filesystem::exists(synced + "/replica.boot"));
   EXPECT_EQ(ReadFileOrEmpty(plain + "/replica.boot"), "clean\n");
+
+  // A node switched to sync_replica while its marker says another boot left
+  // it in use (the machine went down, then the setting was changed) is
+  // still rebuilt: the damage was done without fsync.
+  std::string old_id;
+  {
+    std::unique_ptr<Store> node = OpenNode(plain);
+    ASSERT_NE(node, nullptr);
+    old_id = node->store_id();
+  }
+  ::rill::testing::WriteFile(plain + "/replica.boot", "dirty a-boot-long-gone\n");
+  std::string conf = ReadFileOrEmpty(plain + "/replication.conf");
+  const size_t at = conf.find("sync_replica = false");
+  ASSERT_NE(at, std::string::npos) << conf;
+  conf.replace(at, std::string("sync_replica = false").size(), "sync_replica = true");
+  ::rill::testing::WriteFile(plain + "/replication.conf", conf);
+  std::unique_ptr<Store> node = OpenNode(plain);
+  ASSERT_NE(node, nullptr);
+  EXPECT_NE(node->store_id(), old_id) << "the replica was not rebuilt";
+  RILL_ASSERT_OK(WaitForReplica(node.get(), kLong));
+  RILL_ASSERT_OK_AND_ASSIGN(StoreStats stats, node->Stats());
+  EXPECT_EQ(stats.event_count, 2u);
 }
 
 TEST_F(ReplicationTest, AStaleNodesExpectedVersionIsAConflict) {
@@ -493,14 +516,20 @@ TEST_F(ReplicationTest, AnUnsyncedReplicaIsKeptAfterAProcessCrashAndRebuiltAfter
 
   kill_appender("b");
   ASSERT_EQ(marker(), "dirty " + boot + "\n");
-  ASSERT_EQ(setenv("RILL_BOOT_ID", "a-later-boot", 1), 0);
-  StoreOptions read_only;
-  read_only.read_only = true;
-  const absl::Status refused = Store::Open(dir, read_only).status();
-  EXPECT_TRUE(absl::IsFailedPrecondition(refused)) << refused;
-  EXPECT_NE(refused.message().find("rebuild it from JetStream"), absl::string_view::npos)
-      << refused;
   {
+    ::rill::testing::ScopedFakeBoot later("a-later-boot");
+    StoreOptions read_only;
+    read_only.read_only = true;
+    const absl::Status refused = Store::Open(dir, read_only).status();
+    EXPECT_TRUE(absl::IsFailedPrecondition(refused)) << refused;
+    EXPECT_NE(refused.message().find("rebuild it from JetStream"), absl::string_view::npos)
+        << refused;
+    const ToolRun read = RunTool({"read", dir, "a-t0-s0"});
+    EXPECT_EQ(read.exit_code, 1) << read.Describe();
+    // The documented way back: a writable open, here the admin tool's.
+    const ToolRun sync = RunTool({"replicate", "sync", dir});
+    ASSERT_EQ(sync.exit_code, 0) << sync.Describe();
+    EXPECT_EQ(marker(), "clean\n");
     std::unique_ptr<Store> node = OpenNode(dir);
     ASSERT_NE(node, nullptr);
     EXPECT_NE(node->store_id(), replica_id) << "the replica was not rebuilt";
@@ -508,7 +537,6 @@ TEST_F(ReplicationTest, AnUnsyncedReplicaIsKeptAfterAProcessCrashAndRebuiltAfter
     RILL_ASSERT_OK(WaitForReplica(node.get(), kLong));
   }
   EXPECT_EQ(marker(), "clean\n");
-  ASSERT_EQ(unsetenv("RILL_BOOT_ID"), 0);
 
   std::vector<AckRecord> acks = Acks("a");
   for (const char* tag : {"b", "c"}) {

@@ -71,7 +71,11 @@ int Fail(const absl::Status& status, absl::string_view hint) {
 absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& dir, OpenMode mode,
                                                  StoreOptions options) {
   std::error_code ec;
-  if (mode != OpenMode::kCreate && !fs::exists(fs::path(dir) / "log" / "data.mdb", ec)) {
+  // A replicated node (replication.conf) may have no replica at the moment:
+  // deleted, or to be rebuilt after an OS crash; a writable open rebuilds it.
+  const bool node = fs::exists(fs::path(dir) / "replication.conf", ec);
+  if (mode != OpenMode::kCreate && !(node && mode == OpenMode::kWrite) &&
+      !fs::exists(fs::path(dir) / "log" / "data.mdb", ec)) {
     return absl::NotFoundError(absl::StrCat(
         "no rill store at ", dir,
         fs::exists(dir, ec) ? " (the directory holds no log/data.mdb)" : " (no such directory)"));

@@ -58,7 +58,7 @@ bool LeftInUseByAnotherBoot(absl::string_view text, absl::string_view boot) {
 }  // namespace
 
 std::string BootId() {
-  if (const char* fake = std::getenv("RILL_BOOT_ID"); fake != nullptr && *fake != '\0') {
+  if (const char* fake = std::getenv("RILL_TEST_FAKE_BOOT_ID"); fake != nullptr && *fake != '\0') {
     return fake;
   }
   std::ifstream in("/proc/sys/kernel/random/boot_id");
@@ -67,57 +67,72 @@ std::string BootId() {
   return std::string(absl::StripAsciiWhitespace(id));
 }
 
+bool HasReplicaMarker(const std::string& dir) {
+  std::error_code ec;
+  return fs::exists(MarkerPath(dir), ec);
+}
+
 absl::StatusOr<std::unique_ptr<ReplicaMarker>> ReplicaMarker::Acquire(const std::string& dir,
                                                                       bool* rebuilt) {
   *rebuilt = false;
   const std::string boot = BootId();
-  if (boot.empty()) return absl::InternalError("cannot read this machine's boot id");
+  if (boot.empty()) {
+    return absl::FailedPreconditionError(
+        "cannot read this machine's boot id (/proc/sys/kernel/random/boot_id), which tells a "
+        "replicated node whether its unsynced replica survived; make the node with "
+        "--sync-replica (sync_replica = true) where /proc/sys is hidden");
+  }
+  const std::string dirty = absl::StrCat(kDirty, boot);
   const std::string path = MarkerPath(dir);
-  const bool existed = fs::exists(path);
   const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return Errno(errno, absl::StrCat("cannot open ", path));
   std::unique_ptr<ReplicaMarker> marker(new ReplicaMarker(path, fd));
-  if (!existed) {
-    if (absl::Status s = SyncPath(dir, O_RDONLY | O_DIRECTORY); !s.ok()) return s;
-  }
   if (flock(fd, LOCK_SH) != 0) return Errno(errno, absl::StrCat("cannot lock ", path));
-  absl::StatusOr<std::string> text = ReadMarker(fd, path);
-  if (!text.ok()) return text.status();
-  if (LeftInUseByAnotherBoot(*text, boot)) {
-    // No process of that boot is alive; openers of this one wait here for
-    // each other, and the first deletes the replica. (Converting the lock
-    // lets go of the shared one first, so two converting openers cannot
-    // wait for each other.)
-    if (flock(fd, LOCK_EX) != 0) return Errno(errno, absl::StrCat("cannot lock ", path));
-    text = ReadMarker(fd, path);
+  for (;;) {
+    absl::StatusOr<std::string> text = ReadMarker(fd, path);
     if (!text.ok()) return text.status();
     if (LeftInUseByAnotherBoot(*text, boot)) {
-      std::error_code ec;
-      for (const char* sub : {"log", "derived"}) {
-        fs::remove_all(absl::StrCat(dir, "/", sub), ec);
-        if (ec) {
-          return absl::UnavailableError(
-              absl::StrCat("cannot delete the replica's ", dir, "/", sub, ": ", ec.message()));
+      // No process of that boot is alive; openers of this one wait here for
+      // each other, and the first deletes the replica. Converting a lock
+      // lets go of the old one first, so two converting openers cannot wait
+      // for each other, and a closer may slip in between: hence the loop,
+      // which reads the marker again under each lock it holds.
+      if (flock(fd, LOCK_EX) != 0) return Errno(errno, absl::StrCat("cannot lock ", path));
+      text = ReadMarker(fd, path);
+      if (!text.ok()) return text.status();
+      if (LeftInUseByAnotherBoot(*text, boot)) {
+        std::error_code ec;
+        for (const char* sub : {"log", "derived"}) {
+          fs::remove_all(absl::StrCat(dir, "/", sub), ec);
+          if (ec) {
+            return absl::UnavailableError(
+                absl::StrCat("cannot delete the replica's ", dir, "/", sub, ": ", ec.message()));
+          }
         }
+        if (absl::Status s = SyncPath(dir, O_RDONLY | O_DIRECTORY); !s.ok()) return s;
+        *rebuilt = true;
+        if (absl::Status s = WriteMarker(fd, path, dirty); !s.ok()) return s;
       }
-      if (absl::Status s = SyncPath(dir, O_RDONLY | O_DIRECTORY); !s.ok()) return s;
-      *rebuilt = true;
+      if (flock(fd, LOCK_SH) != 0) return Errno(errno, absl::StrCat("cannot lock ", path));
+      continue;
     }
-    if (absl::Status s = WriteMarker(fd, path, absl::StrCat(kDirty, boot)); !s.ok()) return s;
-    if (flock(fd, LOCK_SH) != 0) return Errno(errno, absl::StrCat("cannot lock ", path));
-    return marker;
-  }
-  if (*text != absl::StrCat(kDirty, boot)) {
+    if (*text == dirty) return marker;
     // Clean, or new. Openers holding the lock together all write the same.
-    if (absl::Status s = WriteMarker(fd, path, absl::StrCat(kDirty, boot)); !s.ok()) return s;
+    if (absl::Status s = WriteMarker(fd, path, dirty); !s.ok()) return s;
+    if (text->empty()) {
+      // A new marker's directory entry must be as durable as its text
+      // before anything unsynced follows: missing, a marker reads "clean".
+      if (absl::Status s = SyncPath(dir, O_RDONLY | O_DIRECTORY); !s.ok()) return s;
+    }
   }
-  return marker;
 }
 
 void ReplicaMarker::Release(absl::FunctionRef<absl::Status()> sync) {
   if (fd_ < 0) return;
   // Only the last process of the node gets the lock to itself; the others
-  // leave the marker dirty for it.
+  // leave the marker dirty for it. A failed conversion may have let go of
+  // the shared lock too: harmless, as this process commits nothing more
+  // (the store's threads have stopped).
   if (flock(fd_, LOCK_EX | LOCK_NB) == 0 && sync().ok()) {
     (void)WriteMarker(fd_, path_, kClean);
   }
@@ -136,7 +151,8 @@ absl::Status CheckReplicaReadable(const std::string& dir) {
   absl::StatusOr<std::string> text = ReadMarker(fd, path);
   close(fd);
   if (!text.ok()) return text.status();
-  if (LeftInUseByAnotherBoot(*text, BootId())) {
+  const std::string boot = BootId();
+  if (boot.empty() || LeftInUseByAnotherBoot(*text, boot)) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the replica of node ", dir,
         " was open when the machine went down and may be damaged (it is not fsync'd); open the "

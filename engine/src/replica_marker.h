@@ -48,13 +48,17 @@ class ReplicaMarker {
   int fd_;
 };
 
+// Whether node `dir` has a marker (its replica has been without fsync).
+bool HasReplicaMarker(const std::string& dir);
+
 // OK unless another boot left the replica of node `dir` in use: then
 // FailedPrecondition saying how to rebuild it (a read-only open must not
 // read a replica an OS crash may have damaged).
 absl::Status CheckReplicaReadable(const std::string& dir);
 
-// This boot's id (/proc/sys/kernel/random/boot_id), or RILL_BOOT_ID when it
-// is set: tests pretend the machine rebooted with it.
+// This boot's id (/proc/sys/kernel/random/boot_id; empty when unreadable),
+// or RILL_TEST_FAKE_BOOT_ID when set: tests pretend the machine rebooted.
+// (For tests only: a constant id would hide every real reboot.)
 std::string BootId();
 
 }  // namespace rill::internal

@@ -444,17 +444,24 @@ void ReplicatedStore::ApplyLoop() {
 absl::StatusOr<std::unique_ptr<Store>> OpenReplicatedStore(const std::string& dir,
                                                            const ReplicationOptions& replication,
                                                            const StoreOptions& options) {
-  // A replica without fsync (ReplicationOptions::sync_replica): checked,
-  // and deleted when an OS crash may have damaged it, before it is opened.
+  // A replica without fsync (ReplicationOptions::sync_replica off, or
+  // kNoSyncUnsafe) is checked, and deleted when an OS crash may have damaged
+  // it, before it is opened; so is one that has a marker from such a time
+  // (sync_replica set on a node that had been without), whatever this
+  // process does: one unsynced writer is enough to damage it.
   std::unique_ptr<ReplicaMarker> marker;
   const bool unsynced = !replication.sync_replica && options.durability == Durability::kDurable;
-  if (unsynced) {
+  if (unsynced || options.durability == Durability::kNoSyncUnsafe || HasReplicaMarker(dir)) {
     bool rebuilt = false;
     absl::StatusOr<std::unique_ptr<ReplicaMarker>> m = ReplicaMarker::Acquire(dir, &rebuilt);
     if (!m.ok()) return m.status();
     marker = *std::move(m);
   }
-  absl::StatusOr<std::unique_ptr<StoreImpl>> local = StoreImpl::OpenLocal(dir, options);
+  // The replica is the node's to create: deleted (by hand, or above), it is
+  // rebuilt from JetStream whatever the caller's create_if_missing says.
+  StoreOptions local_options = options;
+  local_options.create_if_missing = true;
+  absl::StatusOr<std::unique_ptr<StoreImpl>> local = StoreImpl::OpenLocal(dir, local_options);
   if (!local.ok()) return local.status();
   if (unsynced) {
     const int rc = mdb_env_set_flags((*local)->core()->log_env()->env(), MDB_NOSYNC, 1);

@@ -19,6 +19,9 @@ class EventView;
 enum class Durability : uint8_t {
   // An append returns only after its commit has been fsync'd (data pages,
   // then the meta page). Survives a process crash, an OS crash and power loss.
+  // (A replicated node's appends are as durable as the JetStream quorum that
+  // stored them; its local replica's commits follow
+  // ReplicationOptions::sync_replica.)
   kDurable = 0,
   // UNSAFE FOR POWER LOSS. Commits are not fsync'd (LMDB MDB_NOSYNC): an
   // append survives the process being killed, but an OS crash or power loss
