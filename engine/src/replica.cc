@@ -128,9 +128,7 @@ absl::Status Replica::ApplyIn(MDB_txn* txn, absl::Span<const Message> messages,
                         store_->core()->log_env()->path());
     a.outcome.sequence = m.sequence;
     for (AppendRequest& r : (*tx)->requests) {
-      if (r.result.ok() && !(!r.result->empty() && r.result->front().deduplicated)) {
-        for (const RequestPart& part : r.parts) *events += part.events.size();
-      }
+      *events += EventsWritten(r);
       a.outcome.results.push_back(std::move(r.result));
     }
   }

@@ -163,6 +163,14 @@ void Writer::ProcessBatch(std::vector<AppendRequest*>& batch) {
   if (metrics_ != nullptr) Count(batch, absl::Now() - start);
 }
 
+uint64_t EventsWritten(const AppendRequest& request) {
+  const absl::StatusOr<std::vector<AppendResult>>& result = request.result;
+  if (!result.ok() || (!result->empty() && result->front().deduplicated)) return 0;
+  uint64_t events = 0;
+  for (const RequestPart& part : request.parts) events += part.events.size();
+  return events;
+}
+
 uint64_t CountRequestOutcome(EngineMetrics* metrics, const AppendRequest& request) {
   const absl::StatusOr<std::vector<AppendResult>>& result = request.result;
   if (!result.ok()) {
@@ -177,8 +185,7 @@ uint64_t CountRequestOutcome(EngineMetrics* metrics, const AppendRequest& reques
   }
   metrics->requests_written.fetch_add(1, std::memory_order_relaxed);
   metrics->bytes_appended.fetch_add(request.bytes, std::memory_order_relaxed);
-  uint64_t events = 0;
-  for (const RequestPart& part : request.parts) events += part.events.size();
+  const uint64_t events = EventsWritten(request);
   metrics->events_appended.fetch_add(events, std::memory_order_relaxed);
   return events;
 }

@@ -78,6 +78,9 @@ absl::Status VersionMismatch(absl::string_view stream, ExpectedVersion expected,
 absl::Status LookUpIdempotencyKey(MDB_txn* txn, MDB_dbi idempotency, AppendRequest* request,
                                   bool* found);
 
+// The events `request` wrote: all of its events when its result is a write,
+// none when it failed or was deduplicated.
+uint64_t EventsWritten(const AppendRequest& request);
 // Counts `request`'s outcome (its result) in `metrics`: written (with its
 // events and bytes), deduplicated, conflicted (Aborted) or failed. Returns
 // the events it wrote (0 unless written).

@@ -508,6 +508,48 @@ TEST(PowerCutTest, NoSyncStoreLosesAcknowledgedAppendsAndTheHarnessSeesIt) {
   EXPECT_GT(cuts_with_loss, 0);
 }
 
+// A fresh root for `cut` holding a new node of `stream` (one replica on
+// `cluster`), opened and closed once by this process (its replica.boot says
+// "clean") and synced: sets *node and *replica_id (its replica's store id).
+void NewCutNode(const Cut& cut, NatsCluster* cluster, const std::string& stream, std::string* node,
+                std::string* replica_id) {
+  fs::remove_all(cut.root);
+  fs::create_directories(cut.root);
+  SyncDir(cut.root);
+  *node = cut.root + "/node";
+  ReplicationOptions repl;
+  repl.servers = cluster->urls();
+  repl.stream = stream;
+  repl.replicas = 1;
+  RILL_ASSERT_OK(InitReplicatedNode(*node, repl));
+  {
+    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(*node));
+    *replica_id = store->store_id();
+  }
+  ASSERT_EQ(ReadFileOrEmpty(*node + "/replica.boot"), "clean\n");
+  SyncDir(cut.root);
+}
+
+// An append_child (mode=own, 2 threads of 2 streams "r-t<t>-s<k>", up to 2
+// events per append, `more` arguments) on `node` under `cut`'s journal,
+// started and ready; null after a failed assertion.
+std::unique_ptr<ChildProcess> StartCutAppender(const TempDir& dir, const Cut& cut,
+                                               const std::string& node, const std::string& ack_path,
+                                               const std::string& tag,
+                                               std::vector<std::string> more) {
+  std::vector<std::string> args = {"dir=" + node, "ack=" + ack_path, "mode=own", "threads=2",
+                                   "streams=2",   "max_events=2",    "prefix=r", "writer=r"};
+  args.insert(args.end(), more.begin(), more.end());
+  absl::StatusOr<std::unique_ptr<ChildProcess>> child =
+      ChildProcess::Start("append_child", args, dir.Sub(tag + ".err"), cut.Env());
+  EXPECT_TRUE(child.ok()) << child.status();
+  if (!child.ok()) return nullptr;
+  absl::StatusOr<std::string> ready = (*child)->ReadLine(absl::Seconds(60));
+  EXPECT_TRUE(ready.ok() && *ready == "ready") << (*child)->Stderr();
+  if (!ready.ok() || *ready != "ready") return nullptr;
+  return *std::move(child);
+}
+
 // A replicated node's replica commits without fsync (the default,
 // docs/replication.md), so a power cut may leave it damaged; the node's
 // replica.boot marker, fsync'd before the first unsynced commit, must make
@@ -530,33 +572,14 @@ TEST(PowerCutTest, AnUnsyncedReplicaIsRebuiltFromJetStreamAfterACut) {
     const CutMode mode = static_cast<CutMode>(i % 3);
     SCOPED_TRACE(absl::StrCat("cut ", i, " (", CutModeName(mode), "), RILL_TEST_SEED=", seed));
     Cut cut(dir, "replica");
-    fs::remove_all(cut.root);
-    fs::create_directories(cut.root);
-    SyncDir(cut.root);
-    const std::string node = cut.root + "/node";
-    ReplicationOptions repl;
-    repl.servers = cluster->urls();
-    repl.stream = absl::StrCat("pc", i);
-    repl.replicas = 1;
-    RILL_ASSERT_OK(InitReplicatedNode(node, repl));
-    std::string replica_id;
-    {
-      // Opened and closed once before the cut: the marker says "clean".
-      RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(node));
-      replica_id = store->store_id();
-    }
-    ASSERT_EQ(ReadFileOrEmpty(node + "/replica.boot"), "clean\n");
-    SyncDir(cut.root);
+    std::string node, replica_id;
+    NewCutNode(cut, cluster.get(), absl::StrCat("pc", i), &node, &replica_id);
+    if (HasFatalFailure()) return;
     const std::string ack_path = dir.Sub(absl::StrCat("replica-acks-", i));
-    RILL_ASSERT_OK_AND_ASSIGN(
-        std::unique_ptr<ChildProcess> child,
-        ChildProcess::Start(
-            "append_child",
-            {"dir=" + node, "ack=" + ack_path, "mode=own", "threads=2", "streams=2", "appends=0",
-             "max_events=2", "prefix=r", "writer=r", "keys=1", absl::StrCat("seed=", seed + i)},
-            dir.Sub("replica-child.err"), cut.Env()));
-    absl::StatusOr<std::string> ready = child->ReadLine(absl::Seconds(60));
-    ASSERT_TRUE(ready.ok() && *ready == "ready") << child->Stderr();
+    std::unique_ptr<ChildProcess> child =
+        StartCutAppender(dir, cut, node, ack_path, "replica-child",
+                         {"appends=0", "keys=1", absl::StrCat("seed=", seed + i)});
+    ASSERT_NE(child, nullptr);
     ASSERT_TRUE(::rill::testing::WaitUntil(
         [&] {
           std::vector<AckRecord> so_far;
@@ -594,30 +617,13 @@ TEST(PowerCutTest, AnUnsyncedReplicaIsRebuiltFromJetStreamAfterACut) {
   // a read-only open applies nothing). Without the sync at close the
   // dropped writes would leave an older replica behind the "clean" marker.
   Cut cut(dir, "replica-closed");
-  fs::remove_all(cut.root);
-  fs::create_directories(cut.root);
-  SyncDir(cut.root);
-  const std::string node = cut.root + "/node";
-  ReplicationOptions repl;
-  repl.servers = cluster->urls();
-  repl.stream = "pc-closed";
-  repl.replicas = 1;
-  RILL_ASSERT_OK(InitReplicatedNode(node, repl));
-  std::string replica_id;
-  {
-    RILL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(node));
-    replica_id = store->store_id();
-  }
-  SyncDir(cut.root);
+  std::string node, replica_id;
+  NewCutNode(cut, cluster.get(), "pc-closed", &node, &replica_id);
+  if (HasFatalFailure()) return;
   const std::string ack_path = dir.Sub("replica-closed-acks");
-  RILL_ASSERT_OK_AND_ASSIGN(
-      std::unique_ptr<ChildProcess> child,
-      ChildProcess::Start("append_child",
-                          {"dir=" + node, "ack=" + ack_path, "mode=own", "threads=2", "streams=2",
-                           "appends=20", "max_events=2", "prefix=r", "writer=r"},
-                          dir.Sub("replica-closed-child.err"), cut.Env()));
-  absl::StatusOr<std::string> ready = child->ReadLine(absl::Seconds(60));
-  ASSERT_TRUE(ready.ok() && *ready == "ready") << child->Stderr();
+  std::unique_ptr<ChildProcess> child =
+      StartCutAppender(dir, cut, node, ack_path, "replica-closed-child", {"appends=20"});
+  ASSERT_NE(child, nullptr);
   absl::StatusOr<std::string> done = child->ReadLine(absl::Seconds(120));
   ASSERT_TRUE(done.ok() && absl::StartsWith(*done, "done")) << child->Stderr();
   ASSERT_EQ(child->Wait(), 0) << child->Stderr();
