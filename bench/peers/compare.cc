@@ -459,29 +459,37 @@ void ReadWorkloads(std::vector<Peer*>& peers, const Args& args,
 
 std::vector<std::string> List(const char* s) { return absl::StrSplit(s, ',', absl::SkipEmpty()); }
 
-// rill_repl_r<R>[_2n]: a stream of R replicas, one node or two.
-std::unique_ptr<Peer> NewReplicated(const std::string& system, const Args& args) {
+// The replicas R of a replicated system named `prefix` R [suffix] (R in
+// 1..5; the suffix empty or `suffix`), and whether it has the suffix. Dies on
+// another name, or without --nats.
+int ParseReplicated(const std::string& system, const Args& args, const std::string& prefix,
+                    const char* suffix, bool* has_suffix) {
   int replicas = 0;
   char rest[8] = {};
-  if (std::sscanf(system.c_str(), "rill_repl_r%d%7s", &replicas, rest) < 1 || replicas < 1 ||
-      replicas > 5 || (rest[0] != '\0' && std::strcmp(rest, "_2n") != 0)) {
+  const std::string format = prefix + "%d%7s";
+  if (system.rfind(prefix, 0) != 0 ||
+      std::sscanf(system.c_str(), format.c_str(), &replicas, rest) < 1 || replicas < 1 ||
+      replicas > 5 || (rest[0] != '\0' && std::strcmp(rest, suffix) != 0)) {
     Die("unknown system " + system);
   }
   if (args.nats.empty()) Die(system + " needs --nats URL,URL,...");
+  *has_suffix = rest[0] != '\0';
+  return replicas;
+}
+
+// rill_repl_r<R>[_2n]: a stream of R replicas, one node or two.
+std::unique_ptr<Peer> NewReplicated(const std::string& system, const Args& args) {
+  bool two_nodes = false;
+  const int replicas = ParseReplicated(system, args, "rill_repl_r", "_2n", &two_nodes);
   return NewReplicatedRillPeer(system, args.dir + "/" + system, args.nats, replicas,
-                               rest[0] == '\0' ? 1 : 2);
+                               two_nodes ? 2 : 1);
 }
 
 // jetstream_r<R>[_rx]: JetStream alone, R replicas; _rx waits for delivery.
 std::unique_ptr<Peer> NewJetStream(const std::string& system, const Args& args) {
-  int replicas = 0;
-  char rest[8] = {};
-  if (std::sscanf(system.c_str(), "jetstream_r%d%7s", &replicas, rest) < 1 || replicas < 1 ||
-      replicas > 5 || (rest[0] != '\0' && std::strcmp(rest, "_rx") != 0)) {
-    Die("unknown system " + system);
-  }
-  if (args.nats.empty()) Die(system + " needs --nats URL,URL,...");
-  return NewJetStreamPeer(system, args.nats, replicas, rest[0] != '\0');
+  bool receive = false;
+  const int replicas = ParseReplicated(system, args, "jetstream_r", "_rx", &receive);
+  return NewJetStreamPeer(system, args.nats, replicas, receive);
 }
 
 }  // namespace
