@@ -70,6 +70,24 @@ class Delivered {
   uint64_t last_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
+void ConnectTo(const std::vector<std::string>& servers, natsConnection** nc, jsCtx** js) {
+  natsOptions* opts = nullptr;
+  natsStatus s = natsOptions_Create(&opts);
+  std::vector<const char*> urls;
+  for (const std::string& u : servers) urls.push_back(u.c_str());
+  if (s == NATS_OK) s = natsOptions_SetServers(opts, urls.data(), static_cast<int>(urls.size()));
+  if (s == NATS_OK) s = natsConnection_Connect(nc, opts);
+  natsOptions_Destroy(opts);
+  if (s == NATS_OK) s = natsConnection_JetStream(js, *nc, nullptr);
+  if (s != NATS_OK) Die("jetstream connect: " + NatsText(s, static_cast<jsErrCode>(0)));
+}
+
+void DeleteStream(jsCtx* js, const std::string& stream) {
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_DeleteStream(js, stream.c_str(), nullptr, &jerr);
+  if (s != NATS_OK) Die("jetstream js_DeleteStream " + stream + ": " + NatsText(s, jerr));
+}
+
 class JsWriter : public PeerWriter {
  public:
   // `delivered`: null, or the consumer whose delivery of each message a
@@ -128,13 +146,14 @@ class JetStreamPeer : public Peer {
         servers_(std::move(servers)),
         replicas_(replicas),
         receive_(receive) {}
-  ~JetStreamPeer() override { Disconnect(); }
+  ~JetStreamPeer() override { Close(); }
 
   std::string name() const override { return name_; }
   bool replicated() const override { return true; }
 
   void OpenFresh(const std::string& tag) override {
-    if (nc_ == nullptr) Connect();
+    Close();
+    Connect();
     ++count_;
     stream_ = absl::StrFormat("%s_%s_%d", name_, tag, count_);
     subject_ = "bench." + stream_;
@@ -157,22 +176,17 @@ class JetStreamPeer : public Peer {
     NoReads();
   }
   double BytesPerEvent() override { return -1; }
-  void Close() override { Disconnect(); }
+  void Close() override {
+    Unfollow();
+    if (!stream_.empty() && js_ != nullptr) DeleteStream(js_, stream_);
+    stream_.clear();
+    Disconnect();
+  }
 
  private:
   [[noreturn]] void NoReads() const { Die(name_ + ": append workloads only"); }
 
-  void Connect() {
-    natsOptions* opts = nullptr;
-    natsStatus s = natsOptions_Create(&opts);
-    std::vector<const char*> urls;
-    for (const std::string& u : servers_) urls.push_back(u.c_str());
-    if (s == NATS_OK) s = natsOptions_SetServers(opts, urls.data(), static_cast<int>(urls.size()));
-    if (s == NATS_OK) s = natsConnection_Connect(&nc_, opts);
-    natsOptions_Destroy(opts);
-    if (s == NATS_OK) s = natsConnection_JetStream(&js_, nc_, nullptr);
-    if (s != NATS_OK) Die("jetstream connect: " + NatsText(s, static_cast<jsErrCode>(0)));
-  }
+  void Connect() { ConnectTo(servers_, &nc_, &js_); }
 
   // A new ordered push consumer of the stream from its start, as the
   // node's applier follows it (replica's heartbeat included); each message
@@ -257,6 +271,15 @@ class JetStreamPeer : public Peer {
 };
 
 }  // namespace
+
+void DeleteJetStream(const std::vector<std::string>& servers, const std::string& stream) {
+  natsConnection* nc = nullptr;
+  jsCtx* js = nullptr;
+  ConnectTo(servers, &nc, &js);
+  DeleteStream(js, stream);
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+}
 
 std::unique_ptr<Peer> NewJetStreamPeer(const std::string& name,
                                        const std::vector<std::string>& servers, int replicas,

@@ -95,6 +95,7 @@ class ReplicatedRillPeer : public Peer {
     repl.servers = servers_;
     repl.replicas = replicas_;
     repl.stream = absl::StrFormat("%s_%s_%d", name_, tag, count_);  // [A-Za-z0-9_-]
+    stream_ = repl.stream;
     StoreOptions options;
     options.durability = Durability::kDurable;
     for (int n = 0; n < nodes_; ++n) {
@@ -149,7 +150,11 @@ class ReplicatedRillPeer : public Peer {
   }
   double BytesPerEvent() override { return -1; }
 
-  void Close() override { stores_.clear(); }
+  void Close() override {
+    stores_.clear();
+    if (!stream_.empty()) DeleteJetStream(servers_, stream_);
+    stream_.clear();
+  }
 
  private:
   [[noreturn]] void NoReads() const {
@@ -183,6 +188,7 @@ class ReplicatedRillPeer : public Peer {
   const int replicas_, nodes_;
   int count_ = 0;
   uint64_t base_sequence_ = 0;
+  std::string stream_;  // the open one's, deleted at Close
   std::vector<std::unique_ptr<Store>> stores_;
 };
 
