@@ -8,9 +8,7 @@
 // the same recorded time, and two durable commits are never within the same
 // microsecond. The writer's wait counters (Writer::wait_stats) say whether a
 // leader waited and who came back.
-#include <algorithm>
 #include <cstdint>
-#include <map>
 #include <set>
 #include <string>
 #include <thread>
@@ -82,35 +80,11 @@ TEST(GroupCommitTest, CallersAppendingInALoopShareOneCommitPerRound) {
   }
   for (std::thread& th : threads) th.join();
 
-  // Commit time -> the streams (one per thread) of its events.
   RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> all, store->ReadAll(1));
   ASSERT_EQ(all.size(), size_t{kThreads * kRounds});
-  std::map<int64_t, std::multiset<std::string>> commits;
-  std::map<std::string, std::pair<int64_t, int64_t>> span;  // stream -> first, last commit
-  for (const RecordedEvent& e : all) {
-    const int64_t at = absl::ToUnixMicros(e.recorded_at);
-    commits[at].insert(e.stream);
-    auto [it, fresh] = span.try_emplace(e.stream, at, at);
-    it->second.second = at;
-  }
-  // While every thread is appending (from the last thread's first commit to
-  // the first thread's last one), each commit holds one append of every
-  // thread. Threads may start or finish a few commits apart, so the edges
-  // are not counted. Without the wait the threads split into groups that
-  // take turns, each commit holding about half of them.
-  int64_t from = 0, to = INT64_MAX;
-  for (const auto& [stream, first_last] : span) {
-    from = std::max(from, first_last.first);
-    to = std::min(to, first_last.second);
-  }
-  int full = 0;
-  for (auto it = commits.lower_bound(from); it != commits.end() && it->first <= to; ++it) {
-    std::multiset<std::string> expected;
-    for (int t = 0; t < kThreads; ++t) expected.insert(absl::StrCat("loop-", t));
-    EXPECT_EQ(it->second, expected) << "commit at " << it->first << " us";
-    ++full;
-  }
-  EXPECT_GT(full, 0) << "the threads never appended at the same time";
+  // Without the wait the threads split into groups that take turns, each
+  // commit holding about half of them.
+  ::rill::testing::ExpectEveryCommitHoldsEveryLooper(all, kThreads, "loop-");
   const internal::Writer::WaitStats stats = WaitStats(*store);
   EXPECT_GT(stats.all_back, 0u);
   // A leader sees none of the last batch's callers come back only when all

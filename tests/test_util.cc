@@ -2,9 +2,12 @@
 
 #include <stdlib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <ostream>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 
@@ -110,6 +113,32 @@ std::vector<int64_t> Versions(const std::vector<RecordedEvent>& events) {
   std::vector<int64_t> out;
   for (const RecordedEvent& e : events) out.push_back(e.version);
   return out;
+}
+
+void ExpectEveryCommitHoldsEveryLooper(const std::vector<RecordedEvent>& all, int threads,
+                                       const std::string& prefix) {
+  // Commit time -> the streams (one per thread) of its events.
+  std::map<int64_t, std::multiset<std::string>> commits;
+  std::map<std::string, std::pair<int64_t, int64_t>> span;  // stream -> first, last commit
+  for (const RecordedEvent& e : all) {
+    const int64_t at = absl::ToUnixMicros(e.recorded_at);
+    commits[at].insert(e.stream);
+    auto [it, fresh] = span.try_emplace(e.stream, at, at);
+    it->second.second = at;
+  }
+  std::multiset<std::string> expected;
+  for (int t = 0; t < threads; ++t) expected.insert(absl::StrCat(prefix, t));
+  int64_t from = 0, to = INT64_MAX;
+  for (const auto& [stream, first_last] : span) {
+    from = std::max(from, first_last.first);
+    to = std::min(to, first_last.second);
+  }
+  int full = 0;
+  for (auto it = commits.lower_bound(from); it != commits.end() && it->first <= to; ++it) {
+    EXPECT_EQ(it->second, expected) << "commit at " << it->first << " us";
+    ++full;
+  }
+  EXPECT_GT(full, 0) << "the threads never appended at the same time";
 }
 
 }  // namespace rill::testing

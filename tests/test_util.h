@@ -94,6 +94,16 @@ std::string DescribeEvent(const RecordedEvent& event);
 std::vector<uint64_t> Positions(const std::vector<RecordedEvent>& events);
 std::vector<int64_t> Versions(const std::vector<RecordedEvent>& events);
 
+// Group commit: `threads` threads appended one event per request in a loop,
+// thread t to stream "<prefix>t", and `all` is the log. Every event of one
+// commit (or replicated message) has the same recorded time and two commits
+// never share one. Fails unless, while every thread was appending (from the
+// last thread's first commit to the first thread's last one; threads may
+// start or finish a few commits apart), each commit held exactly one append
+// of every thread, and there was such a commit.
+void ExpectEveryCommitHoldsEveryLooper(const std::vector<RecordedEvent>& all, int threads,
+                                       const std::string& prefix);
+
 }  // namespace rill::testing
 
 #endif  // RILL_TESTS_TEST_UTIL_H_

@@ -17,12 +17,14 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/barrier.h"
 #include "absl/time/clock.h"
 #include "child_checks.h"
 #include "child_protocol.h"
@@ -274,6 +276,56 @@ TEST_F(ReplicationTest, ASyncedReplicaIsChosenAtInitAndKeepsNoBootMarker) {
   RILL_ASSERT_OK(WaitForReplica(node.get(), kLong));
   RILL_ASSERT_OK_AND_ASSIGN(StoreStats stats, node->Stats());
   EXPECT_EQ(stats.event_count, 2u);
+}
+
+// The publisher's group commit wait (ReplicationOptions::group_commit_wait,
+// the embedded writer's GroupCommitWait): one message in flight, and before
+// the next one the publisher waits for the callers the last one answered, so
+// threads appending in a loop share one message per round instead of
+// alternating half-full ones. The setting is recorded in the node and
+// bounded.
+TEST_F(ReplicationTest, CallersAppendingInALoopShareOneMessagePerRound) {
+  constexpr int kThreads = 4;
+  constexpr int kRounds = 25;
+  ReplicationOptions o = Options();
+  o.group_commit_wait = absl::Milliseconds(100);  // the most allowed: ample under sanitizers
+  const std::string dir = tmp_.Sub("looped");
+  RILL_ASSERT_OK(InitReplicatedNode(dir, o));
+  RILL_ASSERT_OK_AND_ASSIGN(ReplicationOptions recorded, ReadReplicationSettings(dir));
+  EXPECT_EQ(recorded.group_commit_wait, absl::Milliseconds(100));
+  std::unique_ptr<Store> node = OpenNode(dir);
+  ASSERT_NE(node, nullptr);
+  absl::Barrier start(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      start.Block();
+      for (int i = 0; i < kRounds; ++i) {
+        absl::StatusOr<AppendResult> r = node->Append(
+            absl::StrCat("loop-", t),
+            i == 0 ? ExpectedVersion::NoStream() : ExpectedVersion::Exact(i - 1), MakeEvents(1));
+        ASSERT_TRUE(r.ok()) << r.status();
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> all, node->ReadAll(1));
+  ASSERT_EQ(all.size(), size_t{kThreads * kRounds});
+  // Each message is applied as one commit: its events share a recorded time.
+  ::rill::testing::ExpectEveryCommitHoldsEveryLooper(all, kThreads, "loop-");
+  RILL_ASSERT_OK_AND_ASSIGN(ReplicationStatus status, GetReplicationStatus(node.get()));
+  EXPECT_LT(status.stream_last_sequence, uint64_t{kThreads * kRounds} / 2);
+
+  // 0 turns it off; above 100 ms is refused before anything is created.
+  const std::string off = tmp_.Sub("off");
+  const ToolRun init = RunTool({"replicate", "init", off, cluster_->url_list(), "--stream", kStream,
+                                "--group-commit-wait-us", "0"});
+  ASSERT_EQ(init.exit_code, 0) << init.Describe();
+  RILL_ASSERT_OK_AND_ASSIGN(ReplicationOptions zero, ReadReplicationSettings(off));
+  EXPECT_EQ(zero.group_commit_wait, absl::ZeroDuration());
+  o.group_commit_wait = absl::Milliseconds(101);
+  EXPECT_TRUE(absl::IsInvalidArgument(InitReplicatedNode(tmp_.Sub("too-long"), o)));
+  EXPECT_FALSE(std::filesystem::exists(tmp_.Sub("too-long")));
 }
 
 TEST_F(ReplicationTest, AStaleNodesExpectedVersionIsAConflict) {

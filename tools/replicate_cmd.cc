@@ -19,12 +19,14 @@ struct InitArgs {
   ReplicationOptions options;
   int64_t append_timeout_ms = 10000;
   int64_t connect_timeout_ms = 2000;
+  int64_t group_commit_wait_us = 1000;
 };
 
 int RunInit(InitArgs args) {
   args.options.servers = absl::StrSplit(args.servers, ',', absl::SkipWhitespace());
   args.options.append_timeout = absl::Milliseconds(args.append_timeout_ms);
   args.options.connect_timeout = absl::Milliseconds(args.connect_timeout_ms);
+  args.options.group_commit_wait = absl::Microseconds(args.group_commit_wait_us);
   absl::Status s = InitReplicatedNode(args.node, args.options);
   if (!s.ok()) {
     return Fail(
@@ -95,6 +97,9 @@ void AddReplicateCommands(CLI::App& app, Action* action) {
                    "largest message published; below the servers' max_payload (default: 1 MiB)");
   init->add_option("--append-timeout-ms", init_args->append_timeout_ms,
                    "how long an append may wait for JetStream and the replica (default: 10000)");
+  init->add_option("--group-commit-wait-us", init_args->group_commit_wait_us,
+                   "how long the publisher may wait for the callers it just answered, to fill "
+                   "its next message (0..100000, default: 1000)");
   init->add_option("--connect-timeout-ms", init_args->connect_timeout_ms,
                    "how long connecting may take (default: 2000)");
   init->add_option("--creds", init_args->options.credentials_file, "NATS credentials file");

@@ -9,7 +9,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "group_commit_wait.h"
 #include "nats_link.h"
 #include "repl_codec.h"
 #include "replica.h"
@@ -22,13 +24,6 @@ namespace {
 
 // Most messages the applier applies in one LMDB transaction (one commit).
 constexpr size_t kMaxApplyMessages = 256;
-// Messages a node may have in flight at once: each publisher thread sends
-// one and waits for its acknowledgement. While they wait, new requests queue
-// for the next free one. Expected versions are checked when messages are
-// applied, so their order in the stream needs no coordination: requests in
-// flight at the same time are concurrent, and a caller's next request is
-// only queued once its last one returned.
-constexpr int kPublishers = 4;
 // How long one publish attempt waits for JetStream's acknowledgement.
 constexpr absl::Duration kPublishAttempt = absl::Seconds(2);
 // How long the applier waits for a message before it checks whether it is
@@ -66,8 +61,9 @@ class ReplicatedStore final : public Store {
         link_(std::move(link)),
         repl_(std::move(repl)),
         subject_(repl_.effective_subject()),
-        node_(node) {
-    for (int i = 0; i < kPublishers; ++i) publishers_.emplace_back([this] { PublishLoop(); });
+        node_(node),
+        commit_wait_(repl_.group_commit_wait) {
+    publisher_ = std::thread([this] { PublishLoop(); });
     applier_ = std::thread([this] { ApplyLoop(); });
   }
 
@@ -76,7 +72,7 @@ class ReplicatedStore final : public Store {
       absl::MutexLock lock(&mu_);
       stop_ = true;
     }
-    for (std::thread& t : publishers_) t.join();
+    publisher_.join();
     applier_.join();
     if (marker_ != nullptr) {
       // The last process of the node makes the replica durable and marks it
@@ -154,8 +150,11 @@ class ReplicatedStore final : public Store {
     size_t estimated_bytes = 0;
     enum class Stage { kQueued, kPublishing, kStored } stage = Stage::kQueued;
     uint64_t sequence = 0;  // kStored: the JetStream sequence
-    bool done = false;
+    bool done = false;      // under mu_; then `result` is set, for good
     absl::StatusOr<std::vector<AppendResult>> result;
+    // Notified when `done` is set: the caller waits on this alone, so a
+    // completed batch wakes its callers at once, not through mu_.
+    absl::Notification completed;
   };
   using Batch = std::vector<std::shared_ptr<Pending>>;
 
@@ -170,6 +169,7 @@ class ReplicatedStore final : public Store {
     if (p->done) return;
     p->done = true;
     p->result = std::move(result);
+    p->completed.Notify();
   }
   // Fails the registered transactions stored at sequences in
   // [first, last] whose outcome is still missing: the replica could not
@@ -186,12 +186,14 @@ class ReplicatedStore final : public Store {
 
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // estimated, of queue_
+  GroupCommitWait commit_wait_ ABSL_GUARDED_BY(mu_);
   std::deque<std::shared_ptr<Pending>> queue_ ABSL_GUARDED_BY(mu_);
   // Published (or being published) transactions by txid, until the applier
   // has their outcome or the publish failed.
   absl::flat_hash_map<std::string, Batch> in_flight_ ABSL_GUARDED_BY(mu_);
 
-  std::vector<std::thread> publishers_;
+  std::thread publisher_;
   std::thread applier_;
 };
 
@@ -233,18 +235,25 @@ absl::StatusOr<std::vector<AppendResult>> ReplicatedStore::Outcome(
                      repl_.max_message_bytes, ")"));
   }
   const absl::Time deadline = absl::Now() + repl_.append_timeout;
-  absl::MutexLock lock(&mu_);
-  queue_.push_back(pending);
   Pending* p = pending.get();
-  auto done = [p]() { return p->done; };
+  p->request.caller = std::this_thread::get_id();
+  {
+    absl::MutexLock lock(&mu_);
+    commit_wait_.Returned(p->request.caller);
+    queued_bytes_ += p->estimated_bytes;
+    queue_.push_back(pending);
+  }
   // The publisher and the applier give up on their own at the deadline; the
   // slack covers the hand-over.
-  if (mu_.AwaitWithDeadline(absl::Condition(&done), deadline + absl::Seconds(1))) {
+  if (p->completed.WaitForNotificationWithDeadline(deadline + absl::Seconds(1))) {
     return std::move(p->result);
   }
+  absl::MutexLock lock(&mu_);
+  if (p->done) return std::move(p->result);  // completed just now
   switch (p->stage) {
     case Pending::Stage::kQueued:
       queue_.erase(std::find(queue_.begin(), queue_.end(), pending));
+      queued_bytes_ -= p->estimated_bytes;
       p->done = true;
       return absl::UnavailableError(absl::StrCat("NATS JetStream did not take the append within ",
                                                  absl::FormatDuration(repl_.append_timeout),
@@ -276,8 +285,17 @@ void ReplicatedStore::PublishLoop() {
           CompleteLocked(p.get(), absl::CancelledError("the store is closing"));
         }
         queue_.clear();
+        queued_bytes_ = 0;
         return;
       }
+      // The callers of the last message are on their way back with their
+      // next requests: waiting for them makes one full message instead of
+      // two, which a JetStream cluster stores in about the same time
+      // (docs/replication.md).
+      commit_wait_.Await(mu_, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stop_ || queued_bytes_ >= repl_.max_message_bytes;
+      });
+      if (stop_) continue;
       size_t bytes = 0;
       while (!queue_.empty() && (batch.empty() || bytes + queue_.front()->estimated_bytes <=
                                                       repl_.max_message_bytes)) {
@@ -286,6 +304,11 @@ void ReplicatedStore::PublishLoop() {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+      queued_bytes_ -= bytes;
+      // Requests of one caller are one at a time: none of these callers
+      // can be back before its request is answered.
+      commit_wait_.Took();
+      for (const auto& p : batch) commit_wait_.Carried(p->request.caller);
     }
     std::vector<AppendRequest*> requests;
     for (auto& p : batch) requests.push_back(&p->request);
@@ -297,6 +320,7 @@ void ReplicatedStore::PublishLoop() {
       const size_t keep = batch.size() / 2;
       for (size_t i = batch.size(); i-- > keep;) {
         batch[i]->stage = Pending::Stage::kQueued;
+        queued_bytes_ += batch[i]->estimated_bytes;
         queue_.push_front(std::move(batch[i]));
       }
       batch.resize(keep);

@@ -5,18 +5,21 @@
 // core() go to the local replica (a StoreImpl). Appends go through
 // JetStream:
 //
-//   caller --Submit--> queue --publisher threads--> JetStream messages
-//                                                   (group-commit batches)
+//   caller --Submit--> queue --publisher thread--> JetStream messages
+//                                                  (group-commit batches)
 //   JetStream --applier thread (ordered consumer)--> Replica::Apply
 //                                                  --> completes the callers
 //
-// A publisher (one of a few, each with one message in flight, so that
-// batches are published while earlier ones await their acknowledgement)
-// takes everything queued (up to max_message_bytes) into one
-// transaction, registers it under its txid and publishes it with the txid
-// as Nats-Msg-Id, retrying (same id, so JetStream keeps one copy) through a
-// leader election until append_timeout. It publishes the next batch while
-// the applier applies the previous one. The applier applies what JetStream
+// The publisher has one message in flight at a time (the embedded store's
+// group commit, with JetStream's round trip in place of the fsync): it
+// takes everything queued (up to max_message_bytes) into one transaction,
+// waiting up to group_commit_wait for more when fewer requests are queued
+// than its last message carried, registers it under its txid and publishes
+// it with the txid as Nats-Msg-Id, retrying (same id, so JetStream keeps
+// one copy) through a leader election until append_timeout. It publishes
+// the next batch while the applier applies the previous one. (Several
+// messages in flight made smaller messages and measured slower here: a
+// JetStream cluster's cost is per message, docs/replication.md.) The applier applies what JetStream
 // delivers, in order, and hands each registered transaction's outcome (the
 // checks ran at apply time, the same on every node) to its callers. A
 // caller returns once its outcome is known, or with Unavailable when the

@@ -59,6 +59,9 @@ absl::Status Validate(const ReplicationOptions& o) {
   if (o.connect_timeout <= absl::ZeroDuration() || o.append_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("timeouts must be positive");
   }
+  if (o.group_commit_wait < absl::ZeroDuration() || o.group_commit_wait > absl::Milliseconds(100)) {
+    return absl::InvalidArgumentError("group_commit_wait must be between 0 and 100 ms");
+  }
   return absl::OkStatus();
 }
 
@@ -73,6 +76,8 @@ std::string Encode(const ReplicationOptions& o) {
                   "\n");
   absl::StrAppend(&out, "append_timeout_ms = ", absl::ToInt64Milliseconds(o.append_timeout), "\n");
   absl::StrAppend(&out, "max_message_bytes = ", o.max_message_bytes, "\n");
+  absl::StrAppend(&out, "group_commit_wait_us = ", absl::ToInt64Microseconds(o.group_commit_wait),
+                  "\n");
   absl::StrAppend(&out, "sync_replica = ", o.sync_replica ? "true" : "false", "\n");
   if (!o.credentials_file.empty())
     absl::StrAppend(&out, "credentials = ", o.credentials_file, "\n");
@@ -117,6 +122,9 @@ absl::StatusOr<ReplicationOptions> Decode(absl::string_view text, const std::str
     } else if (key == "max_message_bytes") {
       if (!absl::SimpleAtoi(value, &n)) return bad();
       o.max_message_bytes = static_cast<size_t>(n);
+    } else if (key == "group_commit_wait_us") {
+      if (!absl::SimpleAtoi(value, &n)) return bad();
+      o.group_commit_wait = absl::Microseconds(n);
     } else if (key == "sync_replica") {
       if (value != "true" && value != "false") return bad();
       o.sync_replica = value == "true";

@@ -9,14 +9,6 @@
 #include "keys.h"
 
 namespace rill::internal {
-namespace {
-
-// Below this the group commit wait is not worth a timed wait: it drops to zero.
-constexpr absl::Duration kMinGroupCommitWait = absl::Microseconds(5);
-// Batches after which a wait that fell to zero is tried again at full length.
-constexpr int kGroupCommitRetryBatches = 64;
-
-}  // namespace
 
 bool ExpectedVersionMatches(ExpectedVersion expected, int64_t actual) {
   switch (expected.kind()) {
@@ -46,19 +38,18 @@ Writer::Writer(LmdbEnv* env, const LogDbs& dbs, Head* head, const StoreOptions& 
       metrics_(metrics),
       options_(options),
       fbb_(4096),
-      max_wait_(std::clamp(options.group_commit_wait, absl::ZeroDuration(), kMaxGroupCommitWait)),
-      wait_(max_wait_) {}
+      commit_wait_(options.group_commit_wait) {}
 
 Writer::WaitStats Writer::wait_stats() const {
   absl::MutexLock lock(&mu_);
-  return stats_;
+  return commit_wait_.stats();
 }
 
 void Writer::Submit(AppendRequest* request) {
   std::vector<AppendRequest*> batch;
   request->caller = std::this_thread::get_id();
   mu_.Lock();
-  if (!released_.empty()) released_.erase(request->caller);  // a caller of the last batch is back
+  commit_wait_.Returned(request->caller);
   queued_bytes_ += request->bytes;
   queue_.push_back(request);
   // Wait until a leader has completed this request, or until it is at the
@@ -72,7 +63,8 @@ void Writer::Submit(AppendRequest* request) {
     return;
   }
   leading_ = true;
-  AwaitReleasedCallers();
+  commit_wait_.Await(mu_,
+                     [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return QueueFillsABatch(); });
   size_t bytes = 0;
   while (!queue_.empty() && batch.size() < options_.max_batch_requests &&
          (batch.empty() || bytes + queue_.front()->bytes <= options_.max_batch_bytes)) {
@@ -81,16 +73,15 @@ void Writer::Submit(AppendRequest* request) {
     queue_.pop_front();
   }
   queued_bytes_ -= bytes;
-  ++stats_.batches;
   mu_.Unlock();
 
   ProcessBatch(batch);  // one transaction, one commit, outside the queue lock
 
   mu_.Lock();
-  released_.clear();
+  commit_wait_.Took();
   for (AppendRequest* r : batch) {
     r->completed = true;
-    released_.insert(r->caller);
+    commit_wait_.Carried(r->caller);
   }
   leading_ = false;
   mu_.Unlock();  // wakes the followers of this batch and the next leader
@@ -98,54 +89,6 @@ void Writer::Submit(AppendRequest* request) {
 
 bool Writer::QueueFillsABatch() const {
   return queue_.size() >= options_.max_batch_requests || queued_bytes_ >= options_.max_batch_bytes;
-}
-
-void Writer::AwaitReleasedCallers() {
-  if (released_.empty()) return;
-  bool retry = false;
-  if (wait_ == absl::ZeroDuration()) {
-    if (max_wait_ == absl::ZeroDuration() || ++batches_without_wait_ < kGroupCommitRetryBatches) {
-      return;
-    }
-    batches_without_wait_ = 0;
-    wait_ = max_wait_;
-    retry = true;
-  }
-  ++stats_.waits;
-  // Callers that append in a loop come back within microseconds of each
-  // other: once none has come back for a quarter of the wait, the rest are
-  // not coming (a caller that went on to other work, or exited).
-  const absl::Duration gap = std::max(wait_ / 4, kMinGroupCommitWait);
-  const absl::Time deadline = absl::Now() + wait_;
-  const size_t outstanding = released_.size();
-  bool all_back = false;
-  for (;;) {
-    const size_t before = released_.size();
-    auto moved = [this, before]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return released_.size() < before || QueueFillsABatch();
-    };
-    const absl::Duration slice = std::min(gap, deadline - absl::Now());
-    if (slice <= absl::ZeroDuration() || !mu_.AwaitWithTimeout(absl::Condition(&moved), slice)) {
-      break;
-    }
-    if (released_.empty() || QueueFillsABatch()) {
-      all_back = true;
-      break;
-    }
-  }
-  if (all_back) {
-    ++stats_.all_back;
-    wait_ = max_wait_;
-  } else if (released_.size() == outstanding) {
-    // None came back: these callers are not appending in a loop (or not
-    // right now). Wait less next time; a failed retry goes straight back
-    // to not waiting.
-    ++stats_.none_back;
-    wait_ = retry ? absl::ZeroDuration() : wait_ / 2;
-    if (wait_ < kMinGroupCommitWait) wait_ = absl::ZeroDuration();
-  }
-  // Some came back and the rest did not (looping callers and one-off ones
-  // in one batch): the wait was worth it, keep it as it is.
 }
 
 void Writer::ProcessBatch(std::vector<AppendRequest*>& batch) {

@@ -21,7 +21,8 @@
 // append in a loop are back within microseconds, and waiting for them puts
 // all of them into one commit instead of two alternating half-sized ones.
 // The wait ends when they are all back, the batch is full, no further one
-// has come back for a quarter of the wait, or the wait is over.
+// has come back for a quarter of the wait, or the wait is over
+// (group_commit_wait.h; a replicated node's publisher waits the same way).
 //
 // Why a leader rather than a dedicated writer thread: a lone append then
 // runs on its caller's thread with no hand-off (two thread wake-ups per
@@ -38,12 +39,12 @@
 #include <thread>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "codec.h"
 #include "fingerprint.h"
+#include "group_commit_wait.h"
 #include "head.h"
 #include "lmdb_env.h"
 #include "rill/store.h"
@@ -109,22 +110,12 @@ class Writer {
   absl::Status WriteReplicated(MDB_txn* txn, std::vector<AppendRequest*>& batch,
                                int64_t recorded_us, uint64_t* head);
 
-  // Counters of the group commit wait, for tests.
-  struct WaitStats {
-    uint64_t batches = 0;    // batches led
-    uint64_t waits = 0;      // leaders that waited for released callers
-    uint64_t all_back = 0;   // ... and saw all of them back
-    uint64_t none_back = 0;  // ... and saw none of them back
-  };
+  // Counters of the group commit wait (batches led, and the leaders'
+  // waits), for tests.
+  using WaitStats = GroupCommitWait::Stats;
   WaitStats wait_stats() const;
 
-  // The longest group commit wait: larger settings are cut to this.
-  static constexpr absl::Duration kMaxGroupCommitWait = absl::Seconds(1);
-
  private:
-  // Called by a new leader: waits (releasing mu_) up to wait_ for the
-  // callers of the last batch to queue their next requests, and adapts wait_.
-  void AwaitReleasedCallers() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether the queue already holds a full batch (by requests or bytes).
   bool QueueFillsABatch() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes and commits the batch (one LmdbEnv::Write); every request gets
@@ -162,15 +153,8 @@ class Writer {
   std::deque<AppendRequest*> queue_ ABSL_GUARDED_BY(mu_);
   bool leading_ ABSL_GUARDED_BY(mu_) = false;  // a batch is in flight
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  // Group commit wait: the threads whose requests the last batch completed
-  // and that have not submitted since, the longest wait (the option, cut to
-  // kMaxGroupCommitWait), the current one (adapted between zero and
-  // max_wait_) and the batches led since it fell to zero.
-  absl::flat_hash_set<std::thread::id, std::hash<std::thread::id>> released_ ABSL_GUARDED_BY(mu_);
-  const absl::Duration max_wait_;
-  absl::Duration wait_ ABSL_GUARDED_BY(mu_);
-  int batches_without_wait_ ABSL_GUARDED_BY(mu_) = 0;
-  WaitStats stats_ ABSL_GUARDED_BY(mu_);
+  // A new leader's wait for the callers the last batch completed.
+  GroupCommitWait commit_wait_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace rill::internal

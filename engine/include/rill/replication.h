@@ -56,6 +56,18 @@ struct ReplicationOptions {
   // and a single request above it is refused. Keep it below the servers'
   // max_payload (1 MiB by default).
   size_t max_message_bytes = size_t{1} << 20;
+  // The group commit wait of the node's publisher (as
+  // StoreOptions::group_commit_wait): it has one message in flight at a
+  // time, and before it publishes the next it may wait this long for the
+  // callers its last message answered to send their next requests, so that
+  // callers appending in a loop share one full message instead of
+  // alternating half-full ones (a JetStream cluster stores either in about
+  // the same time; docs/replication.md has the figures). It ends early once
+  // they are all back or none has come back for a quarter of it, and shrinks
+  // when they do not come back; a lone writer never waits. Longer than the
+  // embedded store's: answered callers come back through the applier.
+  // 0: never wait. At most 100 ms.
+  absl::Duration group_commit_wait = absl::Milliseconds(1);
   // Whether the local replica fsyncs its commits. JetStream holds the log, so
   // an acknowledged append does not depend on them: by default the replica
   // commits without fsync and, when the machine went down while the node was
