@@ -608,6 +608,66 @@ TEST_F(ReplicationTest, AnUnsyncedReplicaIsKeptAfterAProcessCrashAndRebuiltAfter
   ExpectNodesAgree({dir, other}, acks);
 }
 
+// Openers racing after a reboot: three processes open, at the same moment,
+// a node that another boot left in use (RILL_TEST_MARKER_PAUSE_MS holds each
+// one after it read the old marker, so that all of them have). One rebuilds
+// the replica; the others do not wait for it to close (it keeps its shared
+// lock on the marker while it has the node open): all three append side by
+// side, and nothing acknowledged is lost. (With a blocking lock conversion
+// two of them waited for good.)
+TEST_F(ReplicationTest, OpenersRacingAfterARebootAllOpenTheRebuiltReplica) {
+  const std::string dir = InitNode("n1");
+  std::string old_id;
+  {
+    std::unique_ptr<Store> node = OpenNode(dir);
+    ASSERT_NE(node, nullptr);
+    old_id = node->store_id();
+  }
+  ::rill::testing::WriteFile(dir + "/replica.boot", "dirty a-boot-long-gone\n");
+  const std::vector<std::string> tags = {"r0", "r1", "r2"};
+  std::vector<std::unique_ptr<ChildProcess>> children;
+  for (const std::string& tag : tags) {
+    absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Start(
+        "append_child",
+        {"mode=own", "threads=1", "streams=1", "appends=0", "max_events=2", "prefix=" + tag,
+         "writer=" + tag, "dir=" + dir, "ack=" + tmp_.Sub(tag + ".acks")},
+        tmp_.Sub(tag + ".err"),
+        {"RILL_TEST_FAKE_BOOT_ID=a-later-boot", "RILL_TEST_MARKER_PAUSE_MS=300"});
+    ASSERT_TRUE(child.ok()) << child.status();
+    children.push_back(*std::move(child));
+  }
+  for (size_t i = 0; i < children.size(); ++i) {
+    absl::StatusOr<std::string> line = children[i]->ReadLine(::rill::testing::kChildHang);
+    ASSERT_TRUE(line.ok() && *line == "ready")
+        << tags[i] << " did not open the node: " << (line.ok() ? *line : line.status().ToString())
+        << "\n"
+        << children[i]->Stderr();
+  }
+  for (const std::string& tag : tags) {
+    ASSERT_TRUE(WaitUntil([&] { return AckCount(tag) >= 20; }, kLong)) << tag;
+  }
+  for (auto& child : children) {
+    child->Kill(SIGKILL);
+    child->Wait();
+  }
+  EXPECT_EQ(ReadFileOrEmpty(dir + "/replica.boot"), "dirty a-later-boot\n");
+
+  std::vector<AckRecord> acks;
+  for (const std::string& tag : tags) {
+    for (AckRecord& a : Acks(tag)) acks.push_back(std::move(a));
+  }
+  ::rill::testing::ScopedFakeBoot later("a-later-boot");
+  std::unique_ptr<Store> node = OpenNode(dir);
+  ASSERT_NE(node, nullptr);
+  RILL_ASSERT_OK(WaitForReplica(node.get(), kLong));
+  // The request each killed child had in flight may be stored unacknowledged.
+  for (const auto& [tag, n] : AdoptInFlightTails(node.get(), {"r0", "r1", "r2"}, &acks)) {
+    EXPECT_LE(n, 2) << tag;
+  }
+  EXPECT_NE(node->store_id(), old_id) << "the replica was not rebuilt";
+  VerifyLog(node.get(), acks, kMaxPad);
+}
+
 TEST_F(ReplicationTest, WithoutNatsAppendsFailInTimeAndReadsGoOn) {
   const std::string dir = InitNode("n1", absl::Seconds(2));
   {

@@ -11,9 +11,12 @@
 #include <fstream>
 #include <string>
 
+#include "absl/random/distributions.h"
+#include "absl/random/random.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "store_open.h"
 
 namespace rill::internal {
@@ -88,16 +91,33 @@ absl::StatusOr<std::unique_ptr<ReplicaMarker>> ReplicaMarker::Acquire(const std:
   if (fd < 0) return Errno(errno, absl::StrCat("cannot open ", path));
   std::unique_ptr<ReplicaMarker> marker(new ReplicaMarker(path, fd));
   if (flock(fd, LOCK_SH) != 0) return Errno(errno, absl::StrCat("cannot lock ", path));
+  absl::BitGen bitgen;
+  bool paused = false;
   for (;;) {
     absl::StatusOr<std::string> text = ReadMarker(fd, path);
     if (!text.ok()) return text.status();
     if (LeftInUseByAnotherBoot(*text, boot)) {
-      // No process of that boot is alive; openers of this one wait here for
-      // each other, and the first deletes the replica. Converting a lock
-      // lets go of the old one first, so two converting openers cannot wait
-      // for each other, and a closer may slip in between: hence the loop,
-      // which reads the marker again under each lock it holds.
-      if (flock(fd, LOCK_EX) != 0) return Errno(errno, absl::StrCat("cannot lock ", path));
+      // No process of that boot is alive; the first opener of this one to
+      // get the lock to itself deletes the replica. Never waiting for it: an
+      // opener that got it first holds its shared lock for as long as it
+      // has the node open (days, for a service), and has rewritten the
+      // marker. So an opener that cannot have the lock at once (a failed
+      // conversion lets go of the shared lock too) pauses a few random
+      // milliseconds, so that two openers trying together do not keep
+      // failing together, takes the shared lock again and reads again.
+      // A closer may slip in between too: hence the loop, which reads the
+      // marker again under each lock it holds.
+      if (const char* pause = std::getenv("RILL_TEST_MARKER_PAUSE_MS");
+          pause != nullptr && !paused) {
+        absl::SleepFor(absl::Milliseconds(std::atoi(pause)));  // tests: openers meet here, once
+        paused = true;
+      }
+      if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno != EWOULDBLOCK) return Errno(errno, absl::StrCat("cannot lock ", path));
+        absl::SleepFor(absl::Microseconds(absl::Uniform(bitgen, 1000, 10000)));
+        if (flock(fd, LOCK_SH) != 0) return Errno(errno, absl::StrCat("cannot lock ", path));
+        continue;
+      }
       text = ReadMarker(fd, path);
       if (!text.ok()) return text.status();
       if (LeftInUseByAnotherBoot(*text, boot)) {

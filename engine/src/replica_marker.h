@@ -14,7 +14,10 @@
 //
 // Several processes may open a node (the service and the admin tool): each
 // holds a shared flock on the file while open; the one that can take it
-// exclusively when it closes is the last, and marks it clean.
+// exclusively when it closes is the last, and marks it clean. After a reboot
+// the first opener to get it exclusively deletes the replica; the others,
+// which never wait for it, find the marker rewritten.
+// (RILL_TEST_MARKER_PAUSE_MS: tests make racing openers meet there.)
 #ifndef RILL_ENGINE_REPLICA_MARKER_H_
 #define RILL_ENGINE_REPLICA_MARKER_H_
 

@@ -245,7 +245,8 @@ absl::StatusOr<std::vector<AppendResult>> ReplicatedStore::Outcome(
   }
   // The publisher and the applier give up on their own at the deadline; the
   // slack covers the hand-over.
-  if (p->completed.WaitForNotificationWithDeadline(deadline + absl::Seconds(1))) {
+  // (WithTimeout, not WithDeadline: the one tests/tsan annotates.)
+  if (p->completed.WaitForNotificationWithTimeout(deadline + absl::Seconds(1) - absl::Now())) {
     return std::move(p->result);
   }
   absl::MutexLock lock(&mu_);
