@@ -568,8 +568,9 @@ def render_replicated(w, args, res, machine):
       "each its own `Store`; `concurrent16`'s threads alternate between them (8 on each), and "
       "the single writer of `append_b*` alternates its requests between them.")
     w("")
-    w("**What an append waits for**: its node's publisher sends whatever its callers have "
-      "queued as one JetStream message (a group-commit batch); the stream leader acknowledges "
+    w("**What an append waits for**: its node's publisher (one message in flight) sends "
+      "whatever its callers have queued as one JetStream message (a group-commit batch, after "
+      "waiting up to 1 ms for the callers its last message answered); the stream leader acknowledges "
       "it once a quorum of the replicas (2 of 3 at R=3) has stored it; then the node's local "
       "replica applies it in an LMDB commit, and the append returns. The replica does not "
       "fsync (the default, docs/replication.md: it is rebuilt from JetStream after an OS "
@@ -588,9 +589,9 @@ def render_replicated(w, args, res, machine):
       "returned, so there are **no conflicts** with one node or two (one would stop the "
       "harness); what a second writing node costs shows in the throughput: two publishers "
       "with smaller batches each, and two replicas that each apply every message (two appliers "
-      "committing on the same disk and the same two CPUs). **Reads are not "
-      "measured**: a node reads its local replica with embedded rill's code, so rill's read "
-      "figures above are a node's.")
+      "committing on the same disk and the same two CPUs). **Reads**: a node reads its local "
+      "replica with embedded rill's code; they are measured on one configuration (R=3, one "
+      "node), below.")
     w("")
     if floors:
         w("**JetStream alone** (`jetstream_r3`): the same workloads with no rill at all: each "
@@ -661,6 +662,23 @@ def render_replicated(w, args, res, machine):
         for wl in wls:
             w(f"| `{wl}` | " + " | ".join(fmt_ratio(ratio(res, wl, one, two))
                                           for one, two in pairs) + " |")
+        w("")
+    node = "rill_repl_r3"
+    read_wls = [wl for wl, _ in WORKLOADS if (wl.startswith("read_") or wl == "projection_catchup")
+                and (wl, node) in res and (wl, "rill") in res]
+    if read_wls:
+        w("Reads on a node (R=3, one node), beside embedded rill, this run: the read log is "
+          "appended through JetStream (each request returns once the node's replica applied "
+          "it), then read from the replica as the embedded store reads its own log "
+          "(`projection_catchup`: a new projection on the node). The issue's target: as the "
+          "embedded store.")
+        w("")
+        w("| Workload | embedded rill events/s | node events/s | node / embedded |")
+        w("|---|---:|---:|---:|")
+        for wl in read_wls:
+            w(f"| `{wl}` | {rr._fmt_rate(rate(res, wl, 'rill'))} | "
+              f"{rr._fmt_rate(rate(res, wl, node))} | "
+              f"{fmt_ratio(ratio(res, wl, 'rill', node))} |")
         w("")
     epc = []
     for s in systems:

@@ -390,7 +390,7 @@ void ReadWorkloads(std::vector<Peer*>& peers, const Args& args,
   const uint64_t big = n / 10;
   std::vector<Peer*> readers;
   for (Peer* p : peers) {
-    if (!p->replicated()) readers.push_back(p);
+    if (p->reads()) readers.push_back(p);
   }
   if (readers.empty()) return;
   const double secs = args.seconds;
@@ -428,9 +428,9 @@ void ReadWorkloads(std::vector<Peer*>& peers, const Args& args,
     }
   }
   if (want("projection_catchup")) {
+    std::fprintf(stderr, "== projection_catchup\n");
     for (Peer* p : readers) {
-      if (p->name() != "rill") continue;
-      std::fprintf(stderr, "== projection_catchup\n");
+      if (!p->projections()) continue;
       uint64_t sum = 0;
       p->ReadAll(&sum);  // warm
       Figure f;

@@ -20,6 +20,10 @@
 #include "rill/event.h"
 #include "rill/expected_version.h"
 
+namespace rill {
+class Store;
+}  // namespace rill
+
 namespace rill::bench {
 
 inline constexpr const char* kEventType = "OrderLinePlaced";
@@ -105,10 +109,12 @@ class Peer {
   virtual std::unique_ptr<PeerWriter> NewThreadWriter(int /*thread*/, int /*threads*/) {
     return NewWriter();
   }
-  // Replicated rill: only the plain append workloads (append_b*,
-  // concurrent16) run on it. Its reads are the local replica's, the same
-  // code as embedded rill's, and its LoadReadLog and read methods die.
+  // Replicated rill and JetStream alone: the plain append workloads
+  // (append_b*, concurrent16) run on them, not `idempotent`.
   virtual bool replicated() const { return false; }
+  // Whether the read workloads run on the peer (its LoadReadLog and read
+  // methods die otherwise).
+  virtual bool reads() const { return !replicated(); }
 
   // Closes any store and loads the read log of `events` events in `layout`
   // (the fastest way the peer offers; durability does not matter for reads),
@@ -129,8 +135,9 @@ class Peer {
   virtual uint64_t ReadSlice(const std::string& stream, int64_t from, int count, uint64_t* sum) = 0;
   // Bytes the read log takes at rest, per event (data and indexes; no WAL).
   virtual double BytesPerEvent() = 0;
-  // rill only: seconds a new projection with a trivial Apply takes to catch
-  // up with the read log; negative for peers without projections.
+  // rill only (embedded, and a replicated node that reads()): seconds a new
+  // projection with a trivial Apply takes to catch up with the read log.
+  virtual bool projections() const { return false; }
   virtual double ProjectionCatchUpSeconds() { return -1; }
   // rill only: closes the store opened by the last OpenFresh and returns
   // `events` (appended since) per write transaction it committed; negative
@@ -141,6 +148,18 @@ class Peer {
 };
 
 std::unique_ptr<Peer> NewRillPeer(const std::string& dir);
+// The read side of both rill peers (rill_peer.cc), through the public API on
+// an open store: LoadReadLog's log appended to `store` (one request per
+// kReadBatch events or per run of a stream, AppendMulti for interleaved
+// runs), and the reads of Peer.
+void LoadRillReadLog(Store* store, uint64_t events, ReadLayout layout);
+uint64_t RillReadAll(Store* store, uint64_t* sum);
+// `limit` 0: to the end of the stream.
+uint64_t RillScanStream(Store* store, const std::string& stream, int64_t from, int limit,
+                        uint64_t* sum);
+double RillBytesPerEvent(Store* store);
+// A new projection `name` with a trivial Apply over the store's `events`.
+double RillProjectionCatchUpSeconds(Store* store, uint64_t events, const std::string& name);
 // rill replicated over NATS JetStream (repl_peer.cc): `nodes` (1 or 2) node
 // directories under `dir` of one fresh stream per OpenFresh, with `replicas`
 // replicas, on the cluster of `servers` (nats:// URLs). `name` is the

@@ -88,38 +88,13 @@ class ReplicatedRillPeer : public Peer {
   std::string name() const override { return name_; }
   bool replicated() const override { return true; }
 
-  void OpenFresh(const std::string& tag) override {
-    Close();
-    ++count_;
-    ReplicationOptions repl;
-    repl.servers = servers_;
-    repl.replicas = replicas_;
-    repl.stream = absl::StrFormat("%s_%s_%d", name_, tag, count_);  // [A-Za-z0-9_-]
-    stream_ = repl.stream;
-    StoreOptions options;
-    options.durability = Durability::kDurable;
-    for (int n = 0; n < nodes_; ++n) {
-      const std::string dir = absl::StrFormat("%s/%s-%d/node%d", dir_, tag, count_, n);
-      InitNode(dir, repl);
-      absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(dir, options);
-      if (!store.ok()) Die("rill replicated Store::Open: " + store.status().ToString());
-      stores_.push_back(*std::move(store));
-    }
-    // Untimed: the new stream's first message waits for its leader.
-    std::vector<EventData> warm(1);
-    warm[0].type = kEventType;
-    warm[0].payload = Payload(0);
-    for (int n = 0; n < nodes_; ++n) {
-      absl::StatusOr<AppendResult> r =
-          stores_[n]->Append(absl::StrFormat("warmup-%d", n), ExpectedVersion::Any(), warm);
-      if (!r.ok()) Die("rill replicated warm-up Append: " + r.status().ToString());
-    }
-    for (auto& store : stores_) {
-      absl::Status s = WaitForReplica(store.get(), absl::Seconds(30));
-      if (!s.ok()) Die("rill replicated WaitForReplica: " + s.ToString());
-    }
-    base_sequence_ = StreamLastSequence();
-  }
+  // Reads run on one of the configurations (R=3, one node): a node reads
+  // its local replica with embedded rill's code, and this shows what that
+  // costs next to embedded rill.
+  bool reads() const override { return nodes_ == 1 && replicas_ == 3; }
+  bool projections() const override { return reads(); }
+
+  void OpenFresh(const std::string& tag) override { OpenNodes(tag); }
 
   std::unique_ptr<PeerWriter> NewWriter() override { return NewThreadWriter(0, 1); }
   std::unique_ptr<PeerWriter> NewThreadWriter(int thread, int threads) override {
@@ -141,14 +116,26 @@ class ReplicatedRillPeer : public Peer {
     return messages > 0 ? static_cast<double>(events) / messages : -1;
   }
 
-  void LoadReadLog(uint64_t /*events*/, ReadLayout /*layout*/) override { NoReads(); }
-  uint64_t ReadAll(uint64_t* /*sum*/) override { NoReads(); }
-  uint64_t ReadStream(const std::string& /*stream*/, uint64_t* /*sum*/) override { NoReads(); }
-  uint64_t ReadSlice(const std::string& /*stream*/, int64_t /*from*/, int /*count*/,
-                     uint64_t* /*sum*/) override {
-    NoReads();
+  // The read log appended through JetStream to a node of a new stream
+  // (untimed; each append returns once the node's replica applied it), then
+  // read from the replica.
+  void LoadReadLog(uint64_t events, ReadLayout layout) override {
+    OpenNodes("read", /*warm_up=*/false);
+    LoadRillReadLog(Reader(), events, layout);
+    events_ = events;
   }
-  double BytesPerEvent() override { return -1; }
+  uint64_t ReadAll(uint64_t* sum) override { return RillReadAll(Reader(), sum); }
+  uint64_t ReadStream(const std::string& stream, uint64_t* sum) override {
+    return RillScanStream(Reader(), stream, 0, 0, sum);
+  }
+  uint64_t ReadSlice(const std::string& stream, int64_t from, int count, uint64_t* sum) override {
+    return RillScanStream(Reader(), stream, from, count, sum);
+  }
+  double BytesPerEvent() override { return RillBytesPerEvent(Reader()); }
+  double ProjectionCatchUpSeconds() override {
+    return RillProjectionCatchUpSeconds(Reader(), events_,
+                                        absl::StrFormat("catchup-%d", ++projections_));
+  }
 
   void Close() override {
     stores_.clear();
@@ -157,8 +144,41 @@ class ReplicatedRillPeer : public Peer {
   }
 
  private:
-  [[noreturn]] void NoReads() const {
-    Die(name_ + ": reads of a replicated node are embedded rill's; not measured");
+  // A new stream (tagged `tag`) and `nodes_` new node directories of it,
+  // open. `warm_up`: each node appends an untimed event to a stream of its
+  // own and waits until every node has applied them.
+  void OpenNodes(const std::string& tag, bool warm_up = true) {
+    Close();
+    ++count_;
+    ReplicationOptions repl;
+    repl.servers = servers_;
+    repl.replicas = replicas_;
+    repl.stream = absl::StrFormat("%s_%s_%d", name_, tag, count_);  // [A-Za-z0-9_-]
+    stream_ = repl.stream;
+    StoreOptions options;
+    options.durability = Durability::kDurable;
+    for (int n = 0; n < nodes_; ++n) {
+      const std::string dir = absl::StrFormat("%s/%s-%d/node%d", dir_, tag, count_, n);
+      InitNode(dir, repl);
+      absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(dir, options);
+      if (!store.ok()) Die("rill replicated Store::Open: " + store.status().ToString());
+      stores_.push_back(*std::move(store));
+    }
+    if (!warm_up) return;
+    // Untimed: the new stream's first message waits for its leader.
+    std::vector<EventData> warm(1);
+    warm[0].type = kEventType;
+    warm[0].payload = Payload(0);
+    for (int n = 0; n < nodes_; ++n) {
+      absl::StatusOr<AppendResult> r =
+          stores_[n]->Append(absl::StrFormat("warmup-%d", n), ExpectedVersion::Any(), warm);
+      if (!r.ok()) Die("rill replicated warm-up Append: " + r.status().ToString());
+    }
+    for (auto& store : stores_) {
+      absl::Status s = WaitForReplica(store.get(), absl::Seconds(30));
+      if (!s.ok()) Die("rill replicated WaitForReplica: " + s.ToString());
+    }
+    base_sequence_ = StreamLastSequence();
   }
 
   // InitReplicatedNode, tried again until kStreamReadyTimeout: right after
@@ -175,6 +195,11 @@ class ReplicatedRillPeer : public Peer {
     }
   }
 
+  Store* Reader() {
+    if (stores_.empty()) Die(name_ + ": no read log loaded");
+    return stores_.front().get();
+  }
+
   uint64_t StreamLastSequence() {
     absl::StatusOr<ReplicationStatus> st = GetReplicationStatus(stores_.front().get());
     if (!st.ok() || !st->reachable) {
@@ -187,6 +212,8 @@ class ReplicatedRillPeer : public Peer {
   const std::vector<std::string> servers_;
   const int replicas_, nodes_;
   int count_ = 0;
+  uint64_t events_ = 0;  // of the read log
+  int projections_ = 0;  // made on it, each named anew
   uint64_t base_sequence_ = 0;
   std::string stream_;  // the open one's, deleted at Close
   std::vector<std::unique_ptr<Store>> stores_;

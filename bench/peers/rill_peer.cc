@@ -24,6 +24,106 @@ std::unique_ptr<Store> OpenOrDie(const std::string& dir, Durability d) {
   return *std::move(store);
 }
 
+}  // namespace
+
+void LoadRillReadLog(Store* store, uint64_t events, ReadLayout layout) {
+  // One transaction per kReadBatch events, with one StreamAppend per run
+  // of consecutive events of a stream; a stream that comes back ends the
+  // transaction early, since AppendMulti takes each stream once. kRuns:
+  // one Append of 100 events to one stream per transaction; kInterleaved:
+  // one AppendMulti of ten streams of one event each.
+  std::vector<std::string> payloads;
+  for (int i = 0; i < kReadBatch; ++i) payloads.push_back(Payload(i));
+  std::vector<StreamAppend> txn;
+  std::vector<int> slots;  // of txn's streams
+  uint64_t in_txn = 0;
+  auto commit = [&] {
+    if (txn.size() == 1) {
+      absl::StatusOr<AppendResult> r =
+          store->Append(txn[0].stream, ExpectedVersion::Any(), txn[0].events);
+      if (!r.ok()) Die("rill read log Append: " + r.status().ToString());
+    } else if (!txn.empty()) {
+      absl::StatusOr<std::vector<AppendResult>> r = store->AppendMulti(txn);
+      if (!r.ok()) Die("rill read log AppendMulti: " + r.status().ToString());
+    }
+    txn.clear();
+    slots.clear();
+    in_txn = 0;
+  };
+  for (uint64_t i = 0; i < events / kReadBatch * kReadBatch; ++i) {
+    const int slot = StreamSlotOfEvent(i, layout);
+    const bool same_run = !slots.empty() && slots.back() == slot;
+    if (in_txn == kReadBatch ||
+        (!same_run && std::find(slots.begin(), slots.end(), slot) != slots.end())) {
+      commit();
+    }
+    if (slots.empty() || slots.back() != slot) {
+      txn.push_back(StreamAppend{StreamOfSlot(slot), ExpectedVersion::Any(), {}});
+      slots.push_back(slot);
+    }
+    EventData& e = txn.back().events.emplace_back();
+    e.type = kEventType;
+    e.payload = payloads[i % kReadBatch];
+    ++in_txn;
+  }
+  commit();
+}
+
+uint64_t RillReadAll(Store* store, uint64_t* sum) {
+  uint64_t n = 0;
+  absl::Status s = store->ScanAll(1, ReadOptions(), [&](const EventView& e) {
+    *sum += Touch(e.position(), e.payload());
+    ++n;
+    return true;
+  });
+  if (!s.ok()) Die("rill ScanAll: " + s.ToString());
+  return n;
+}
+
+uint64_t RillScanStream(Store* store, const std::string& stream, int64_t from, int limit,
+                        uint64_t* sum) {
+  ReadOptions options;
+  if (limit > 0) options.limit = limit;
+  uint64_t n = 0;
+  absl::Status s = store->ScanStream(stream, from, options, [&](const EventView& e) {
+    *sum += Touch(e.position(), e.payload());
+    ++n;
+    return true;
+  });
+  if (!s.ok()) Die("rill ScanStream: " + s.ToString());
+  return n;
+}
+
+double RillBytesPerEvent(Store* store) {
+  absl::StatusOr<StoreStats> stats = store->Stats();
+  if (!stats.ok() || stats->event_count == 0) return 0;
+  return static_cast<double>(stats->used_bytes) / stats->event_count;
+}
+
+double RillProjectionCatchUpSeconds(Store* store, uint64_t events, const std::string& name) {
+  uint64_t applied = 0;
+  ProjectionDef def;
+  def.name = name;
+  def.tables = {"t"};
+  def.apply = [&applied](const EventView& e, ReadModelTxn&) {
+    applied += !e.payload().empty();
+    return absl::OkStatus();
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<std::unique_ptr<ProjectionRunner>> runner = ProjectionRunner::Start(store, {def});
+  if (!runner.ok()) Die("ProjectionRunner::Start: " + runner.status().ToString());
+  absl::Status s = (*runner)->WaitFor(def.name, events, absl::Minutes(5));
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  (*runner)->Stop();
+  if (!s.ok() || applied != events) {
+    Die(absl::StrFormat("projection catch-up: %s, %d of %d applied", s.ToString(), applied,
+                        events));
+  }
+  return secs;
+}
+
+namespace {
+
 class RillWriter : public PeerWriter {
  public:
   explicit RillWriter(Store* store) : store_(store) {}
@@ -54,6 +154,7 @@ class RillPeer : public Peer {
  public:
   explicit RillPeer(std::string dir) : dir_(std::move(dir)) {}
   std::string name() const override { return "rill"; }
+  bool projections() const override { return true; }
 
   void OpenFresh(const std::string& tag) override {
     store_.reset();
@@ -83,116 +184,27 @@ class RillPeer : public Peer {
   void LoadReadLog(uint64_t events, ReadLayout layout) override {
     store_.reset();
     const std::string dir = absl::StrFormat("%s/read-%d", dir_, ++count_);
-    {
-      std::unique_ptr<Store> store = OpenOrDie(dir, Durability::kNoSyncUnsafe);
-      // One transaction per kReadBatch events, with one StreamAppend per run
-      // of consecutive events of a stream; a stream that comes back ends the
-      // transaction early, since AppendMulti takes each stream once. kRuns:
-      // one Append of 100 events to one stream per transaction; kInterleaved:
-      // one AppendMulti of ten streams of one event each.
-      std::vector<std::string> payloads;
-      for (int i = 0; i < kReadBatch; ++i) payloads.push_back(Payload(i));
-      std::vector<StreamAppend> txn;
-      std::vector<int> slots;  // of txn's streams
-      uint64_t in_txn = 0;
-      auto commit = [&] {
-        if (txn.size() == 1) {
-          absl::StatusOr<AppendResult> r =
-              store->Append(txn[0].stream, ExpectedVersion::Any(), txn[0].events);
-          if (!r.ok()) Die("rill read log Append: " + r.status().ToString());
-        } else if (!txn.empty()) {
-          absl::StatusOr<std::vector<AppendResult>> r = store->AppendMulti(txn);
-          if (!r.ok()) Die("rill read log AppendMulti: " + r.status().ToString());
-        }
-        txn.clear();
-        slots.clear();
-        in_txn = 0;
-      };
-      for (uint64_t i = 0; i < events / kReadBatch * kReadBatch; ++i) {
-        const int slot = StreamSlotOfEvent(i, layout);
-        const bool same_run = !slots.empty() && slots.back() == slot;
-        if (in_txn == kReadBatch ||
-            (!same_run && std::find(slots.begin(), slots.end(), slot) != slots.end())) {
-          commit();
-        }
-        if (slots.empty() || slots.back() != slot) {
-          txn.push_back(StreamAppend{StreamOfSlot(slot), ExpectedVersion::Any(), {}});
-          slots.push_back(slot);
-        }
-        EventData& e = txn.back().events.emplace_back();
-        e.type = kEventType;
-        e.payload = payloads[i % kReadBatch];
-        ++in_txn;
-      }
-      commit();
-    }
+    LoadRillReadLog(OpenOrDie(dir, Durability::kNoSyncUnsafe).get(), events, layout);
     store_ = OpenOrDie(dir, Durability::kDurable);
     events_ = events;
   }
 
-  uint64_t ReadAll(uint64_t* sum) override {
-    uint64_t n = 0;
-    absl::Status s = store_->ScanAll(1, ReadOptions(), [&](const EventView& e) {
-      *sum += Touch(e.position(), e.payload());
-      ++n;
-      return true;
-    });
-    if (!s.ok()) Die("rill ScanAll: " + s.ToString());
-    return n;
-  }
+  uint64_t ReadAll(uint64_t* sum) override { return RillReadAll(store_.get(), sum); }
   uint64_t ReadStream(const std::string& stream, uint64_t* sum) override {
-    return Scan(stream, 0, ReadOptions(), sum);
+    return RillScanStream(store_.get(), stream, 0, 0, sum);
   }
   uint64_t ReadSlice(const std::string& stream, int64_t from, int count, uint64_t* sum) override {
-    ReadOptions options;
-    options.limit = count;
-    return Scan(stream, from, options, sum);
+    return RillScanStream(store_.get(), stream, from, count, sum);
   }
-  double BytesPerEvent() override {
-    absl::StatusOr<StoreStats> stats = store_->Stats();
-    if (!stats.ok() || stats->event_count == 0) return 0;
-    return static_cast<double>(stats->used_bytes) / stats->event_count;
-  }
-
+  double BytesPerEvent() override { return RillBytesPerEvent(store_.get()); }
   double ProjectionCatchUpSeconds() override {
-    uint64_t applied = 0;
-    ProjectionDef def;
-    def.name = absl::StrFormat("catchup-%d", ++count_);
-    def.tables = {"t"};
-    def.apply = [&applied](const EventView& e, ReadModelTxn&) {
-      applied += !e.payload().empty();
-      return absl::OkStatus();
-    };
-    const auto t0 = std::chrono::steady_clock::now();
-    absl::StatusOr<std::unique_ptr<ProjectionRunner>> runner =
-        ProjectionRunner::Start(store_.get(), {def});
-    if (!runner.ok()) Die("ProjectionRunner::Start: " + runner.status().ToString());
-    absl::Status s = (*runner)->WaitFor(def.name, events_, absl::Minutes(5));
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    (*runner)->Stop();
-    if (!s.ok() || applied != events_) {
-      Die(absl::StrFormat("projection catch-up: %s, %d of %d applied", s.ToString(), applied,
-                          events_));
-    }
-    return secs;
+    return RillProjectionCatchUpSeconds(store_.get(), events_,
+                                        absl::StrFormat("catchup-%d", ++count_));
   }
 
   void Close() override { store_.reset(); }
 
  private:
-  uint64_t Scan(const std::string& stream, int64_t from, const ReadOptions& options,
-                uint64_t* sum) {
-    uint64_t n = 0;
-    absl::Status s = store_->ScanStream(stream, from, options, [&](const EventView& e) {
-      *sum += Touch(e.position(), e.payload());
-      ++n;
-      return true;
-    });
-    if (!s.ok()) Die("rill ScanStream: " + s.ToString());
-    return n;
-  }
-
   const std::string dir_;
   int count_ = 0;
   uint64_t events_ = 0;
