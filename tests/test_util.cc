@@ -10,6 +10,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace rill::testing {
 
@@ -116,7 +117,7 @@ std::vector<int64_t> Versions(const std::vector<RecordedEvent>& events) {
 }
 
 void ExpectEveryCommitHoldsEveryLooper(const std::vector<RecordedEvent>& all, int threads,
-                                       const std::string& prefix) {
+                                       const std::string& prefix, int tolerated) {
   // Commit time -> the streams (one per thread) of its events.
   std::map<int64_t, std::multiset<std::string>> commits;
   std::map<std::string, std::pair<int64_t, int64_t>> span;  // stream -> first, last commit
@@ -133,12 +134,18 @@ void ExpectEveryCommitHoldsEveryLooper(const std::vector<RecordedEvent>& all, in
     from = std::max(from, first_last.first);
     to = std::min(to, first_last.second);
   }
-  int full = 0;
+  int mid_run = 0;
+  std::vector<std::string> short_commits;
   for (auto it = commits.lower_bound(from); it != commits.end() && it->first <= to; ++it) {
-    EXPECT_EQ(it->second, expected) << "commit at " << it->first << " us";
-    ++full;
+    ++mid_run;
+    if (it->second != expected) {
+      short_commits.push_back(
+          absl::StrCat("commit at ", it->first, " us holds ", it->second.size(), " appends"));
+    }
   }
-  EXPECT_GT(full, 0) << "the threads never appended at the same time";
+  EXPECT_GT(mid_run, 0) << "the threads never appended at the same time";
+  EXPECT_LE(short_commits.size(), static_cast<size_t>(tolerated))
+      << "of " << mid_run << " commits while all appended: " << absl::StrJoin(short_commits, "; ");
 }
 
 }  // namespace rill::testing

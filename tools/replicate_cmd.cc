@@ -19,7 +19,7 @@ struct InitArgs {
   ReplicationOptions options;
   int64_t append_timeout_ms = 10000;
   int64_t connect_timeout_ms = 2000;
-  int64_t group_commit_wait_us = 1000;
+  int64_t group_commit_wait_us = absl::ToInt64Microseconds(ReplicationOptions().group_commit_wait);
 };
 
 int RunInit(InitArgs args) {

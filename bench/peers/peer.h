@@ -179,7 +179,7 @@ std::unique_ptr<Peer> NewJetStreamPeer(const std::string& name,
 // replicated peers, when a workload is done with its fresh stream): a real
 // node has one stream, and the dozens a run makes would otherwise all keep
 // their Raft groups (heartbeats, leader checks) busy on the same two CPUs
-// for the rest of the run. Dies when it cannot.
+// for the rest of the run. Warns when it cannot.
 void DeleteJetStream(const std::vector<std::string>& servers, const std::string& stream);
 std::unique_ptr<Peer> NewLmdbPeer(const std::string& dir);
 // The segment-log prototype of issue 15 (bench/seglog, docs/segment-log.md).

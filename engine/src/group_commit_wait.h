@@ -41,7 +41,7 @@ class GroupCommitWait {
 
   // Counters, for tests.
   struct Stats {
-    uint64_t batches = 0;    // batches taken (Took)
+    uint64_t batches = 0;    // batches (calls of Took)
     uint64_t waits = 0;      // waits for the last batch's callers
     uint64_t all_back = 0;   // ... that saw all of them back
     uint64_t none_back = 0;  // ... that saw none of them back

@@ -150,7 +150,11 @@ class ReplicatedStore final : public Store {
     size_t estimated_bytes = 0;
     enum class Stage { kQueued, kPublishing, kStored } stage = Stage::kQueued;
     uint64_t sequence = 0;  // kStored: the JetStream sequence
-    bool done = false;      // under mu_; then `result` is set, for good
+    // Under mu_: the publisher is encoding the request, which reads the
+    // caller's events (RequestPart points into them): a caller that gives
+    // up waits until it is done before it returns.
+    bool encoding = false;
+    bool done = false;  // under mu_; then `result` is set, for good
     absl::StatusOr<std::vector<AppendResult>> result;
     // Notified when `done` is set: the caller waits on this alone, so a
     // completed batch wakes its callers at once, not through mu_.
@@ -250,6 +254,8 @@ absl::StatusOr<std::vector<AppendResult>> ReplicatedStore::Outcome(
     return std::move(p->result);
   }
   absl::MutexLock lock(&mu_);
+  auto encoded = [p]() { return !p->encoding; };
+  mu_.Await(absl::Condition(&encoded));      // microseconds: see Pending::encoding
   if (p->done) return std::move(p->result);  // completed just now
   switch (p->stage) {
     case Pending::Stage::kQueued:
@@ -296,12 +302,14 @@ void ReplicatedStore::PublishLoop() {
       commit_wait_.Await(mu_, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stop_ || queued_bytes_ >= repl_.max_message_bytes;
       });
-      if (stop_) continue;
+      // (Callers that gave up meanwhile took their requests back.)
+      if (stop_ || queue_.empty()) continue;
       size_t bytes = 0;
       while (!queue_.empty() && (batch.empty() || bytes + queue_.front()->estimated_bytes <=
                                                       repl_.max_message_bytes)) {
         bytes += queue_.front()->estimated_bytes;
         queue_.front()->stage = Pending::Stage::kPublishing;
+        queue_.front()->encoding = true;
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
@@ -321,7 +329,9 @@ void ReplicatedStore::PublishLoop() {
       const size_t keep = batch.size() / 2;
       for (size_t i = batch.size(); i-- > keep;) {
         batch[i]->stage = Pending::Stage::kQueued;
+        batch[i]->encoding = false;
         queued_bytes_ += batch[i]->estimated_bytes;
+        commit_wait_.Returned(batch[i]->request.caller);  // queued again: not awaited
         queue_.push_front(std::move(batch[i]));
       }
       batch.resize(keep);
@@ -330,6 +340,7 @@ void ReplicatedStore::PublishLoop() {
     }
     if (data.size() > repl_.max_message_bytes) {
       absl::MutexLock lock(&mu_);
+      batch.front()->encoding = false;
       CompleteLocked(batch.front().get(),
                      absl::InvalidArgumentError(absl::StrCat(
                          "the append request is ", data.size(),
@@ -339,6 +350,7 @@ void ReplicatedStore::PublishLoop() {
     }
     {
       absl::MutexLock lock(&mu_);
+      for (auto& p : batch) p->encoding = false;
       in_flight_[TxKey(txid)] = batch;
     }
     absl::StatusOr<uint64_t> sequence =

@@ -76,8 +76,11 @@ std::string Encode(const ReplicationOptions& o) {
                   "\n");
   absl::StrAppend(&out, "append_timeout_ms = ", absl::ToInt64Milliseconds(o.append_timeout), "\n");
   absl::StrAppend(&out, "max_message_bytes = ", o.max_message_bytes, "\n");
-  absl::StrAppend(&out, "group_commit_wait_us = ", absl::ToInt64Microseconds(o.group_commit_wait),
-                  "\n");
+  // Only when set: an older rill refuses keys it does not know.
+  if (o.group_commit_wait != ReplicationOptions().group_commit_wait) {
+    absl::StrAppend(&out, "group_commit_wait_us = ", absl::ToInt64Microseconds(o.group_commit_wait),
+                    "\n");
+  }
   absl::StrAppend(&out, "sync_replica = ", o.sync_replica ? "true" : "false", "\n");
   if (!o.credentials_file.empty())
     absl::StrAppend(&out, "credentials = ", o.credentials_file, "\n");
