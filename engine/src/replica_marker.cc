@@ -132,6 +132,10 @@ absl::StatusOr<std::unique_ptr<ReplicaMarker>> ReplicaMarker::Acquire(const std:
         if (absl::Status s = SyncPath(dir, O_RDONLY | O_DIRECTORY); !s.ok()) return s;
         *rebuilt = true;
         if (absl::Status s = WriteMarker(fd, path, dirty); !s.ok()) return s;
+        // Kept exclusive until the new replica exists (Opened): an opener
+        // let in now would find a node with no replica half made.
+        marker->exclusive_ = true;
+        return marker;
       }
       if (flock(fd, LOCK_SH) != 0) return Errno(errno, absl::StrCat("cannot lock ", path));
       continue;
@@ -145,6 +149,13 @@ absl::StatusOr<std::unique_ptr<ReplicaMarker>> ReplicaMarker::Acquire(const std:
       if (absl::Status s = SyncPath(dir, O_RDONLY | O_DIRECTORY); !s.ok()) return s;
     }
   }
+}
+
+absl::Status ReplicaMarker::Opened() {
+  if (!exclusive_) return absl::OkStatus();
+  if (flock(fd_, LOCK_SH) != 0) return Errno(errno, absl::StrCat("cannot lock ", path_));
+  exclusive_ = false;
+  return absl::OkStatus();
 }
 
 void ReplicaMarker::Release(absl::FunctionRef<absl::Status()> sync) {

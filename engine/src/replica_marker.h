@@ -34,8 +34,14 @@ class ReplicaMarker {
   // Takes the node `dir`'s marker for a process that opens it writable:
   // deletes the replica when another boot left it in use (*rebuilt), then
   // marks it in use by this boot, durably. Call before opening the replica.
+  // When it deleted the replica it keeps the marker's lock exclusive, so
+  // that no other opener comes in before the new replica exists: call
+  // Opened once it is open.
   static absl::StatusOr<std::unique_ptr<ReplicaMarker>> Acquire(const std::string& dir,
                                                                 bool* rebuilt);
+  // The replica is open (created, when Acquire deleted it): lets other
+  // openers of the node in.
+  absl::Status Opened();
   // Releases the marker (its lock). When no other process holds the node,
   // runs `sync` (which must make the replica durable) and, when it succeeds,
   // marks the replica clean.
@@ -49,6 +55,7 @@ class ReplicaMarker {
   ReplicaMarker(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
   const std::string path_;
   int fd_;
+  bool exclusive_ = false;  // Acquire deleted the replica; Opened not yet called
 };
 
 // Whether node `dir` has a marker (its replica has been without fsync).

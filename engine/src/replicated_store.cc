@@ -508,6 +508,9 @@ absl::StatusOr<std::unique_ptr<Store>> OpenReplicatedStore(const std::string& di
   if (!node.ok()) return node.status();
   absl::StatusOr<std::unique_ptr<Replica>> replica = Replica::Open(local->get());
   if (!replica.ok()) return replica.status();
+  if (marker != nullptr) {
+    if (absl::Status s = marker->Opened(); !s.ok()) return s;
+  }
   absl::StatusOr<std::unique_ptr<NatsLink>> link =
       NatsLink::Connect(replication, /*must_connect=*/false);
   if (!link.ok()) return link.status();
